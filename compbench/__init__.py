@@ -1,0 +1,3 @@
+"""compbench: honest, reproducible comparisons of model-compression methods."""
+
+__version__ = "0.1.0"

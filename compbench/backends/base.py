@@ -1,0 +1,82 @@
+"""The backend interface: load a ``ModelArtifact`` into a ready-to-run ``Session``."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from compbench.artifact import ModelArtifact
+from compbench.registry import Registry
+
+Device = Literal["cpu", "cuda"]
+Precision = Literal["fp32", "fp16", "bf16"]
+
+# Named profiles: settings that stand for a deployment target.
+PROFILES: dict[str, dict] = {
+    "default": {},
+    "edge": {"threads": 1},   # a single-core edge device
+}
+
+
+class BackendOptions(BaseModel):
+    """How a backend runs a model; one entry of the suite's ``backends:`` list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="registered backend name, e.g. torch")
+    device: Device = "cpu"
+    profile: str = "default"
+    threads: int | None = Field(None, ge=1, description="intra-op threads; default: the profile's, else all cores")
+    precision: Precision = "fp32"
+
+    def resolved_threads(self) -> int:
+        profile_threads = PROFILES.get(self.profile, {}).get("threads")
+        return self.threads or profile_threads or (os.cpu_count() or 1)
+
+    @property
+    def label(self) -> str:
+        """Unique within a suite: ``torch:cpu:default``, with non-default settings appended."""
+        parts = [self.name, self.device, self.profile]
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        if self.threads is not None:
+            parts.append(f"t{self.threads}")
+        return ":".join(parts)
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+
+class Session(ABC):
+    """One loaded model. ``run`` returns logits once the work is finished on the device."""
+
+    @abstractmethod
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits (batch, num_labels) as float32 numpy."""
+
+    def close(self) -> None:
+        """Release what the session holds."""
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def availability(self, options: BackendOptions) -> Availability:
+        """Whether these options can run on this machine, and why not."""
+
+    @abstractmethod
+    def load(self, artifact: ModelArtifact, options: BackendOptions) -> Session:
+        """A session ready to time; raise UnsupportedError for what cannot run here."""
+
+
+BACKENDS: Registry[Backend] = Registry("backend", "compbench.backends")

@@ -1,0 +1,51 @@
+"""The compressor interface: take a ``ModelArtifact``, return a new one."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from compbench.artifact import ModelArtifact
+from compbench.progress import Reporter
+from compbench.registry import Registry
+from compbench.tasks import TaskData
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class CompressContext:
+    """What a compressor may use besides its input model."""
+
+    data: TaskData
+    teacher: ModelArtifact      # the fine-tuned, uncompressed task model
+    seed: int
+    device: str
+    work_dir: Path              # the new artifact's folder: write the model here
+    reporter: Reporter
+
+
+class Compressor(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    # Bump when the compressor's output changes for the same inputs: it is part of the cache key.
+    code_version: ClassVar[str] = "1"
+
+    def __init__(self, params: BaseModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
+        """Write the compressed model into ``ctx.work_dir`` and return its artifact.
+
+        Raise ``UnsupportedError`` (with the reason) when it cannot run here.
+        """
+
+
+COMPRESSORS: Registry[Compressor] = Registry("compressor", "compbench.compressors")

@@ -1,0 +1,90 @@
+"""Fine-tuning the base model into the task teacher (cached by content hash)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+from compbench.artifact import ArtifactStore, ModelArtifact, save_hf_artifact
+from compbench.encoding import encode_rows, predict_logits
+from compbench.hashing import stable_hash
+from compbench.metrics import compute_metrics, predictions_from_logits
+from compbench.models import ResolvedModel
+from compbench.progress import Reporter
+from compbench.tasks import TaskData, TaskSpec
+from compbench.training import TrainConfig, fit
+
+# Bump when fine-tuning changes what it produces for the same inputs (part of the cache key).
+FINETUNE_VERSION = "1"
+
+
+def rows_fingerprint(rows: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def teacher_key(base: ResolvedModel, data: TaskData, config: TrainConfig) -> str:
+    """Depends on the base weights, the training rows and the budget: not on eval rows."""
+    return stable_hash({
+        "kind": "finetune", "version": FINETUNE_VERSION, "base": base.identity, "task": data.task.name,
+        "train_rows": rows_fingerprint(data.train), "config": config.model_dump(),
+    })
+
+
+def finetuned_teacher(
+    base: ResolvedModel, data: TaskData, config: TrainConfig, store: ArtifactStore, reporter: Reporter
+) -> ModelArtifact:
+    key = teacher_key(base, data, config)
+    cached = store.get(key)
+    if cached is not None:
+        reporter.log(f"{data.task.name}: teacher from cache ({cached.path})")
+        return cached
+    return store.build(key, lambda folder: _finetune(folder, base, data, config, reporter))
+
+
+def load_base_for_task(location: str, task: TaskSpec):
+    """The base model with a fresh classification (or regression) head for ``task``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()   # "newly initialised head" is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            location, num_labels=task.num_labels, problem_type="regression" if task.is_regression else "single_label_classification"
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model, AutoTokenizer.from_pretrained(location)
+
+
+def _finetune(folder, base: ResolvedModel, data: TaskData, config: TrainConfig, reporter: Reporter) -> ModelArtifact:
+    task = data.task
+    model, tokenizer = load_base_for_task(base.location, task)
+    train_rows = encode_rows(tokenizer, task, data.train, config.max_seq_len)
+    split, eval_frame = next(iter(data.eval.items()))
+    eval_rows = encode_rows(tokenizer, task, eval_frame, config.max_seq_len)
+
+    def evaluate(trained) -> float:
+        import torch
+
+        def run(batch):
+            with torch.inference_mode():
+                return trained(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+
+        trained.eval()
+        predictions = predictions_from_logits(task, predict_logits(run, tokenizer, eval_rows, 128))
+        return compute_metrics(task, predictions, eval_rows.labels)[task.metric_names[0]]
+
+    reporter.log(f"{task.name}: fine-tuning {base.reference} on {len(train_rows)} rows ({data.source})")
+    result = fit(model, tokenizer, train_rows, config, evaluate=evaluate, reporter=reporter, description=f"{task.name} teacher")
+    reporter.log(f"{task.name}: teacher {task.metric_names[0]} on {split}: {result.history[-1]['score']:.4f} after {result.steps} steps ({result.seconds:.0f}s)")
+    lineage = [{
+        "step": "finetune", "base": base.reference, "base_identity": base.identity, "params": config.model_dump(),
+        "train_rows": len(train_rows), "steps": result.steps, "seconds": round(result.seconds, 1),
+        "final_loss": result.final_loss, "history": result.history,
+    }]
+    return save_hf_artifact(folder, model, tokenizer, task=task.name, lineage=lineage)
+
+
+__all__ = ["finetuned_teacher", "load_base_for_task", "teacher_key", "rows_fingerprint"]

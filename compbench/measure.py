@@ -1,0 +1,94 @@
+"""Size, latency and accuracy: one implementation of the measurement rules for every backend."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from compbench.artifact import ModelArtifact
+from compbench.backends.base import Session
+from compbench.encoding import Batch, encode_rows, predict_logits
+from compbench.metrics import bootstrap_ci, compute_metrics, predictions_from_logits
+from compbench.tasks import TaskData
+
+
+class MeasureConfig(BaseModel):
+    """The suite's ``measure:`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
+    seq_lens: list[int] = Field(default_factory=lambda: [128], min_length=1)
+    warmup_iters: int = Field(5, ge=0, description="untimed calls before timing")
+    min_iters: int = Field(20, ge=1, description="timed calls: at least this many ...")
+    min_seconds: float = Field(2.0, ge=0, description="... and at least this long")
+    max_iters: int = Field(10_000, ge=1, description="stop timing after this many calls")
+    eval_batch_size: int = Field(64, ge=1)
+    bootstrap_resamples: int = Field(1000, ge=100)
+
+
+def size_of(artifact: ModelArtifact) -> dict:
+    params, nonzero = artifact.parameter_counts()
+    return {"size_bytes": artifact.size_bytes(), "params": params, "nonzero_params": nonzero}
+
+
+def time_session(session: Session, batch: Batch, config: MeasureConfig) -> dict:
+    """Latency of ``session.run(batch)`` in ms: cold first call apart, then warm-up,
+    then at least ``min_iters`` calls AND ``min_seconds`` of timed calls."""
+    start = time.perf_counter_ns()
+    session.run(batch)
+    cold_ms = (time.perf_counter_ns() - start) / 1e6
+    for _ in range(config.warmup_iters):
+        session.run(batch)
+    samples: list[float] = []
+    timed_ns = 0
+    while len(samples) < config.max_iters and (len(samples) < config.min_iters or timed_ns < config.min_seconds * 1e9):
+        start = time.perf_counter_ns()
+        session.run(batch)
+        elapsed = time.perf_counter_ns() - start
+        timed_ns += elapsed
+        samples.append(elapsed / 1e6)
+    return latency_stats(np.asarray(samples), cold_ms)
+
+
+def latency_stats(samples_ms: np.ndarray, cold_ms: float) -> dict:
+    p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
+    return {
+        "p50": float(p50), "p90": float(p90), "p99": float(p99),
+        "mean": float(samples_ms.mean()), "std": float(samples_ms.std(ddof=1)) if len(samples_ms) > 1 else 0.0,
+        "min": float(samples_ms.min()), "n": int(len(samples_ms)), "cold": float(cold_ms),
+    }
+
+
+def evaluate_session(
+    session: Session, tokenizer, data: TaskData, max_seq_len: int, config: MeasureConfig, seed: int
+) -> dict:
+    """The task's official metrics on its evaluation split(s), through ``session``.
+
+    The first metric of the primary split is the headline (``metric``) with a 95%
+    bootstrap interval; further splits (MNLI mismatched) are added as ``split/metric``.
+    """
+    task = data.task
+    result: dict = {"metrics": {}}
+    for split_index, (split, rows) in enumerate(data.eval.items()):
+        predictions, labels = predict_split(session, tokenizer, data, rows, max_seq_len, config.eval_batch_size)
+        scores = compute_metrics(task, predictions, labels)
+        prefix = "" if split_index == 0 else f"{split}/"
+        result["metrics"].update({prefix + name: value for name, value in scores.items()})
+        if split_index == 0:
+            name = task.metric_names[0]
+            interval = bootstrap_ci(name, predictions, labels, n_resamples=config.bootstrap_resamples, seed=seed)
+            result.update(
+                metric_name=name, metric=scores[name], metric_ci95=interval.as_list(),
+                eval_split=split, eval_rows=int(len(labels)), predictions=predictions.tolist(),
+            )
+    return result
+
+
+def predict_split(session: Session, tokenizer, data: TaskData, rows: pd.DataFrame, max_seq_len: int, batch_size: int):
+    encoded = encode_rows(tokenizer, data.task, rows, max_seq_len)
+    logits = predict_logits(session.run, tokenizer, encoded, batch_size)
+    return predictions_from_logits(data.task, logits), encoded.labels
