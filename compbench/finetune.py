@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
-
-import pandas as pd
-
 from compbench.artifact import ArtifactStore, ModelArtifact, save_hf_artifact
 from compbench.encoding import encode_rows, predict_logits
 from compbench.hashing import stable_hash
 from compbench.metrics import compute_metrics, predictions_from_logits
 from compbench.models import ResolvedModel
 from compbench.progress import Reporter
-from compbench.tasks import TaskData, TaskSpec
+from compbench.tasks import TaskData, TaskSpec, frame_digest
 from compbench.training import TrainConfig, fit
 
 # Bump when fine-tuning changes what it produces for the same inputs (part of the cache key).
 FINETUNE_VERSION = "1"
 
 
-def rows_fingerprint(rows: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()[:16]
-
-
 def teacher_key(base: ResolvedModel, data: TaskData, config: TrainConfig) -> str:
     """Depends on the base weights, the training rows and the budget: not on eval rows."""
     return stable_hash({
         "kind": "finetune", "version": FINETUNE_VERSION, "base": base.identity, "task": data.task.name,
-        "train_rows": rows_fingerprint(data.train), "config": config.model_dump(),
+        "train_rows": frame_digest(data.train).hex(), "config": config.model_dump(),
     })
 
 
@@ -87,4 +79,3 @@ def _finetune(folder, base: ResolvedModel, data: TaskData, config: TrainConfig, 
     return save_hf_artifact(folder, model, tokenizer, task=task.name, lineage=lineage)
 
 
-__all__ = ["finetuned_teacher", "load_base_for_task", "teacher_key", "rows_fingerprint"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from compbench.artifact import ArtifactStore, ModelArtifact
 from compbench.compressors import COMPRESSORS, CompressContext
 from compbench.hashing import stable_hash
 from compbench.progress import Reporter
-from compbench.suite import PipelineConfig
+from compbench.suite import PipelineConfig, StepConfig
 from compbench.tasks import TaskData
 
 
@@ -15,24 +17,36 @@ def step_key(input_hash: str, compressor: str, params: dict, code_version: str, 
                         "code_version": code_version, "data": data_fingerprint})
 
 
-def build_pipeline(
-    teacher: ModelArtifact, pipeline: PipelineConfig, data: TaskData, store: ArtifactStore,
-    *, seed: int, device: str, reporter: Reporter,
-) -> ModelArtifact:
-    """The artifact at the end of ``pipeline`` (the teacher itself for the baseline)."""
-    artifact = teacher
-    for step in pipeline.steps:
+@dataclass
+class PipelineBuild:
+    """What every step of one (task, pipeline) shares."""
+
+    teacher: ModelArtifact
+    data: TaskData
+    store: ArtifactStore
+    seed: int
+    device: str
+    reporter: Reporter
+
+    def run(self, pipeline: PipelineConfig) -> ModelArtifact:
+        """The artifact at the end of ``pipeline`` (the teacher itself for the baseline)."""
+        artifact = self.teacher
+        for step in pipeline.steps:
+            artifact = self.apply(artifact, step, label=f"{self.data.task.name}/{pipeline.name}")
+        return artifact
+
+    def apply(self, source: ModelArtifact, step: StepConfig, label: str) -> ModelArtifact:
         compressor_cls = COMPRESSORS.get(step.compressor)
         params = compressor_cls.Params.model_validate(step.params)
-        key = step_key(artifact.hash, step.compressor, params.model_dump(), compressor_cls.code_version, data.fingerprint)
-        source = artifact
+        record = {"step": step.compressor, "params": params.model_dump(), "input_hash": source.hash}
+        key = step_key(source.hash, step.compressor, record["params"], compressor_cls.code_version, self.data.fingerprint)
 
-        def write(folder, source=source, compressor=compressor_cls(params), step=step):
-            reporter.log(f"{data.task.name}/{pipeline.name}: {step.compressor} {params.model_dump()}")
-            ctx = CompressContext(data=data, teacher=teacher, seed=seed, device=device, work_dir=folder, reporter=reporter)
-            result = compressor.compress(source, ctx)
-            result.lineage = [*source.lineage, {"step": step.compressor, "params": params.model_dump(), "input_hash": source.hash}]
+        def write(folder) -> ModelArtifact:
+            self.reporter.log(f"{label}: {step.compressor} {record['params']}")
+            ctx = CompressContext(data=self.data, teacher=self.teacher, seed=self.seed, device=self.device,
+                                  work_dir=folder, reporter=self.reporter)
+            result = compressor_cls(params).compress(source, ctx)
+            result.lineage = [*source.lineage, record]
             return result
 
-        artifact = store.build(key, write)
-    return artifact
+        return self.store.build(key, write)

@@ -19,7 +19,7 @@ from compbench.errors import DataNotFoundError, UnsupportedError, UsageError
 from compbench.finetune import finetuned_teacher
 from compbench.measure import evaluate_session, size_of, time_session
 from compbench.models import resolve_model
-from compbench.pipeline import build_pipeline
+from compbench.pipeline import PipelineBuild
 from compbench.progress import Reporter
 from compbench.report import write_reports
 from compbench.results import ResultsFile, empty_row
@@ -117,10 +117,11 @@ class SuiteRun:
             teacher = finetuned_teacher(self.base_model, data, self.suite.teacher, self.store, self.reporter)
         except Exception as exc:
             return self._close_cells(cells, "failed", self._describe_failure(f"{task_name} teacher", exc))
+        builder = PipelineBuild(teacher, data, self.store, seed=self.suite.seed, device="cpu", reporter=self.reporter)
         for pipeline in self.suite.pipelines:
             pipeline_cells = [c for c in cells if c.pipeline.name == pipeline.name]
             try:
-                artifact = build_pipeline(teacher, pipeline, data, self.store, seed=self.suite.seed, device="cpu", reporter=self.reporter)
+                artifact = builder.run(pipeline)
             except UnsupportedError as exc:
                 self._close_cells(pipeline_cells, "skipped", str(exc))
                 continue

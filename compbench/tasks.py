@@ -13,7 +13,6 @@ rest of compbench never sees which layout the rows came from.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from typing import Mapping
 import pandas as pd
 
 from compbench.errors import DataNotFoundError, UsageError
+from compbench.registry import unknown_name_message
 
 DATA_DIR_ENV = "COMPBENCH_DATA_DIR"
 HUB_REPO_ID = "nyu-mll/glue"
@@ -87,10 +87,7 @@ def get_task(name: str) -> TaskSpec:
     """The spec of task ``name`` (exact HF config name); UsageError with a suggestion otherwise."""
     if name in TASKS:
         return TASKS[name]
-    message = f"unknown task {name!r}; valid: {', '.join(task_names())}"
-    close = difflib.get_close_matches(str(name).strip().lower(), task_names(), n=1)
-    if close:
-        message += f" (did you mean {close[0]!r}?)"
+    message = unknown_name_message("task", name, task_names())
     raise UsageError(message)
 
 

@@ -30,16 +30,9 @@ from compbench.tasks import (
 )
 
 
-def shared_data_dir() -> Path:
-    """The offline GLUE data: ../shared/data from the repository root (never copied in)."""
-    path = Path(__file__).resolve().parents[2] / "shared" / "data"
-    assert path.is_dir(), f"offline GLUE data not found at {path}"
-    return path
-
-
 @pytest.fixture(scope="module")
-def data_dir() -> Path:
-    return shared_data_dir()
+def data_dir(glue_data: Path) -> Path:
+    return glue_data
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +43,6 @@ def parquet(data_dir: Path) -> ParquetFolderSource:
 @pytest.fixture(scope="module")
 def tsv(data_dir: Path) -> GlueTsvFolderSource:
     return GlueTsvFolderSource(data_dir / "glue_tsv")
-
-
-@pytest.fixture(autouse=True)
-def no_env_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never depend on the caller's COMPBENCH_DATA_DIR."""
-    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
 
 
 # ----------------------------------------------------------------------------- specs
