@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -12,7 +13,8 @@ from compbench.errors import UsageError
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE = 0, 1, 2
 
 
-def fail_usage(message: str) -> None:
+def fail_usage(message: str) -> NoReturn:
+    """One ``compbench: error:`` line per line of ``message`` on stderr, then exit 2."""
     for line in message.splitlines():
         click.echo(f"compbench: error: {line}", err=True)
     sys.exit(EXIT_USAGE)
@@ -71,16 +73,13 @@ def validate(suite_file: Path) -> None:
 @main.command(name="list")
 def list_components() -> None:
     """Show registered compressors and backends, and whether each backend can run here."""
-    from compbench.backends import BACKENDS, BackendOptions
+    from compbench.backends import BACKENDS
     from compbench.compressors import COMPRESSORS
 
     click.echo("backends:")
     for name in BACKENDS.names():
-        backend = BACKENDS.get(name)()
         for device in ("cpu", "cuda"):
-            availability = backend.availability(BackendOptions(name=name, device=device))
-            state = "available" if availability.ok else f"unavailable: {availability.reason}"
-            click.echo(f"  {name:<14} {device:<5} {state}   [{BACKENDS.origin(name)}]")
+            click.echo(f"  {name:<14} {device:<5} {_availability(name, device)}   [{BACKENDS.origin(name)}]")
     click.echo("compressors:")
     names = COMPRESSORS.names()
     if not names:
@@ -90,6 +89,16 @@ def list_components() -> None:
     for registry in (BACKENDS, COMPRESSORS):
         for plugin, error in registry.plugin_errors.items():
             click.echo(f"  plugin {plugin!r} failed to load: {error}")
+
+
+def _availability(name: str, device: str) -> str:
+    from compbench.backends import BACKENDS, BackendOptions
+
+    try:
+        availability = BACKENDS.get(name)().availability(BackendOptions(name=name, device=device))
+    except Exception as exc:  # a plugin's bug must not hide the rest of the list
+        return f"broken: {type(exc).__name__}: {exc}"
+    return "available" if availability.ok else f"unavailable: {availability.reason}"
 
 
 @main.command()

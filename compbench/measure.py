@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from compbench.artifact import ModelArtifact
 from compbench.backends.base import Session
@@ -14,14 +15,16 @@ from compbench.encoding import Batch, encode_rows, predict_logits
 from compbench.metrics import bootstrap_ci, compute_metrics, predictions_from_logits
 from compbench.tasks import TaskData
 
+SeqLen = Annotated[int, Field(ge=8, le=512)]
+
 
 class MeasureConfig(BaseModel):
     """The suite's ``measure:`` section."""
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
-    seq_lens: list[int] = Field(default_factory=lambda: [128], min_length=1)
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 32], min_length=1)
+    seq_lens: list[SeqLen] = Field(default_factory=lambda: [128], min_length=1, description="padded tokens per row, 8..512")
     warmup_iters: int = Field(5, ge=0, description="untimed calls before timing")
     min_iters: int = Field(20, ge=1, description="timed calls: at least this many ...")
     min_seconds: float = Field(2.0, ge=0, description="... and at least this long")

@@ -19,8 +19,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Classes by their ``name`` attribute; entry points are loaded on first use."""
 
-    def __init__(self, kind: str, entry_point_group: str) -> None:
+    def __init__(self, kind: str, entry_point_group: str, base: type | None = None) -> None:
         self.kind = kind
+        self.base = base
         self.entry_point_group = entry_point_group
         self._classes: dict[str, type[T]] = {}
         self._origins: dict[str, str] = {}
@@ -32,6 +33,8 @@ class Registry(Generic[T]):
         name = getattr(cls, "name", None)
         if not isinstance(name, str) or not name:
             raise TypeError(f"{cls!r} needs a non-empty class attribute 'name' to be a {self.kind}")
+        if self.base is not None and not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise TypeError(f"{cls!r} is not a subclass of {self.base.__module__}.{self.base.__qualname__}")
         known = self._classes.get(name)
         if known is not None and known is not cls:
             raise ValueError(f"{self.kind} name {name!r} is taken by {known.__module__}.{known.__qualname__}")
@@ -46,9 +49,10 @@ class Registry(Generic[T]):
         for ep in entry_points(group=self.entry_point_group):
             try:
                 cls = ep.load()
-                self.register(cls, origin=f"plugin {ep.value}")
+                dist = f" from {ep.dist.name} {ep.dist.version}" if ep.dist else ""
+                self.register(cls, origin=f"plugin {ep.value}{dist}")
             except Exception as exc:  # a broken plugin must not take the tool down
-                self.plugin_errors[ep.name] = f"{type(exc).__name__}: {exc}"
+                self.plugin_errors[ep.name] = " ".join(f"{type(exc).__name__}: {exc}".split())   # one line, for messages
 
     def names(self) -> list[str]:
         self._load_plugins()
@@ -63,7 +67,16 @@ class Registry(Generic[T]):
         try:
             return self._classes[name]
         except KeyError:
-            raise UsageError(unknown_name_message(self.kind, name, self.names())) from None
+            raise UsageError(self.unknown_name_message(name)) from None
+
+    def unknown_name_message(self, name: str) -> str:
+        """Why ``name`` is not here: the valid names, a likely fix, and a plugin's load error if it has one."""
+        message = unknown_name_message(self.kind, name, self.names())
+        if not self._classes:
+            message += f" (plugins add them through the entry-point group {self.entry_point_group!r})"
+        if name in self.plugin_errors:
+            message += f"; plugin {name!r} failed to load: {self.plugin_errors[name]}"
+        return message
 
     def __contains__(self, name: str) -> bool:
         self._load_plugins()
@@ -72,8 +85,14 @@ class Registry(Generic[T]):
 
 def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
     """``unknown backend 'trch'; valid: onnxruntime, torch (did you mean 'torch'?)``."""
-    message = f"unknown {kind} {name!r}; valid: {', '.join(valid) if valid else '(none registered)'}"
-    close = difflib.get_close_matches(str(name), valid, n=1)
+    message = f"unknown {kind} {name!r}; " + (f"valid: {', '.join(valid)}" if valid else f"there are no {kind}s yet")
+    close = closest_name(name, valid)
     if close:
-        message += f" (did you mean {close[0]!r}?)"
+        message += f" (did you mean {close!r}?)"
     return message
+
+
+def closest_name(name: str, valid: list[str]) -> str | None:
+    """The valid name that ``name`` most likely misspells, if any."""
+    close = difflib.get_close_matches(str(name).strip().lower(), valid, n=1)
+    return close[0] if close else None

@@ -44,7 +44,7 @@ class ResultsFile:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Every complete row; a torn last line (killed mid-write) is ignored."""
+    """Every complete row; a line that is not whole JSON (a write cut off by a kill) is skipped."""
     rows = []
     if not Path(path).is_file():
         return rows

@@ -4,24 +4,51 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from compbench.backends import BACKENDS, PROFILES, BackendOptions
 from compbench.compressors import COMPRESSORS
 from compbench.errors import UsageError
 from compbench.measure import MeasureConfig
-from compbench.registry import unknown_name_message
-from compbench.tasks import get_task
+from compbench.registry import closest_name, unknown_name_message
+from compbench.tasks import get_task, task_names
 from compbench.training import TrainConfig
 
 BASELINE = "baseline"
 
 
+class FieldError(ValueError):
+    """A validator's complaint about a field *below* the one it validates; ``loc`` is relative to it."""
+
+    def __init__(self, loc: tuple, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class ParamsError(ValueError):
+    """A compressor's ``params`` failed its Params model: pydantic's errors, relative to ``params``."""
+
+    def __init__(self, model: type[BaseModel], errors: list[dict]) -> None:
+        super().__init__(f"invalid params for {model.__name__}")
+        self.model, self.errors = model, errors
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _known_task(name: str) -> str:
+    try:
+        get_task(name)
+    except UsageError as exc:   # pydantic reports only ValueError/AssertionError with the field's location
+        raise ValueError(str(exc)) from None
+    return name
+
+
+TaskName = Annotated[str, AfterValidator(_known_task)]
 
 
 class DataConfig(Strict):
@@ -32,25 +59,34 @@ class DataConfig(Strict):
 
 
 class StepConfig(Strict):
-    compressor: str
+    compressor: str = Field(description="a registered compressor; `compbench list` shows them")
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("compressor")
     @classmethod
     def _known_compressor(cls, name: str) -> str:
         if name not in COMPRESSORS:
-            raise ValueError(unknown_name_message("compressor", name, COMPRESSORS.names()))
+            raise ValueError(COMPRESSORS.unknown_name_message(name))
         return name
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> "StepConfig":
+        params_model = COMPRESSORS.get(self.compressor).Params
+        self.params, errors = _validated_params(params_model, self.params)
+        if errors:
+            raise ParamsError(params_model, errors)
+        return self
 
 
 class PipelineConfig(Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="unique within the suite")
     steps: list[StepConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _baseline_is_uncompressed(self) -> "PipelineConfig":
         if self.name == BASELINE and self.steps:
-            raise ValueError(f"the pipeline name {BASELINE!r} is reserved for the uncompressed teacher; rename it or drop its steps")
+            raise FieldError(("steps",), f"the pipeline name {BASELINE!r} is reserved for the uncompressed teacher "
+                                         "and takes no steps; give this pipeline another name")
         return self
 
 
@@ -59,7 +95,7 @@ class BackendConfig(BackendOptions):
     @classmethod
     def _known_backend(cls, name: str) -> str:
         if name not in BACKENDS:
-            raise ValueError(unknown_name_message("backend", name, BACKENDS.names()))
+            raise ValueError(BACKENDS.unknown_name_message(name))
         return name
 
     @field_validator("profile")
@@ -70,11 +106,19 @@ class BackendConfig(BackendOptions):
         return profile
 
 
+# List fields whose entries must differ: field -> (what an entry is, its identity, where in the entry that lives).
+_UNIQUE_ENTRIES = {
+    "tasks": ("task", lambda task: task, ()),
+    "pipelines": ("pipeline name", lambda pipeline: pipeline.name, ("name",)),
+    "backends": ("backend", lambda backend: backend.label, ()),
+}
+
+
 class Suite(Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="names the run folders")
     description: str = ""
     model: str = Field("minilm-l6", description="base model: packaged alias, local folder or hub id")
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[TaskName] = Field(min_length=1, description=f"GLUE tasks, from: {', '.join(task_names())}")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TrainConfig = Field(default_factory=TrainConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
@@ -83,20 +127,21 @@ class Suite(Strict):
     seed: int = 0
     cache_dir: str | None = Field(None, description="where built artifacts are kept (default ~/.cache/compbench)")
 
-    @field_validator("tasks")
+    @field_validator(*_UNIQUE_ENTRIES)
     @classmethod
-    def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        for name in tasks:
-            get_task(name)
-        _reject_duplicates("task", tasks)
-        return tasks
+    def _no_duplicates(cls, entries: list, info: ValidationInfo) -> list:
+        what, identity, inner = _UNIQUE_ENTRIES[info.field_name]
+        first_index: dict = {}
+        for index, entry in enumerate(entries):
+            first = first_index.setdefault(identity(entry), index)
+            if first != index:
+                raise FieldError((index, *inner), f"duplicate {what} {identity(entry)!r}: {info.field_name}[{first}] has it already")
+        return entries
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Suite":
+    def _add_baseline(self) -> "Suite":
         if not any(p.name == BASELINE for p in self.pipelines):
             self.pipelines.insert(0, PipelineConfig(name=BASELINE))
-        _reject_duplicates("pipeline name", [p.name for p in self.pipelines])
-        _reject_duplicates("backend (name, device, profile, precision, threads)", [b.label for b in self.backends])
         return self
 
     # Set by load_suite: the folder relative paths in the suite are resolved against.
@@ -105,14 +150,6 @@ class Suite(Strict):
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()
         return path if path.is_absolute() else (self._base_dir / path).resolve()
-
-
-def _reject_duplicates(what: str, values: list[str]) -> None:
-    seen = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"duplicate {what} {value!r}")
-        seen.add(value)
 
 
 @dataclass(frozen=True)
@@ -134,62 +171,142 @@ def expand(suite: Suite) -> list[Cell]:
 
 # ---------------------------------------------------------------- loading and errors
 
+class _SuiteLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node, deep=False):
+        first_marks: dict = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                first = first_marks.setdefault(key_node.value, key_node.start_mark)
+                if first is not key_node.start_mark:
+                    raise yaml.MarkedYAMLError(problem=f"duplicate key {key_node.value!r} (first given at line {first.line + 1})",
+                                               problem_mark=key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"suite file {path} does not exist")
+        raise UsageError(f"suite file {path} {'is a folder' if path.is_dir() else 'does not exist'}; pass a YAML file such as suites/quick.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SuiteLoader)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a suite is a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise UsageError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(raw, dict):
-        raise UsageError(f"{path}: a suite must be a mapping with keys such as name, tasks, pipelines, backends")
+        got = "an empty file" if raw is None else _show(raw)
+        raise UsageError(f"{path}: a suite must be a mapping with keys such as name, tasks, pipelines, backends; got {got}")
     suite = validate_suite(raw, str(path))
     suite._base_dir = path.resolve().parent
     return suite
 
 
 def validate_suite(raw: dict, source: str) -> Suite:
+    """The suite in ``raw``; a UsageError with one line per mistake, each naming ``source`` and the field."""
     try:
-        suite = Suite.model_validate(raw)
-        for index, pipeline in enumerate(suite.pipelines):
-            for step_index, step in enumerate(pipeline.steps):
-                step.params = _validated_params(step, ("pipelines", index, "steps", step_index, "params"))
+        return Suite.model_validate(raw)
     except ValidationError as exc:
-        raise UsageError("\n".join(format_error(source, error) for error in exc.errors())) from None
-    except _ParamsError as exc:
-        raise UsageError("\n".join(format_error(source, error, exc.prefix) for error in exc.errors)) from None
-    return suite
+        raise UsageError("\n".join(error_lines(source, exc.errors()))) from None
 
 
-class _ParamsError(Exception):
-    def __init__(self, prefix: tuple, errors: list[dict]) -> None:
-        self.prefix, self.errors = prefix, errors
-
-
-def _validated_params(step: StepConfig, location: tuple) -> dict:
-    params_model = COMPRESSORS.get(step.compressor).Params
+def _validated_params(model: type[BaseModel], params: dict) -> tuple[dict, list[dict]]:
+    """``params`` checked against a compressor's Params model: (validated values, pydantic-style errors)."""
+    errors = []
+    if model.model_config.get("extra", "ignore") == "ignore":   # pydantic's default: a misspelt key would vanish silently
+        known = {key for name, field in model.model_fields.items() for key in (name, field.alias) if key}
+        errors = [{"type": "extra_forbidden", "loc": (key,), "input": value} for key, value in params.items() if key not in known]
     try:
-        return params_model.model_validate(step.params).model_dump()
+        return model.model_validate(params).model_dump(), errors
     except ValidationError as exc:
-        raise _ParamsError(location, [dict(e, model=params_model) for e in exc.errors()]) from None
+        return params, errors + exc.errors()
 
 
-def format_error(source: str, error: dict, prefix: tuple = ()) -> str:
-    """``suites/x.yaml: teacher.batchsize: unknown field; valid: ... (did you mean 'batch_size'?)``"""
-    location = [*prefix, *error["loc"]]
-    where = field_path(location)
-    if error["type"] == "extra_forbidden":
-        model = error.get("model") or _model_at(Suite, location[:-1])
-        valid = sorted(model.model_fields) if model else []
-        message = unknown_name_message("field", str(location[-1]), valid)
-    elif error["type"] == "value_error":
-        message = str(error["ctx"]["error"])
+def error_lines(source: str, errors: list[dict], prefix: tuple = (), model: type[BaseModel] = Suite) -> list[str]:
+    """One line per mistake in pydantic's ``errors`` for ``model`` (which sits at ``prefix`` in the file)."""
+    misspelt = _misspelt_fields(errors, model)
+    lines = []
+    for error in errors:
+        nested = error.get("ctx", {}).get("error")
+        if isinstance(nested, ParamsError):
+            lines += error_lines(source, nested.errors, (*prefix, *error["loc"], "params"), nested.model)
+        elif not (error["type"] == "missing" and tuple(error["loc"]) in misspelt):   # said by the unknown key's line
+            lines.append(format_error(source, error, prefix, model))
+    return lines
+
+
+def _misspelt_fields(errors: list[dict], model: type[BaseModel]) -> set[tuple]:
+    """Locations of fields that an unknown key beside them looks like a misspelling of."""
+    found = set()
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            holder = _model_at(model, list(error["loc"][:-1]))
+            close = closest_name(str(error["loc"][-1]), list(holder.model_fields)) if holder else None
+            if close:
+                found.add((*error["loc"][:-1], close))
+    return found
+
+
+def format_error(source: str, error: dict, prefix: tuple = (), model: type[BaseModel] = Suite) -> str:
+    """One line: ``suites/x.yaml: teacher.batchsize: unknown field 'batchsize'; valid: ... (did you mean 'batch_size'?)``."""
+    location = list(error["loc"])
+    kind = error["type"]
+    if kind == "value_error":
+        problem = error["ctx"]["error"]
+        location += getattr(problem, "loc", ())
+        message = str(problem)
+    elif kind == "extra_forbidden":
+        holder = _model_at(model, location[:-1])
+        message = unknown_name_message("field", str(location[-1]), sorted(holder.model_fields) if holder else [])
     else:
-        message = f"{error['msg']} (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else error["msg"]
-    return f"{source}: {where}: {message}" if where else f"{source}: {message}"
+        message = _describe(error, model, location)
+    where = field_path([*prefix, *location])
+    line = f"{where}: {message}" if where else message
+    return f"{source}: {line}".replace("\n", " ")
+
+
+# What a value must be, by pydantic error type (the rest use pydantic's own wording).
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+    "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+
+
+def _describe(error: dict, model: type[BaseModel], location: list) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
+    field = _field_at(model, location)
+    about = f" ({field.description})" if field is not None and field.description else ""
+    if kind == "missing":
+        return f"missing required field{about}"
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return f"must not be empty{about}"
+    if kind in _EXPECTED:
+        expected = f"must be {_EXPECTED[kind]}"
+        holder = _model_at(model, location)
+        if expected.endswith("mapping") and holder is not None:
+            expected += f" with keys from: {', '.join(sorted(holder.model_fields))}"
+    else:
+        expected = error["msg"].replace("Input should be", "must be")
+    return f"{expected}; got {_show(error.get('input'))}"
+
+
+def _show(value: Any) -> str:
+    """A value as the suite's author wrote it (YAML words), kept short."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def field_path(location: list) -> str:
@@ -199,8 +316,15 @@ def field_path(location: list) -> str:
     return text
 
 
+def _field_at(model: type[BaseModel], location: list):
+    """The pydantic FieldInfo of the field at ``location`` below ``model`` (list indexes ignored), or None."""
+    names = [part for part in location if isinstance(part, str)]
+    holder = _model_at(model, names[:-1]) if names else None
+    return holder.model_fields.get(names[-1]) if holder is not None else None
+
+
 def _model_at(model: type[BaseModel], location: list) -> type[BaseModel] | None:
-    """The pydantic model that holds the field at ``location`` (for listing valid keys)."""
+    """The pydantic model of the value at ``location`` below ``model`` (for listing valid keys), or None."""
     for part in location:
         if isinstance(part, int):
             continue
@@ -213,4 +337,3 @@ def _model_at(model: type[BaseModel], location: list) -> type[BaseModel] | None:
             return None
         model = inner[0]
     return model
-

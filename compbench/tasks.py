@@ -366,7 +366,7 @@ def resolve_data_source(cli_dir: str | None, suite_dir: str | Path | None) -> Da
     settings = (
         ("--data-dir", cli_dir),
         (DATA_DIR_ENV, os.environ.get(DATA_DIR_ENV)),
-        ("the suite's data_dir", suite_dir),
+        ("the suite's data.dir", suite_dir),
     )
     for origin, value in settings:
         if value is None or str(value).strip() == "":

@@ -79,4 +79,4 @@ class Backend(ABC):
         """A session ready to time; raise UnsupportedError for what cannot run here."""
 
 
-BACKENDS: Registry[Backend] = Registry("backend", "compbench.backends")
+BACKENDS: Registry[Backend] = Registry("backend", "compbench.backends", base=Backend)

@@ -41,8 +41,9 @@ class TorchBackend(Backend):
 
     def availability(self, options: BackendOptions) -> Availability:
         if options.device == "cuda" and not torch.cuda.is_available():
-            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-            return Availability(False, f"CUDA unavailable: {build}")
+            if torch.version.cuda is None:
+                return Availability(False, f"this torch build ({torch.__version__}) has no CUDA")
+            return Availability(False, "no CUDA device is visible to torch")
         if options.device == "cpu" and options.precision == "fp16":
             return Availability(False, "fp16 matmuls are not supported by PyTorch on CPU; use bf16 or fp32")
         return Availability(True)

@@ -48,4 +48,4 @@ class Compressor(ABC):
         """
 
 
-COMPRESSORS: Registry[Compressor] = Registry("compressor", "compbench.compressors")
+COMPRESSORS: Registry[Compressor] = Registry("compressor", "compbench.compressors", base=Compressor)
