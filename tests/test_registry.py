@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import uuid
-from pathlib import Path
 
 import pytest
 
