@@ -9,7 +9,7 @@ from compbench.metrics import compute_metrics, predictions_from_logits
 from compbench.models import ResolvedModel
 from compbench.progress import Reporter
 from compbench.tasks import TaskData, TaskSpec, frame_digest
-from compbench.training import TrainConfig, fit
+from compbench.training import TrainConfig, fit, seed_everything
 
 # Bump when fine-tuning changes what it produces for the same inputs (part of the cache key).
 FINETUNE_VERSION = "1"
@@ -52,6 +52,7 @@ def load_base_for_task(location: str, task: TaskSpec):
 
 def _finetune(folder, base: ResolvedModel, data: TaskData, config: TrainConfig, reporter: Reporter) -> ModelArtifact:
     task = data.task
+    seed_everything(config.seed)   # the new head's initialisation is part of the seeded run
     model, tokenizer = load_base_for_task(base.location, task)
     train_rows = encode_rows(tokenizer, task, data.train, config.max_seq_len)
     split, eval_frame = next(iter(data.eval.items()))
