@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def glue_data() -> Path:
     """The real GLUE data at ../shared/data from the repository root (never copied in)."""
-    path = REPO_ROOT.parent / "shared" / "data"
+    path = (REPO_ROOT.parent / "shared" / "data").resolve()
     assert path.is_dir(), f"offline GLUE data not found at {path}"
     return path
 
