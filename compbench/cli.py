@@ -49,7 +49,7 @@ def run(suite_file: Path, data_dir, limit_train, limit_eval, results_dir, run_id
     except UsageError as exc:
         fail_usage(str(exc))
     except KeyboardInterrupt:
-        click.echo("compbench: interrupted; finished rows are in the run's results.jsonl", err=True)
+        click.echo("compbench: interrupted; every finished row is in the run folder's results.jsonl and report.md", err=True)
         sys.exit(130)
     sys.exit(EXIT_FAILED_CELLS if summary.failed else EXIT_OK)
 

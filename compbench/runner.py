@@ -95,9 +95,11 @@ class SuiteRun:
         cells = expand(self.suite)
         self.reporter.log(f"compbench: {len(cells)} cells ({len(self.suite.tasks)} tasks x {len(self.suite.pipelines)} pipelines x {len(self.suite.backends)} backends) -> {self.run_dir}")
         self.reporter.log(f"data: {self.source.description}; model: {self.base_model.reference} ({self.base_model.location})")
-        for task_name in self.suite.tasks:
-            self._run_task(task_name, [c for c in cells if c.task == task_name])
-        write_reports(self.run_dir)
+        try:
+            for task_name in self.suite.tasks:
+                self._run_task(task_name, [c for c in cells if c.task == task_name])
+        finally:   # on Ctrl-C too: the reports show every row finished so far
+            write_reports(self.run_dir)
         seconds = time.perf_counter() - start
         self.reporter.log(f"compbench: done in {seconds:.0f}s: " + ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) + f" rows; report: {self.run_dir / 'report.md'}")
         return RunSummary(self.run_dir, dict(self.counts), seconds)
