@@ -13,55 +13,12 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
-from compbench.errors import CompbenchError
+from compbench.errors import CompbenchError, UnsupportedError
+from compbench.formats import FORMATS, ArtifactFormat
 
 META_FILE = "compbench.json"
-
-
-class ArtifactFormat:
-    """How one on-disk model format is deployed, counted and loaded into PyTorch."""
-
-    name: ClassVar[str]
-
-    def deployed_files(self, folder: Path) -> list[Path]:
-        raise CompbenchError(f"format {self.name!r} does not list its files")
-
-    def parameter_counts(self, folder: Path) -> tuple[int, int]:
-        raise CompbenchError(f"format {self.name!r} cannot count parameters")
-
-    def load_torch(self, folder: Path):
-        raise CompbenchError(f"format {self.name!r} cannot be loaded into PyTorch")
-
-
-class HuggingFaceFormat(ArtifactFormat):
-    """``save_pretrained`` folder with safetensors weights."""
-
-    name = "hf"
-
-    def deployed_files(self, folder: Path) -> list[Path]:
-        return sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
-
-    def parameter_counts(self, folder: Path) -> tuple[int, int]:
-        from safetensors import safe_open
-
-        total = nonzero = 0
-        for weights in sorted(folder.glob("*.safetensors")):
-            with safe_open(str(weights), framework="pt") as tensors:
-                for key in tensors.keys():
-                    tensor = tensors.get_tensor(key)
-                    total += tensor.numel()
-                    nonzero += int(tensor.count_nonzero())
-        return total, nonzero
-
-    def load_torch(self, folder: Path):
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification.from_pretrained(folder)
-
-
-FORMATS: dict[str, ArtifactFormat] = {fmt.name: fmt for fmt in (HuggingFaceFormat(),)}
 
 
 @dataclass
@@ -72,6 +29,7 @@ class ModelArtifact:
     format: str
     hash: str
     lineage: list[dict] = field(default_factory=list)
+    precision: str = "fp32"   # of the stored weights: fp32, fp16, int8-dynamic, int8-static, int8-bnb, ...
 
     @classmethod
     def load(cls, path: Path | str) -> "ModelArtifact":
@@ -90,21 +48,35 @@ class ModelArtifact:
         except KeyError:
             raise CompbenchError(f"{self.path / META_FILE}: unknown model format {self.format!r}; known: {', '.join(FORMATS)}") from None
 
+    def deployed_files(self) -> list[Path]:
+        return self.model_format.deployed_files(self.path)
+
     def size_bytes(self) -> int:
         """Bytes on disk of what would be deployed (weights and model config, not the tokenizer)."""
-        return sum(p.stat().st_size for p in self.model_format.deployed_files(self.path))
+        return files_size(self.deployed_files())
+
+    def onnx_files(self) -> list[Path]:
+        """The model as ONNX (exported on first use and cached in the artifact), then external data."""
+        if self.format == "hf" and self.precision != "fp32":
+            raise UnsupportedError(f"{self.precision} weights are not exported to ONNX here; "
+                                   "quantize for onnxruntime with ort-dynamic or ort-static")
+        return self.model_format.onnx_files(self.path)
 
     def parameter_counts(self) -> tuple[int, int]:
         """(parameters, non-zero parameters) as stored."""
         return self.model_format.parameter_counts(self.path)
 
-    def torch_model(self):
-        return self.model_format.load_torch(self.path)
+    def torch_model(self, device: str = "cpu"):
+        return self.model_format.load_torch(self.path, device)
 
     def tokenizer(self):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.path)
+
+
+def files_size(paths: list[Path]) -> int:
+    return sum(Path(p).stat().st_size for p in paths)
 
 
 class ArtifactStore:
@@ -140,8 +112,9 @@ class ArtifactStore:
         return ModelArtifact.load(final)
 
 
-def save_hf_artifact(folder: Path, model, tokenizer, *, task: str, lineage: list[dict]) -> ModelArtifact:
+def save_hf_artifact(folder: Path, model, tokenizer, *, task: str, lineage: list[dict], precision: str = "fp32") -> ModelArtifact:
     """Write a PyTorch model + tokenizer as an ``hf`` artifact (hash filled in by the store)."""
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
-    return ModelArtifact(path=folder, task=task, num_labels=model.config.num_labels, format="hf", hash="", lineage=lineage)
+    return ModelArtifact(path=folder, task=task, num_labels=model.config.num_labels, format="hf", hash="",
+                         lineage=lineage, precision=precision)

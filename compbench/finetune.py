@@ -12,7 +12,7 @@ from compbench.tasks import TaskData, TaskSpec, frame_digest
 from compbench.training import TrainConfig, fit, seed_everything
 
 # Bump when fine-tuning changes what it produces for the same inputs (part of the cache key).
-FINETUNE_VERSION = "1"
+FINETUNE_VERSION = "2"
 
 
 def teacher_key(base: ResolvedModel, data: TaskData, config: TrainConfig) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from compbench.artifact import ModelArtifact
+from compbench.artifact import ModelArtifact, files_size
 from compbench.backends.base import Session
 from compbench.encoding import Batch, encode_rows, predict_logits
 from compbench.metrics import bootstrap_ci, compute_metrics, predictions_from_logits
@@ -33,9 +33,10 @@ class MeasureConfig(BaseModel):
     bootstrap_resamples: int = Field(1000, ge=100)
 
 
-def size_of(artifact: ModelArtifact) -> dict:
+def size_of(artifact: ModelArtifact, session: Session) -> dict:
+    """Parameters as stored, and the bytes of the files the session deployed."""
     params, nonzero = artifact.parameter_counts()
-    return {"size_bytes": artifact.size_bytes(), "params": params, "nonzero_params": nonzero}
+    return {"size_bytes": files_size(session.deployed_files), "params": params, "nonzero_params": nonzero}
 
 
 def time_session(session: Session, batch: Batch, config: MeasureConfig) -> dict:
@@ -68,16 +69,19 @@ def latency_stats(samples_ms: np.ndarray, cold_ms: float) -> dict:
 
 def evaluate_session(
     session: Session, tokenizer, data: TaskData, max_seq_len: int, config: MeasureConfig, seed: int
-) -> dict:
-    """The task's official metrics on its evaluation split(s), through ``session``.
+) -> tuple[dict, np.ndarray]:
+    """The task's official metrics on its evaluation split(s), through ``session``, and the
+    primary split's logits.
 
     The first metric of the primary split is the headline (``metric``) with a 95%
     bootstrap interval; further splits (MNLI mismatched) are added as ``split/metric``.
     """
     task = data.task
     result: dict = {"metrics": {}}
+    primary_logits = np.empty(0)
     for split_index, (split, rows) in enumerate(data.eval.items()):
-        predictions, labels = predict_split(session, tokenizer, data, rows, max_seq_len, config.eval_batch_size)
+        logits, labels = split_logits(session, tokenizer, data, rows, max_seq_len, config.eval_batch_size)
+        predictions = predictions_from_logits(task, logits)
         scores = compute_metrics(task, predictions, labels)
         prefix = "" if split_index == 0 else f"{split}/"
         result["metrics"].update({prefix + name: value for name, value in scores.items()})
@@ -88,10 +92,15 @@ def evaluate_session(
                 metric_name=name, metric=scores[name], metric_ci95=interval.as_list(),
                 eval_split=split, eval_rows=int(len(labels)), predictions=predictions.tolist(),
             )
-    return result
+            primary_logits = logits
+    return result, primary_logits
 
 
-def predict_split(session: Session, tokenizer, data: TaskData, rows: pd.DataFrame, max_seq_len: int, batch_size: int):
+def split_logits(session: Session, tokenizer, data: TaskData, rows: pd.DataFrame, max_seq_len: int, batch_size: int):
+    """Logits of every row (in order) and the labels."""
     encoded = encode_rows(tokenizer, data.task, rows, max_seq_len)
-    logits = predict_logits(session.run, tokenizer, encoded, batch_size)
-    return predictions_from_logits(data.task, logits), encoded.labels
+    return predict_logits(session.run, tokenizer, encoded, batch_size), encoded.labels
+
+
+def max_abs_difference(logits: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(logits, dtype=np.float64) - reference)))

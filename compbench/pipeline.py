@@ -27,6 +27,7 @@ class PipelineBuild:
     seed: int
     device: str
     reporter: Reporter
+    max_seq_len: int = 128
 
     def run(self, pipeline: PipelineConfig) -> ModelArtifact:
         """The artifact at the end of ``pipeline`` (the teacher itself for the baseline)."""
@@ -42,9 +43,9 @@ class PipelineBuild:
         key = step_key(source.hash, step.compressor, record["params"], compressor_cls.code_version, self.data.fingerprint)
 
         def write(folder) -> ModelArtifact:
-            self.reporter.log(f"{label}: {step.compressor} {record['params']}")
+            self.reporter.log(f"{label}: {step.compressor} {params.model_dump(exclude_defaults=True)}")
             ctx = CompressContext(data=self.data, teacher=self.teacher, seed=self.seed, device=self.device,
-                                  work_dir=folder, reporter=self.reporter)
+                                  work_dir=folder, reporter=self.reporter, max_seq_len=self.max_seq_len)
             result = compressor_cls(params).compress(source, ctx)
             result.lineage = [*source.lineage, record]
             return result

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from compbench import envinfo
 from compbench.artifact import ArtifactStore, ModelArtifact
-from compbench.backends import BACKENDS
+from compbench.backends import BACKENDS, BackendOptions
 from compbench.encoding import timing_batch
 from compbench.errors import DataNotFoundError, UnsupportedError, UsageError
 from compbench.finetune import finetuned_teacher
-from compbench.measure import evaluate_session, size_of, time_session
+from compbench.measure import evaluate_session, max_abs_difference, size_of, split_logits, time_session
 from compbench.models import resolve_model
 from compbench.pipeline import PipelineBuild
 from compbench.progress import Reporter
@@ -87,6 +87,7 @@ class SuiteRun:
         shutil.copyfile(suite_path, self.run_dir / "suite.yaml")
         (self.run_dir / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
         self.counts: dict[str, int] = {}
+        self._reference_logits: dict[str, object] = {}   # artifact hash -> PyTorch fp32 logits
 
     # ------------------------------------------------------------------ plan
 
@@ -119,7 +120,8 @@ class SuiteRun:
             teacher = finetuned_teacher(self.base_model, data, self.suite.teacher, self.store, self.reporter)
         except Exception as exc:
             return self._close_cells(cells, "failed", self._describe_failure(f"{task_name} teacher", exc))
-        builder = PipelineBuild(teacher, data, self.store, seed=self.suite.seed, device="cpu", reporter=self.reporter)
+        builder = PipelineBuild(teacher, data, self.store, seed=self.suite.seed, device="cpu",
+                                reporter=self.reporter, max_seq_len=self.suite.teacher.max_seq_len)
         for pipeline in self.suite.pipelines:
             pipeline_cells = [c for c in cells if c.pipeline.name == pipeline.name]
             try:
@@ -155,8 +157,10 @@ class SuiteRun:
     def _measure_session(self, cell: Cell, session, artifact: ModelArtifact, data: TaskData) -> None:
         try:
             tokenizer = artifact.tokenizer()
-            accuracy = evaluate_session(session, tokenizer, data, self.suite.teacher.max_seq_len, self.suite.measure, self.suite.seed)
-            common = {**size_of(artifact), **accuracy, "artifact": str(artifact.path), "artifact_hash": artifact.hash,
+            accuracy, logits = evaluate_session(session, tokenizer, data, self.suite.teacher.max_seq_len, self.suite.measure, self.suite.seed)
+            common = {**size_of(artifact, session), **accuracy, "artifact": str(artifact.path), "artifact_hash": artifact.hash,
+                      "artifact_format": artifact.format, "artifact_precision": artifact.precision,
+                      "parity_max_abs_diff": self._parity(cell, artifact, data, logits),
                       "lineage": artifact.lineage, "data_source": data.source, "train_rows": len(data.train)}
         except Exception as exc:
             return self._close_cells([cell], "failed", self._describe_failure(cell.cell_id, exc))
@@ -171,6 +175,21 @@ class SuiteRun:
             except Exception as exc:
                 row.update(status="failed", reason=self._describe_failure(f"{cell.cell_id} batch {batch_size}", exc))
             self._write(row)
+
+    def _parity(self, cell: Cell, artifact: ModelArtifact, data: TaskData, logits) -> float | None:
+        """Max |logit difference| against PyTorch fp32 on CPU for the same fp32 model and rows
+        (None for PyTorch itself and for models that are not fp32 weights)."""
+        if cell.backend.name == "torch" or artifact.precision != "fp32" or artifact.format != "hf":
+            return None
+        if artifact.hash not in self._reference_logits:
+            reference = BACKENDS.get("torch")().load(artifact, BackendOptions(name="torch"))
+            try:
+                rows = next(iter(data.eval.values()))
+                self._reference_logits[artifact.hash], _ = split_logits(
+                    reference, artifact.tokenizer(), data, rows, self.suite.teacher.max_seq_len, self.suite.measure.eval_batch_size)
+            finally:
+                reference.close()
+        return max_abs_difference(logits, self._reference_logits[artifact.hash])
 
     def _shapes(self) -> list[tuple[int, int]]:
         return [(b, s) for b in self.suite.measure.batch_sizes for s in self.suite.measure.seq_lens]

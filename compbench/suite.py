@@ -29,11 +29,12 @@ class FieldError(ValueError):
 
 
 class ParamsError(ValueError):
-    """A compressor's ``params`` failed its Params model: pydantic's errors, relative to ``params``."""
+    """A plugin's settings (a compressor's ``params``, a backend's ``options``) failed their model:
+    pydantic's errors, relative to that field."""
 
-    def __init__(self, model: type[BaseModel], errors: list[dict]) -> None:
-        super().__init__(f"invalid params for {model.__name__}")
-        self.model, self.errors = model, errors
+    def __init__(self, model: type[BaseModel], errors: list[dict], field: str = "params") -> None:
+        super().__init__(f"invalid {field} for {model.__name__}")
+        self.model, self.errors, self.field = model, errors, field
 
 
 class Strict(BaseModel):
@@ -81,6 +82,18 @@ class StepConfig(Strict):
 class PipelineConfig(Strict):
     name: str = Field(min_length=1, description="unique within the suite")
     steps: list[StepConfig] = Field(default_factory=list)
+    backends: list[str] | None = Field(None, description="measure only on these backend names (default: every backend)")
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, names: list[str] | None) -> list[str] | None:
+        for index, name in enumerate(names or []):
+            if name not in BACKENDS:
+                raise FieldError((index,), BACKENDS.unknown_name_message(name))
+        return names
+
+    def runs_on(self, backend: str) -> bool:
+        return self.backends is None or backend in self.backends
 
     @model_validator(mode="after")
     def _baseline_is_uncompressed(self) -> "PipelineConfig":
@@ -104,6 +117,14 @@ class BackendConfig(BackendOptions):
         if profile not in PROFILES:
             raise ValueError(unknown_name_message("profile", profile, sorted(PROFILES)))
         return profile
+
+    @model_validator(mode="after")
+    def _valid_options(self) -> "BackendConfig":
+        options_model = BACKENDS.get(self.name).Options
+        _, errors = _validated_params(options_model, self.options)   # kept as written: it names the cell
+        if errors:
+            raise ParamsError(options_model, errors, field="options")
+        return self
 
 
 # List fields whose entries must differ: field -> (what an entry is, its identity, where in the entry that lives).
@@ -166,7 +187,7 @@ class Cell:
 
 
 def expand(suite: Suite) -> list[Cell]:
-    return [Cell(t, p, b) for t in suite.tasks for p in suite.pipelines for b in suite.backends]
+    return [Cell(t, p, b) for t in suite.tasks for p in suite.pipelines for b in suite.backends if p.runs_on(b.name)]
 
 
 # ---------------------------------------------------------------- loading and errors
@@ -232,7 +253,7 @@ def error_lines(source: str, errors: list[dict], prefix: tuple = (), model: type
     for error in errors:
         nested = error.get("ctx", {}).get("error")
         if isinstance(nested, ParamsError):
-            lines += error_lines(source, nested.errors, (*prefix, *error["loc"], "params"), nested.model)
+            lines += error_lines(source, nested.errors, (*prefix, *error["loc"], nested.field), nested.model)
         elif not (error["type"] == "missing" and tuple(error["loc"]) in misspelt):   # said by the unknown key's line
             lines.append(format_error(source, error, prefix, model))
     return lines

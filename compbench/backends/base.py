@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,7 @@ class BackendOptions(BaseModel):
     profile: str = "default"
     threads: int | None = Field(None, ge=1, description="intra-op threads; default: the profile's, else all cores")
     precision: Precision = "fp32"
+    options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings (see the backend's Options)")
 
     def resolved_threads(self) -> int:
         profile_threads = PROFILES.get(self.profile, {}).get("threads")
@@ -46,6 +48,7 @@ class BackendOptions(BaseModel):
             parts.append(self.precision)
         if self.threads is not None:
             parts.append(f"t{self.threads}")
+        parts += [f"{key}={value}" for key, value in sorted(self.options.items())]
         return ":".join(parts)
 
 
@@ -55,8 +58,17 @@ class Availability:
     reason: str = ""
 
 
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
 class Session(ABC):
-    """One loaded model. ``run`` returns logits once the work is finished on the device."""
+    """One loaded model. ``run`` returns logits once the work is finished on the device.
+
+    ``deployed_files`` are the files this session loaded: their bytes are the size as deployed.
+    """
+
+    deployed_files: list[Path]
 
     @abstractmethod
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -69,6 +81,7 @@ class Session(ABC):
 class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions   # validates BackendOptions.options
 
     @abstractmethod
     def availability(self, options: BackendOptions) -> Availability:

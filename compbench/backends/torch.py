@@ -10,12 +10,16 @@ from compbench.backends.base import BACKENDS, Availability, Backend, BackendOpti
 from compbench.errors import UnsupportedError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Stored precisions that need a particular device.
+DEVICE_ONLY = {"fp16": ("cuda", "fp16 matmuls are not supported by PyTorch on CPU"),
+               "int8-dynamic": ("cpu", "PyTorch dynamic INT8 kernels run on CPU only")}
 
 
 class TorchSession(Session):
-    def __init__(self, model: torch.nn.Module, device: torch.device, threads: int) -> None:
+    def __init__(self, model: torch.nn.Module, device: torch.device, threads: int, deployed_files) -> None:
         self.model = model
         self.device = device
+        self.deployed_files = deployed_files
         self._threads_before = torch.get_num_threads()
         torch.set_num_threads(threads)   # process-wide: restored by close()
 
@@ -45,13 +49,20 @@ class TorchBackend(Backend):
                 return Availability(False, f"this torch build ({torch.__version__}) has no CUDA")
             return Availability(False, "no CUDA device is visible to torch")
         if options.device == "cpu" and options.precision == "fp16":
-            return Availability(False, "fp16 matmuls are not supported by PyTorch on CPU; use bf16 or fp32")
+            return Availability(False, DEVICE_ONLY["fp16"][1])
         return Availability(True)
 
     def load(self, artifact: ModelArtifact, options: BackendOptions) -> Session:
         availability = self.availability(options)
         if not availability.ok:
             raise UnsupportedError(availability.reason)
+        needed_device, why = DEVICE_ONLY.get(artifact.precision, (options.device, ""))
+        if needed_device != options.device:
+            raise UnsupportedError(f"{artifact.precision} model on {options.device}: {why}")
+        if artifact.precision != "fp32" and options.precision != "fp32":
+            raise UnsupportedError(f"precision {options.precision} applies to fp32 models; this one is {artifact.precision}")
         device = torch.device(options.device)
-        model = artifact.torch_model().to(device=device, dtype=DTYPES[options.precision]).eval()
-        return TorchSession(model, device, options.resolved_threads())
+        model = artifact.torch_model(device=options.device)
+        if artifact.precision == "fp32":
+            model = model.to(dtype=DTYPES[options.precision])
+        return TorchSession(model.eval(), device, options.resolved_threads(), artifact.deployed_files())

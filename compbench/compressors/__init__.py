@@ -1,5 +1,6 @@
 """Compressors: built-ins register here; plugins through the ``compbench.compressors`` entry points."""
 
+from compbench.compressors import quantize as _quantize  # noqa: F401  (registers "quantize")
 from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor
 
 __all__ = ["COMPRESSORS", "CompressContext", "Compressor"]

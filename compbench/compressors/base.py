@@ -29,6 +29,7 @@ class CompressContext:
     device: str
     work_dir: Path              # the new artifact's folder: write the model here
     reporter: Reporter
+    max_seq_len: int = 128      # tokens per row, as the teacher was trained
 
 
 class Compressor(ABC):

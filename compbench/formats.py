@@ -1,0 +1,208 @@
+"""On-disk model formats: what is deployed, how it is counted, how it loads into PyTorch or ONNX Runtime.
+
+A compressor declares the format it writes; every backend asks the artifact's format for
+what it needs (a PyTorch module, an ONNX file) and gets ``UnsupportedError`` with the reason
+where a format cannot provide it, so the cell is skipped, never faked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+from compbench.errors import UnsupportedError
+from compbench.onnx_export import ONNX_FILE, export_onnx
+
+FORMATS: dict[str, "ArtifactFormat"] = {}
+
+
+def register_format(cls: type["ArtifactFormat"]) -> type["ArtifactFormat"]:
+    FORMATS[cls.name] = cls()
+    return cls
+
+
+class ArtifactFormat(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def deployed_files(self, folder: Path) -> list[Path]:
+        """The files a deployment of this model ships (weights and model config)."""
+
+    @abstractmethod
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        """(parameters, non-zero parameters) as stored."""
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        raise UnsupportedError(f"a model in the {self.name!r} format cannot be loaded into PyTorch")
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        """The ONNX model file first, then any external-data files it references."""
+        raise UnsupportedError(f"a model in the {self.name!r} format cannot be exported to ONNX")
+
+
+@register_format
+class HuggingFaceFormat(ArtifactFormat):
+    """``save_pretrained`` folder with safetensors weights (also bitsandbytes int8 checkpoints)."""
+
+    name = "hf"
+
+    def deployed_files(self, folder: Path) -> list[Path]:
+        return sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        from safetensors import safe_open
+
+        total = nonzero = 0
+        for weights in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(weights), framework="pt") as tensors:
+                for key in tensors.keys():
+                    tensor = tensors.get_tensor(key)
+                    total += tensor.numel()
+                    nonzero += int(tensor.count_nonzero())
+        return total, nonzero
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        if getattr(AutoConfig.from_pretrained(folder), "quantization_config", None):   # bitsandbytes: placed at load
+            return AutoModelForSequenceClassification.from_pretrained(folder, device_map=device)
+        return AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto").to(device)
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        """Exported once, on first use, into ``<artifact>/onnx/`` (written aside, then renamed)."""
+        target = folder / "onnx"
+        if not (target / ONNX_FILE).is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=".onnx-", dir=folder))
+            try:
+                exporter = export_onnx(folder, tmp)
+                (tmp / "exporter.txt").write_text(exporter + "\n")
+                os.replace(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return onnx_model_files(target / ONNX_FILE)
+
+
+@register_format
+class OnnxFormat(ArtifactFormat):
+    """An ONNX graph (for example ONNX Runtime-quantized), with the model config and tokenizer."""
+
+    name = "onnx"
+
+    def deployed_files(self, folder: Path) -> list[Path]:
+        return onnx_model_files(folder / ONNX_FILE) + [folder / "config.json"]
+
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        """Elements of the graph's weight initializers (quantized weights count once each)."""
+        import numpy as np
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(folder / ONNX_FILE), load_external_data=True)
+        total = nonzero = 0
+        for initializer in model.graph.initializer:
+            values = numpy_helper.to_array(initializer)
+            if values.size > 1:   # skip scalars: scales, zero points, shape constants
+                total += values.size
+                nonzero += int(np.count_nonzero(values))
+        return total, nonzero
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        return onnx_model_files(folder / ONNX_FILE)
+
+
+QUANTIZED_STATE = "quantized_state.pt"
+QUANTIZATION_SPEC = "quantization.json"   # what was quantized, so loading rebuilds the same modules
+
+
+@register_format
+class TorchDynamicInt8Format(ArtifactFormat):
+    """A PyTorch dynamic-quantized model: INT8 ``nn.Linear`` weights, fp32 elsewhere.
+
+    Stored as the quantized state dict next to the fp32 config; loading rebuilds the module
+    from the config, applies the same quantization, and loads the INT8 state.
+    """
+
+    name = "torch-int8-dynamic"
+
+    def deployed_files(self, folder: Path) -> list[Path]:
+        return [folder / QUANTIZED_STATE, folder / QUANTIZATION_SPEC, folder / "config.json"]
+
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        import torch
+
+        total = nonzero = 0
+        for value in load_quantized_state(folder).values():
+            tensors = value if isinstance(value, tuple) else (value,)
+            for tensor in tensors:
+                if isinstance(tensor, torch.Tensor) and tensor.dtype not in (torch.int64,) and tensor.numel() > 1:
+                    plain = tensor.int_repr() if tensor.is_quantized else tensor
+                    total += plain.numel()
+                    nonzero += int(plain.count_nonzero())
+        return total, nonzero
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+        spec = json.loads((folder / QUANTIZATION_SPEC).read_text())
+        model = quantize_dynamic_int8(model.eval(), embeddings=spec["embeddings"])
+        model.load_state_dict(load_quantized_state(folder))
+        return model
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        raise UnsupportedError("PyTorch dynamic-quantized modules do not export to ONNX; "
+                               "use quantize method ort-dynamic for onnxruntime")
+
+
+def load_quantized_state(folder: Path) -> dict:
+    import torch
+
+    with quiet_torch_quantization():   # packed INT8 params need the full unpickler: our own files only
+        return torch.load(folder / QUANTIZED_STATE, weights_only=False)
+
+
+def quantize_dynamic_int8(model, embeddings: bool):
+    """PyTorch dynamic quantization: every ``nn.Linear`` to INT8 weights with activations
+    quantized at run time, and (``embeddings``) embedding tables to 8-bit weight-only."""
+    import torch
+    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
+
+    spec = {torch.nn.Linear: default_dynamic_qconfig}
+    if embeddings:
+        spec[torch.nn.Embedding] = float_qparams_weight_only_qconfig
+    with quiet_torch_quantization():
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
+@contextmanager
+def quiet_torch_quantization():
+    """torch.ao.quantization still works in torch 2.13 but warns that torchao replaces it;
+    those warnings (and its TypedStorage one on load) say nothing about this run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+        warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated")
+        yield
+
+
+def onnx_model_files(model_file: Path) -> list[Path]:
+    """The ONNX file and the external-data files its initializers point to."""
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    external = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [model_file] + sorted(model_file.parent / name for name in external)

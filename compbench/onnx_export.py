@@ -1,0 +1,48 @@
+"""Export a Hugging Face model folder to ONNX: optimum's exporter first, torch.onnx as the fallback.
+
+Both give dynamic batch and sequence axes and the inputs ``input_ids``, ``attention_mask``
+(and ``token_type_ids`` where the model has them), output ``logits``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+ONNX_FILE = "model.onnx"
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(model_folder: Path, output_folder: Path) -> str:
+    """Write ``output_folder/model.onnx``; returns which exporter made it."""
+    try:
+        _export_with_optimum(model_folder, output_folder)
+        return "optimum"
+    except Exception as exc:   # optimum does not know every architecture; torch.onnx covers the rest
+        log.warning("optimum could not export %s (%s: %s); falling back to torch.onnx.export", model_folder, type(exc).__name__, exc)
+        for leftover in output_folder.glob("*"):
+            leftover.unlink()
+        _export_with_torch(model_folder, output_folder)
+        return "torch.onnx"
+
+
+def _export_with_optimum(model_folder: Path, output_folder: Path) -> None:
+    from optimum.exporters.onnx import main_export
+
+    main_export(str(model_folder), output_folder, task="text-classification", device="cpu",
+                do_validation=False, local_files_only=True)
+
+
+def _export_with_torch(model_folder: Path, output_folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_folder).eval()
+    model.config.return_dict = False
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.type_vocab_size > 0 else [])
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
+    axes["logits"] = {0: "batch_size"}
+    torch.onnx.export(model, example, output_folder / ONNX_FILE, input_names=names, output_names=["logits"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False)
