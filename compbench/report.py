@@ -51,7 +51,8 @@ def markdown_report(rows: list[dict], env: dict) -> str:
                   f"torch {env.get('packages', {}).get('torch')}; transformers {env.get('packages', {}).get('transformers')}.", ""]
     lines += ["Latency: ms per batch (p50/p90 over the timed calls, after warm-up, fixed threads), inputs are real "
               "validation rows padded to the sequence length. Metric: the task's official metric on its validation "
-              "split with a 95% bootstrap interval. Size: bytes on disk of the model as deployed.", ""]
+              "split with a 95% bootstrap interval. Size: bytes on disk of the model files the backend loaded. "
+              "Parity: max |logit difference| against PyTorch fp32 on the same rows (fp32 models on other backends).", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
         lines += task_section(task, task_rows)
@@ -102,4 +103,5 @@ def _table_row(row: dict, metric_name: str) -> dict:
         "cold ms": f"{latency['cold']:.1f}",
         "n": latency["n"],
         "throughput /s": f"{row['throughput_per_s']:.1f}",
+        "parity": "" if row.get("parity_max_abs_diff") is None else f"{row['parity_max_abs_diff']:.1e}",
     }

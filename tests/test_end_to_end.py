@@ -25,10 +25,13 @@ SUITE = {
     "tasks": ["sst2", "qqp"],                      # qqp has no offline data: skipped, not crashed
     "data": {"limit_train": 800, "limit_eval": 200, "seed": 0},
     "teacher": {"epochs": 1, "max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "max_seq_len": 64, "seed": 42},
-    "pipelines": [{"name": "baseline"}],
+    "pipelines": [{"name": "baseline"},
+                  {"name": "int8", "backends": ["torch"], "steps": [{"compressor": "quantize", "params": {"method": "dynamic"}}]},
+                  {"name": "ort-int8", "backends": ["onnxruntime"], "steps": [{"compressor": "quantize", "params": {"method": "ort-dynamic"}}]}],
     "backends": [{"name": "torch", "device": "cpu", "profile": "default"},
                  {"name": "torch", "device": "cpu", "profile": "edge"},
                  {"name": "torch", "device": "cuda"},
+                 {"name": "onnxruntime", "device": "cpu", "profile": "default"},
                  {"name": "crashing"}],
     "measure": {"batch_sizes": [1, 8], "seq_lens": [32], "warmup_iters": 1, "min_iters": 3, "min_seconds": 0.2},
 }
@@ -83,13 +86,13 @@ def test_run_writes_every_file_and_exits_1_for_the_failed_cell(first_run):
 def test_every_row_keeps_the_contract_and_the_plan_is_complete(first_run):
     rows = rows_of(first_run[0] / "first")
     assert all(set(ROW_KEYS) <= set(row) for row in rows)
-    # 2 tasks x 1 pipeline x 4 backends x 2 batch sizes x 1 sequence length
-    assert len(rows) == 16
-    assert len({(r["cell_id"], r["batch_size"], r["seq_len"]) for r in rows}) == 16
+    # 2 tasks x (baseline on 5 backends + int8 on 3 torch backends + ort-int8 on 1) x 2 batch sizes x 1 sequence length
+    assert len(rows) == 36
+    assert len({(r["cell_id"], r["batch_size"], r["seq_len"]) for r in rows}) == 36
 
 
 def test_teacher_is_far_above_chance_and_measured(first_run):
-    rows = [r for r in rows_of(first_run[0] / "first") if r["status"] == "ok"]
+    rows = [r for r in rows_of(first_run[0] / "first") if r["status"] == "ok" and r["pipeline"] == "baseline" and r["backend"] == "torch"]
     assert {(r["profile"], r["batch_size"]) for r in rows} == {("default", 1), ("default", 8), ("edge", 1), ("edge", 8)}
     for row in rows:
         assert row["metric_name"] == "accuracy" and row["eval_rows"] == 200
@@ -109,7 +112,7 @@ def test_teacher_is_far_above_chance_and_measured(first_run):
 def test_missing_data_cuda_and_crash_become_rows_not_crashes(first_run):
     rows = rows_of(first_run[0] / "first")
     qqp = [r for r in rows if r["task"] == "qqp"]
-    assert len(qqp) == 8 and {r["status"] for r in qqp} == {"skipped"}
+    assert len(qqp) == 18 and {r["status"] for r in qqp} == {"skipped"}
     assert "qqp" in qqp[0]["reason"] and str(Path("glue")) in qqp[0]["reason"]
     cuda = [r for r in rows if r["task"] == "sst2" and r["device"] == "cuda"]
     assert cuda and all(r["status"] == "skipped" and "CUDA" in r["reason"] for r in cuda)
@@ -135,3 +138,20 @@ def test_second_run_reuses_the_cached_teacher(first_run):
     second_ok = [r for r in rows_of(results / "second") if r["status"] == "ok"]
     assert {r["artifact_hash"] for r in first_ok} == {r["artifact_hash"] for r in second_ok}
     assert [r["metric"] for r in first_ok] == [r["metric"] for r in second_ok]
+
+
+def test_onnxruntime_matches_pytorch_and_int8_is_smaller_at_similar_accuracy(first_run):
+    ok = {(r["pipeline"], r["backend"], r["profile"], r["batch_size"]): r
+          for r in rows_of(first_run[0] / "first") if r["status"] == "ok" and r["task"] == "sst2"}
+    torch_fp32, ort_fp32 = ok[("baseline", "torch", "default", 1)], ok[("baseline", "onnxruntime", "default", 1)]
+    assert ort_fp32["parity_max_abs_diff"] < 1e-4 and torch_fp32["parity_max_abs_diff"] is None
+    assert ort_fp32["predictions"] == torch_fp32["predictions"]
+    assert ort_fp32["size_bytes"] == pytest.approx(torch_fp32["size_bytes"], rel=0.01)
+    for pipeline, backend, reference in (("int8", "torch", torch_fp32), ("ort-int8", "onnxruntime", ort_fp32)):
+        int8 = ok[(pipeline, backend, "default", 1)]
+        assert int8["artifact_precision"] == "int8-dynamic" and int8["parity_max_abs_diff"] is None
+        assert int8["size_bytes"] < 0.3 * reference["size_bytes"]          # about 4x smaller
+        assert abs(int8["metric"] - reference["metric"]) <= 0.05            # 200 rows: within a few points
+        assert int8["lineage"][-1]["step"] == "quantize"
+    skipped = [r for r in rows_of(first_run[0] / "first") if r["pipeline"] == "int8" and r["device"] == "cuda"]
+    assert skipped and all(r["status"] == "skipped" for r in skipped)
