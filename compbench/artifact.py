@@ -8,7 +8,6 @@ written to a temporary folder and renamed into place, so a folder that exists is
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from compbench.errors import CompbenchError, UnsupportedError
-from compbench.formats import FORMATS, ArtifactFormat
+from compbench.formats import FORMATS, ArtifactFormat, move_into_place
 
 META_FILE = "compbench.json"
 
@@ -105,7 +104,7 @@ class ArtifactStore:
             artifact.path = tmp
             artifact.hash = artifact_hash
             artifact.write_meta()
-            os.replace(tmp, final)
+            move_into_place(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

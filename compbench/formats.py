@@ -72,7 +72,8 @@ class HuggingFaceFormat(ArtifactFormat):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         if getattr(AutoConfig.from_pretrained(folder), "quantization_config", None):   # bitsandbytes: placed at load
-            return AutoModelForSequenceClassification.from_pretrained(folder, device_map=device)
+            # dtype "auto": the stored dtype; transformers' default here casts the unquantized layers to fp16
+            return AutoModelForSequenceClassification.from_pretrained(folder, device_map=device, dtype="auto")
         return AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto").to(device)
 
     def onnx_files(self, folder: Path) -> list[Path]:
@@ -83,7 +84,7 @@ class HuggingFaceFormat(ArtifactFormat):
             try:
                 exporter = export_onnx(folder, tmp)
                 (tmp / "exporter.txt").write_text(exporter + "\n")
-                os.replace(tmp, target)
+                move_into_place(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -108,8 +109,10 @@ class OnnxFormat(ArtifactFormat):
         model = onnx.load(str(folder / ONNX_FILE), load_external_data=True)
         total = nonzero = 0
         for initializer in model.graph.initializer:
+            if initializer.name.endswith(QUANTIZATION_PARAMETER_SUFFIXES):
+                continue
             values = numpy_helper.to_array(initializer)
-            if values.size > 1:   # skip scalars: scales, zero points, shape constants
+            if values.size > 1:   # skip scalars: shape constants
                 total += values.size
                 nonzero += int(np.count_nonzero(values))
         return total, nonzero
@@ -118,6 +121,8 @@ class OnnxFormat(ArtifactFormat):
         return onnx_model_files(folder / ONNX_FILE)
 
 
+# onnxruntime names the scales and zero points of a quantized tensor after it: not weights.
+QUANTIZATION_PARAMETER_SUFFIXES = ("_scale", "_zero_point")
 QUANTIZED_STATE = "quantized_state.pt"
 QUANTIZATION_SPEC = "quantization.json"   # what was quantized, so loading rebuilds the same modules
 
@@ -206,3 +211,13 @@ def onnx_model_files(model_file: Path) -> list[Path]:
         if entry.key == "location"
     }
     return [model_file] + sorted(model_file.parent / name for name in external)
+
+
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a finished folder into place; if another process got there first, keep theirs."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)

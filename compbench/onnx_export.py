@@ -7,6 +7,7 @@ Both give dynamic batch and sequence axes and the inputs ``input_ids``, ``attent
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 ONNX_FILE = "model.onnx"
@@ -21,8 +22,8 @@ def export_onnx(model_folder: Path, output_folder: Path) -> str:
         return "optimum"
     except Exception as exc:   # optimum does not know every architecture; torch.onnx covers the rest
         log.warning("optimum could not export %s (%s: %s); falling back to torch.onnx.export", model_folder, type(exc).__name__, exc)
-        for leftover in output_folder.glob("*"):
-            leftover.unlink()
+        for leftover in output_folder.iterdir():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         _export_with_torch(model_folder, output_folder)
         return "torch.onnx"
 
@@ -40,7 +41,8 @@ def _export_with_torch(model_folder: Path, output_folder: Path) -> None:
 
     model = AutoModelForSequenceClassification.from_pretrained(model_folder).eval()
     model.config.return_dict = False
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.config.type_vocab_size > 0 else [])
+    # models without segment embeddings (DistilBERT, ...) have no type_vocab_size and take no token_type_ids
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if getattr(model.config, "type_vocab_size", 0) > 0 else [])
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
     axes["logits"] = {0: "batch_size"}

@@ -82,7 +82,8 @@ def test_session_matches_model_and_batched_prediction_keeps_order(session, tiny_
             for f in rows.features
         ])
     batched = predict_logits(session.run, tokenizer, rows, batch_size=16)
-    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(batched, one_by_one, rtol=0, atol=1e-6)   # rows differ by ~3e-5 in this tiny model
+    assert np.ptp(one_by_one[:, 0]) > 1e-5
 
 
 def test_session_restores_thread_count(tiny_artifact):

@@ -11,8 +11,7 @@ from compbench.errors import UnsupportedError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Stored precisions that need a particular device.
-DEVICE_ONLY = {"fp16": ("cuda", "fp16 matmuls are not supported by PyTorch on CPU"),
-               "int8-dynamic": ("cpu", "PyTorch dynamic INT8 kernels run on CPU only")}
+DEVICE_ONLY = {"int8-dynamic": ("cpu", "PyTorch dynamic INT8 kernels run on CPU only")}
 
 
 class TorchSession(Session):
@@ -48,8 +47,6 @@ class TorchBackend(Backend):
             if torch.version.cuda is None:
                 return Availability(False, f"this torch build ({torch.__version__}) has no CUDA")
             return Availability(False, "no CUDA device is visible to torch")
-        if options.device == "cpu" and options.precision == "fp16":
-            return Availability(False, DEVICE_ONLY["fp16"][1])
         return Availability(True)
 
     def load(self, artifact: ModelArtifact, options: BackendOptions) -> Session:
