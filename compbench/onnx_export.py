@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 
 ONNX_FILE = "model.onnx"
@@ -17,6 +18,13 @@ log = logging.getLogger(__name__)
 
 def export_onnx(model_folder: Path, output_folder: Path) -> str:
     """Write ``output_folder/model.onnx``; returns which exporter made it."""
+    with warnings.catch_warnings():
+        # tracing BERT's attention mask always warns that a Python value becomes a constant: expected here
+        warnings.filterwarnings("ignore", message=r"torch\.tensor results are registered as constants")
+        return _export(model_folder, output_folder)
+
+
+def _export(model_folder: Path, output_folder: Path) -> str:
     try:
         _export_with_optimum(model_folder, output_folder)
         return "optimum"
