@@ -6,7 +6,7 @@ sees ``dict[str, np.ndarray]`` of int64 ``input_ids``/``attention_mask``/``token
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -20,10 +20,12 @@ RunFn = Callable[[Batch], np.ndarray]
 
 @dataclass
 class EncodedRows:
-    """Tokenised rows (unpadded) and their labels."""
+    """Tokenised rows (unpadded), their labels, and optional further per-row training targets
+    (for example a teacher's logits, computed once and looked up per batch)."""
 
     features: list[dict[str, list[int]]]
     labels: np.ndarray
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -58,12 +60,13 @@ def pad_batch(tokenizer, features: list[dict[str, list[int]]], length: int | Non
 
 def iter_batches(
     tokenizer, rows: EncodedRows, batch_size: int, *, shuffle: bool = False, seed: int = 0
-) -> Iterator[tuple[Batch, np.ndarray]]:
-    """Batches padded to their longest row, with the matching labels."""
+) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+    """Batches padded to their longest row, with the matching ``labels`` and other targets."""
     order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
     for start in range(0, len(rows), batch_size):
         index = order[start : start + batch_size]
-        yield pad_batch(tokenizer, [rows.features[i] for i in index]), rows.labels[index]
+        targets = {"labels": rows.labels[index], **{name: values[index] for name, values in rows.targets.items()}}
+        yield pad_batch(tokenizer, [rows.features[i] for i in index]), targets
 
 
 def predict_logits(run: RunFn, tokenizer, rows: EncodedRows, batch_size: int) -> np.ndarray:

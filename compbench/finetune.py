@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from compbench.artifact import ArtifactStore, ModelArtifact, save_hf_artifact
-from compbench.encoding import encode_rows, predict_logits
+from compbench.encoding import encode_rows
 from compbench.hashing import stable_hash
-from compbench.metrics import compute_metrics, predictions_from_logits
 from compbench.models import ResolvedModel
 from compbench.progress import Reporter
 from compbench.tasks import TaskData, TaskSpec, frame_digest
-from compbench.training import TrainConfig, fit, seed_everything
+from compbench.training import TrainConfig, fit, seed_everything, validation_evaluator
 
 # Bump when fine-tuning changes what it produces for the same inputs (part of the cache key).
 FINETUNE_VERSION = "2"
@@ -55,20 +54,7 @@ def _finetune(folder, base: ResolvedModel, data: TaskData, config: TrainConfig, 
     seed_everything(config.seed)   # the new head's initialisation is part of the seeded run
     model, tokenizer = load_base_for_task(base.location, task)
     train_rows = encode_rows(tokenizer, task, data.train, config.max_seq_len)
-    split, eval_frame = next(iter(data.eval.items()))
-    eval_rows = encode_rows(tokenizer, task, eval_frame, config.max_seq_len)
-
-    def evaluate(trained) -> float:
-        import torch
-
-        def run(batch):
-            with torch.inference_mode():
-                return trained(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
-
-        trained.eval()
-        predictions = predictions_from_logits(task, predict_logits(run, tokenizer, eval_rows, 128))
-        return compute_metrics(task, predictions, eval_rows.labels)[task.metric_names[0]]
-
+    evaluate, split = validation_evaluator(data, tokenizer, config.max_seq_len)
     reporter.log(f"{task.name}: fine-tuning {base.reference} on {len(train_rows)} rows ({data.source})")
     result = fit(model, tokenizer, train_rows, config, evaluate=evaluate, reporter=reporter, description=f"{task.name} teacher")
     reporter.log(f"{task.name}: teacher {task.metric_names[0]} on {split}: {result.history[-1]['score']:.4f} after {result.steps} steps ({result.seconds:.0f}s)")

@@ -47,7 +47,8 @@ class PipelineBuild:
             ctx = CompressContext(data=self.data, teacher=self.teacher, seed=self.seed, device=self.device,
                                   work_dir=folder, reporter=self.reporter, max_seq_len=self.max_seq_len)
             result = compressor_cls(params).compress(source, ctx)
-            result.lineage = [*source.lineage, record]
+            details = {key: value for entry in result.lineage for key, value in entry.items()}   # e.g. training history
+            result.lineage = [*source.lineage, {**record, **details}]
             return result
 
         return self.store.build(key, write)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from compbench.encoding import EncodedRows, iter_batches
+from compbench.encoding import EncodedRows, encode_rows, iter_batches, predict_logits
 from compbench.progress import Reporter
 
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -98,9 +98,8 @@ def fit(
         for epoch in range(epochs):
             model.train()
             running = []
-            for batch, labels in iter_batches(tokenizer, rows, config.batch_size, shuffle=True, seed=config.seed + epoch):
-                tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
-                tensors["labels"] = torch.from_numpy(labels)
+            for batch, targets in iter_batches(tokenizer, rows, config.batch_size, shuffle=True, seed=config.seed + epoch):
+                tensors = {k: torch.from_numpy(v) for k, v in {**batch, **targets}.items()}
                 loss = loss_fn(model, tensors)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -128,3 +127,26 @@ def fit(
 
 def _no_decay(parameter_name: str) -> bool:
     return parameter_name.endswith("bias") or "LayerNorm" in parameter_name or "layer_norm" in parameter_name
+
+
+def module_runner(module: torch.nn.Module):
+    """``run(batch) -> logits`` for a PyTorch module in eval mode, without autograd."""
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        module.eval()
+        with torch.inference_mode():
+            return module(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
+    return run
+
+
+def validation_evaluator(data, tokenizer, max_seq_len: int) -> tuple[EvaluateFn, str]:
+    """``evaluate(module) -> headline metric`` on the task's primary evaluation split, and its name."""
+    from compbench.metrics import compute_metrics, predictions_from_logits
+
+    split, frame = next(iter(data.eval.items()))
+    rows = encode_rows(tokenizer, data.task, frame, max_seq_len)
+
+    def evaluate(module: torch.nn.Module) -> float:
+        predictions = predictions_from_logits(data.task, predict_logits(module_runner(module), tokenizer, rows, 128))
+        return compute_metrics(data.task, predictions, rows.labels)[data.task.metric_names[0]]
+
+    return evaluate, split

@@ -53,3 +53,21 @@ def tiny_artifact(tmp_path_factory, minilm_path: Path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     store = ArtifactStore(tmp_path_factory.mktemp("tiny-store"))
     return store.build("tiny", lambda folder: save_hf_artifact(folder, model, tokenizer, task="sst2", lineage=[]))
+
+
+@pytest.fixture(scope="session")
+def responsive(tiny_artifact, tmp_path_factory):
+    """The tiny model with outputs that depend on the sentence: a random 2-layer BERT's logits
+    barely move between rows (about 3e-5), too little to tell a right answer from a wrong one."""
+    import torch
+
+    from compbench.artifact import ArtifactStore, save_hf_artifact
+
+    model = tiny_artifact.torch_model()
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            layer.attention.self.value.weight.mul_(8)
+            layer.attention.output.dense.weight.mul_(8)
+        model.classifier.weight.mul_(30)
+    store = ArtifactStore(tmp_path_factory.mktemp("responsive"))
+    return store.build("responsive", lambda f: save_hf_artifact(f, model, tiny_artifact.tokenizer(), task="sst2", lineage=[]))

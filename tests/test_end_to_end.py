@@ -27,7 +27,11 @@ SUITE = {
     "teacher": {"epochs": 1, "max_steps": 60, "batch_size": 16, "learning_rate": 1e-4, "max_seq_len": 64, "seed": 42},
     "pipelines": [{"name": "baseline"},
                   {"name": "int8", "backends": ["torch"], "steps": [{"compressor": "quantize", "params": {"method": "dynamic"}}]},
-                  {"name": "ort-int8", "backends": ["onnxruntime"], "steps": [{"compressor": "quantize", "params": {"method": "ort-dynamic"}}]}],
+                  {"name": "ort-int8", "backends": ["onnxruntime"], "steps": [{"compressor": "quantize", "params": {"method": "ort-dynamic"}}]},
+                  # alpha 1: the student never sees a label, only the teacher's soft targets
+                  {"name": "kd-3layer", "backends": ["torch"], "steps": [{"compressor": "distill", "params": {
+                      "student": {"layers": [0, 2, 4]}, "alpha": 1.0, "temperature": 2.0,
+                      "train": {"epochs": 1, "max_steps": 40, "batch_size": 16, "learning_rate": 1e-4}}}]}],
     "backends": [{"name": "torch", "device": "cpu", "profile": "default"},
                  {"name": "torch", "device": "cpu", "profile": "edge"},
                  {"name": "torch", "device": "cuda"},
@@ -86,9 +90,9 @@ def test_run_writes_every_file_and_exits_1_for_the_failed_cell(first_run):
 def test_every_row_keeps_the_contract_and_the_plan_is_complete(first_run):
     rows = rows_of(first_run[0] / "first")
     assert all(set(ROW_KEYS) <= set(row) for row in rows)
-    # 2 tasks x (baseline on 5 backends + int8 on 3 torch backends + ort-int8 on 1) x 2 batch sizes x 1 sequence length
-    assert len(rows) == 36
-    assert len({(r["cell_id"], r["batch_size"], r["seq_len"]) for r in rows}) == 36
+    # 2 tasks x (baseline on 5 backends + int8 and kd-3layer on 3 torch backends each + ort-int8 on 1) x 2 batch sizes
+    assert len(rows) == 48
+    assert len({(r["cell_id"], r["batch_size"], r["seq_len"]) for r in rows}) == 48
 
 
 def test_teacher_is_far_above_chance_and_measured(first_run):
@@ -112,7 +116,7 @@ def test_teacher_is_far_above_chance_and_measured(first_run):
 def test_missing_data_cuda_and_crash_become_rows_not_crashes(first_run):
     rows = rows_of(first_run[0] / "first")
     qqp = [r for r in rows if r["task"] == "qqp"]
-    assert len(qqp) == 18 and {r["status"] for r in qqp} == {"skipped"}
+    assert len(qqp) == 24 and {r["status"] for r in qqp} == {"skipped"}
     assert "qqp" in qqp[0]["reason"] and str(Path("glue")) in qqp[0]["reason"]
     cuda = [r for r in rows if r["task"] == "sst2" and r["device"] == "cuda"]
     assert cuda and all(r["status"] == "skipped" and "CUDA" in r["reason"] for r in cuda)
@@ -155,3 +159,14 @@ def test_onnxruntime_matches_pytorch_and_int8_is_smaller_at_similar_accuracy(fir
         assert int8["lineage"][-1]["step"] == "quantize"
     skipped = [r for r in rows_of(first_run[0] / "first") if r["pipeline"] == "int8" and r["device"] == "cuda"]
     assert skipped and all(r["status"] == "skipped" for r in skipped)
+
+
+def test_a_student_distilled_from_soft_targets_alone_learns_the_task_and_is_faster(first_run):
+    ok = {(r["pipeline"], r["profile"], r["batch_size"]): r
+          for r in rows_of(first_run[0] / "first") if r["status"] == "ok" and r["task"] == "sst2" and r["backend"] == "torch"}
+    student, teacher = ok[("kd-3layer", "default", 1)], ok[("baseline", "default", 1)]
+    record = student["lineage"][-1]
+    assert record["step"] == "distill" and record["steps"] == 40 and record["params"]["alpha"] == 1.0
+    assert student["metric"] > 0.6                                   # no labels seen; chance is about 0.5 (measured 0.685)
+    assert student["params"] < 0.85 * teacher["params"]              # 3 of 6 layers (the embeddings stay)
+    assert ok[("kd-3layer", "edge", 1)]["latency_ms"]["p50"] < 0.75 * ok[("baseline", "edge", 1)]["latency_ms"]["p50"]

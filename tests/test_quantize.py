@@ -21,7 +21,7 @@ from onnx import TensorProto, numpy_helper
 from pydantic import ValidationError
 from safetensors import safe_open
 
-from compbench.artifact import ArtifactStore, ModelArtifact, save_hf_artifact
+from compbench.artifact import ArtifactStore, ModelArtifact
 from compbench.backends import BACKENDS, BackendOptions
 from compbench.compressors import CompressContext
 from compbench.compressors import quantize as quantize_module
@@ -42,19 +42,6 @@ ENCODER_LINEAR_WEIGHTS = 2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 32
 @pytest.fixture(scope="module")
 def sst2(glue_data):
     return load_task_data(get_task("sst2"), ParquetFolderSource(glue_data / "glue"), limit_train=64, limit_eval=128, seed=1)
-
-
-@pytest.fixture(scope="module")
-def responsive(tiny_artifact, tmp_path_factory) -> ModelArtifact:
-    """The tiny model, with outputs that depend on the sentence (see the module docstring)."""
-    model = tiny_artifact.torch_model()
-    with torch.no_grad():
-        for layer in model.bert.encoder.layer:
-            layer.attention.self.value.weight.mul_(8)
-            layer.attention.output.dense.weight.mul_(8)
-        model.classifier.weight.mul_(30)
-    store = ArtifactStore(tmp_path_factory.mktemp("responsive"))
-    return store.build("responsive", lambda f: save_hf_artifact(f, model, tiny_artifact.tokenizer(), task="sst2", lineage=[]))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Compressors: built-ins register here; plugins through the ``compbench.compressors`` entry points."""
 
+from compbench.compressors import distill as _distill  # noqa: F401  (registers "distill")
 from compbench.compressors import quantize as _quantize  # noqa: F401  (registers "quantize")
 from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor
 
