@@ -46,7 +46,9 @@ class PipelineBuild:
             self.reporter.log(f"{label}: {step.compressor} {params.model_dump(exclude_defaults=True)}")
             ctx = CompressContext(data=self.data, teacher=self.teacher, seed=self.seed, device=self.device,
                                   work_dir=folder, reporter=self.reporter, max_seq_len=self.max_seq_len)
-            result = compressor_cls(params).compress(source, ctx)
+            compressor = compressor_cls(params)
+            compressor.check_input(source)
+            result = compressor.compress(source, ctx)
             details = {key: value for entry in result.lineage for key, value in entry.items()}   # e.g. training history
             result.lineage = [*source.lineage, {**record, **details}]
             return result

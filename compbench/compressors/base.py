@@ -10,6 +10,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from compbench.artifact import ModelArtifact
+from compbench.errors import UnsupportedError
 from compbench.progress import Reporter
 from compbench.registry import Registry
 from compbench.tasks import TaskData
@@ -37,6 +38,13 @@ class Compressor(ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     # Bump when the compressor's output changes for the same inputs: it is part of the cache key.
     code_version: ClassVar[str] = "1"
+    # Stored precisions of input models it can work from; others give an UnsupportedError (skipped cells).
+    input_precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+
+    def check_input(self, model: ModelArtifact) -> None:
+        if model.precision not in self.input_precisions:
+            raise UnsupportedError(f"{self.name} takes {' or '.join(self.input_precisions)} models; "
+                                   f"this one is already {model.precision}")
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from compbench.artifact import ModelArtifact, save_hf_artifact
 from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor
 from compbench.encoding import EncodedRows, encode_rows, predict_logits
-from compbench.errors import UnsupportedError
 from compbench.students import StudentSpec, build_student
 from compbench.training import TrainConfig, fit, module_runner, validation_evaluator
 
@@ -72,8 +71,6 @@ class Distill(Compressor):
     code_version = "1"
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
-        if model.precision != "fp32":
-            raise UnsupportedError(f"distill needs an fp32 teacher it can run in PyTorch; this one is {model.precision}")
         params = self.params
         task = ctx.data.task
         config = params.train if "max_seq_len" in params.train.model_fields_set else params.train.model_copy(update={"max_seq_len": ctx.max_seq_len})

@@ -89,8 +89,6 @@ class Quantize(Compressor):
     code_version = "4"
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
-        if model.precision != "fp32":
-            raise UnsupportedError(f"quantize takes an fp32 model; this one is already {model.precision}")
         return METHODS[self.params.method](model, self.params, ctx)
 
 
