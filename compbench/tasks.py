@@ -325,12 +325,7 @@ class HubSource(DataSource):
         return ParquetFolderSource(folder, origin=f"hub snapshot of {self.repo_id}").load_split(task, split)
 
 
-# Source kinds by name; local layouts in order of preference for detect_layout.
-SOURCE_KINDS: dict[str, type[DataSource]] = {
-    "parquet": ParquetFolderSource,
-    "tsv": GlueTsvFolderSource,
-    "hub": HubSource,
-}
+# Local layouts in order of preference for detect_layout.
 LOCAL_LAYOUTS: tuple[type[LocalFolderSource], ...] = (ParquetFolderSource, GlueTsvFolderSource)
 # Subfolders tried, in order, when pointed at a folder that holds both layouts.
 PARENT_SUBFOLDERS: tuple[str, ...] = ("glue", "glue_tsv")
