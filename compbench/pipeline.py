@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from compbench.artifact import ArtifactStore, ModelArtifact
 from compbench.compressors import COMPRESSORS, CompressContext
@@ -28,6 +29,7 @@ class PipelineBuild:
     device: str
     reporter: Reporter
     max_seq_len: int = 128
+    retrain_teacher: Callable[[int], ModelArtifact] | None = None   # the teacher recipe with another seed
 
     def run(self, pipeline: PipelineConfig) -> ModelArtifact:
         """The artifact at the end of ``pipeline`` (the teacher itself for the baseline)."""
@@ -45,7 +47,8 @@ class PipelineBuild:
         def write(folder) -> ModelArtifact:
             self.reporter.log(f"{label}: {step.compressor} {params.model_dump(exclude_defaults=True)}")
             ctx = CompressContext(data=self.data, teacher=self.teacher, seed=self.seed, device=self.device,
-                                  work_dir=folder, reporter=self.reporter, max_seq_len=self.max_seq_len)
+                                  work_dir=folder, reporter=self.reporter, max_seq_len=self.max_seq_len,
+                                  retrain_teacher=self.retrain_teacher)
             compressor = compressor_cls(params)
             compressor.check_input(source)
             result = compressor.compress(source, ctx)

@@ -57,6 +57,24 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+LABELS_DIR = "labels"
+
+
+def write_labels(run_dir: Path, task: str, labels_by_split: dict[str, list]) -> None:
+    """The evaluation rows' labels, in the order of every row's ``predictions``, so reports
+    can score and compare rows (paired bootstrap) from the run folder alone."""
+    path = Path(run_dir) / LABELS_DIR / f"{task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(labels_by_split))
+    os.replace(tmp, path)
+
+
+def read_labels(run_dir: Path, task: str) -> dict[str, list]:
+    path = Path(run_dir) / LABELS_DIR / f"{task}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()

@@ -22,7 +22,7 @@ from compbench.models import resolve_model
 from compbench.pipeline import PipelineBuild
 from compbench.progress import Reporter
 from compbench.report import write_reports
-from compbench.results import ResultsFile, empty_row
+from compbench.results import ResultsFile, empty_row, write_labels
 from compbench.suite import Cell, Suite, expand
 from compbench.tasks import DataSource, TaskData, get_task, load_task_data, resolve_data_source
 
@@ -116,12 +116,17 @@ class SuiteRun:
         except DataNotFoundError as exc:
             self.reporter.log(f"{task_name}: skipped: {exc}")
             return self._close_cells(cells, "skipped", str(exc))
+        write_labels(self.run_dir, task_name, {split: frame["label"].tolist() for split, frame in data.eval.items()})
         try:
             teacher = finetuned_teacher(self.base_model, data, self.suite.teacher, self.store, self.reporter)
         except Exception as exc:
             return self._close_cells(cells, "failed", self._describe_failure(f"{task_name} teacher", exc))
-        builder = PipelineBuild(teacher, data, self.store, seed=self.suite.seed, device="cpu",
-                                reporter=self.reporter, max_seq_len=self.suite.teacher.max_seq_len)
+        def retrain_teacher(seed: int) -> ModelArtifact:
+            recipe = self.suite.teacher.model_copy(update={"seed": seed})
+            return finetuned_teacher(self.base_model, data, recipe, self.store, self.reporter)
+
+        builder = PipelineBuild(teacher, data, self.store, seed=self.suite.seed, device="cpu", reporter=self.reporter,
+                                max_seq_len=self.suite.teacher.max_seq_len, retrain_teacher=retrain_teacher)
         for pipeline in self.suite.pipelines:
             pipeline_cells = [c for c in cells if c.pipeline.name == pipeline.name]
             try:

@@ -69,10 +69,15 @@ def fit(
     loss_fn: LossFn = task_loss,
     evaluate: EvaluateFn | None = None,
     keep_best: bool = False,
+    auxiliary: torch.nn.Module | None = None,
     reporter: Reporter | None = None,
     description: str = "train",
 ) -> TrainResult:
-    """Train ``model`` in place; evaluate after every epoch when ``evaluate`` is given."""
+    """Train ``model`` in place; evaluate after every epoch when ``evaluate`` is given.
+
+    ``auxiliary`` holds modules the loss trains alongside the model but that are not part of
+    it (e.g. the projections of hidden-state distillation): optimised, never kept or evaluated.
+    """
     from transformers import get_linear_schedule_with_warmup
 
     reporter = reporter or Reporter(enabled=False)
@@ -83,8 +88,10 @@ def fit(
         total_steps = min(total_steps, config.max_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
 
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
+    named = [*model.named_parameters(), *(auxiliary.named_parameters() if auxiliary is not None else [])]
+    trained = [p for _, p in named if p.requires_grad]
+    decay = [p for n, p in named if p.requires_grad and not _no_decay(n)]
+    no_decay = [p for n, p in named if p.requires_grad and _no_decay(n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate,
@@ -97,12 +104,14 @@ def fit(
     with reporter.bar(description, total_steps) as bar:
         for epoch in range(epochs):
             model.train()
+            if auxiliary is not None:
+                auxiliary.train()
             running = []
             for batch, targets in iter_batches(tokenizer, rows, config.batch_size, shuffle=True, seed=config.seed + epoch):
                 tensors = {k: torch.from_numpy(v) for k, v in {**batch, **targets}.items()}
                 loss = loss_fn(model, tensors)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(trained, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -4,12 +4,4 @@
 # static INT8, at batch 1 and 32, sequence length 128, on the full validation split.
 # Prints the report's table; the run folder is under results/. Extra arguments go to
 # `compbench run` (e.g. --limit-eval 200 for a faster, noisier check).
-set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$root/scripts/setup.sh"
-cd "$root"
-run_id="int8-cpu-$(date +%Y%m%d-%H%M%S)"
-status=0
-"$root/.venv/bin/compbench" run suites/int8-cpu.yaml --run-id "$run_id" "$@" || status=$?
-sed -n '/^## /,$p' "results/$run_id/report.md"
-exit "$status"
+exec "$(dirname "${BASH_SOURCE[0]}")/bench.sh" int8-cpu "$@"

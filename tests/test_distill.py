@@ -11,6 +11,8 @@ from pydantic import ValidationError
 
 from compbench.artifact import ArtifactStore
 from compbench.compressors.distill import DistillParams, distillation_loss, divergence
+from compbench.errors import UnsupportedError
+from compbench.layer_matching import LayerMatcher, checked_layer_map, masked_mse, uniform_layer_map
 from compbench.pipeline import PipelineBuild
 from compbench.progress import Reporter
 from compbench.students import StudentSpec, build_student, layer_subset
@@ -108,3 +110,98 @@ def test_distill_builds_trains_and_records_the_student(responsive, glue_data, tm
     assert student.size_bytes() < responsive.size_bytes() / 1.5
     # that a student really learns from the teacher's signal is checked on the real MiniLM in
     # test_end_to_end (alpha 1: no labels at all); this tiny model's outputs are too flat for it
+
+
+def test_several_teachers_are_averaged_after_softening():
+    student, labels, t = torch.tensor([[0.3, -0.2]]), torch.tensor([0]), 2.0
+    first, second = torch.tensor([[2.0, 0.0]]), torch.tensor([[-1.0, 1.0]])
+    mixture = (torch.softmax(first / t, -1) + torch.softmax(second / t, -1))[0] / 2
+    q = torch.softmax(student / t, -1)[0]
+    kl = float((mixture * (mixture.log() - q.log())).sum())
+    both = torch.stack([first, second], dim=1)                      # (batch, teachers, classes)
+    loss = distillation_loss(student, both, labels, params(temperature=t, alpha=1.0), regression=False)
+    assert float(loss) == pytest.approx(t * t * kl, rel=1e-5)      # float32
+    # one teacher given as (batch, 1, classes) is the same as (batch, classes)
+    single = distillation_loss(student, first, labels, params(temperature=t, alpha=0.6), regression=False)
+    assert float(single) == pytest.approx(float(distillation_loss(student, first[:, None], labels, params(temperature=t, alpha=0.6), False)))
+    # black-box takes the label of the averaged distribution: 0.88/0.12 and 0.27/0.73 -> class 0
+    black_box = distillation_loss(student, both, labels, params(alpha=1.0, targets="teacher_labels"), False)
+    assert float(black_box) == pytest.approx(float(F.cross_entropy(student, torch.tensor([0]))))
+    reg = distillation_loss(torch.tensor([[1.0]]), torch.tensor([[[0.0], [4.0]]]), torch.tensor([0.0]), params(alpha=1.0), True)
+    assert float(reg) == pytest.approx(1.0)                           # the teachers' mean is 2
+
+
+def test_layer_maps_default_to_uniform_and_are_checked():
+    assert uniform_layer_map(3, 6) == {0: 1, 1: 3, 2: 5}
+    assert uniform_layer_map(4, 6) == {0: 1, 1: 2, 2: 4, 3: 5}     # 1.5, 3, 4.5, 6 rounded half up; the last layers meet
+    assert checked_layer_map({0: 0, 2: 4}, 3, 6) == {0: 0, 2: 4}
+    with pytest.raises(ValueError, match=r"student layers \[3\] do not exist: the student has layers 0..2"):
+        checked_layer_map({3: 5}, 3, 6)
+    with pytest.raises(ValueError, match=r"teacher layers \[6\] do not exist: the teacher has layers 0..5"):
+        checked_layer_map({0: 6}, 3, 6)
+
+
+def test_masked_mse_ignores_padding():
+    predicted, target = torch.tensor([[1.0, 5.0]]), torch.tensor([[0.0, 0.0]])
+    assert float(masked_mse(predicted, target, torch.tensor([[1.0, 0.0]]))) == pytest.approx(1.0)
+
+
+def test_layer_matching_is_zero_between_identical_models_and_projects_when_widths_differ(tiny_artifact):
+    teacher = tiny_artifact.torch_model()
+    twin = tiny_artifact.torch_model()
+    tokenizer = tiny_artifact.tokenizer()
+    batch = {k: torch.tensor(v) for k, v in tokenizer(["a fine film", "dull"], padding=True).items()}
+    matcher = LayerMatcher(teacher, twin, {0: 0, 1: 1}, hidden_weight=1.0, attention_weight=1.0)
+    assert len(list(matcher.parameters())) == 0                      # same width: no projection to learn
+    outputs = twin(**batch, **matcher.output_flags)
+    assert outputs.attentions is not None and float(matcher(outputs, batch).detach()) == pytest.approx(0.0, abs=1e-10)
+    # a student with the last layer only, matched to the teacher's first: no longer zero
+    shallow = layer_subset(teacher, [1])
+    matcher = LayerMatcher(teacher, shallow, {0: 0}, hidden_weight=1.0, attention_weight=0.5)
+    assert float(matcher(shallow(**batch, **matcher.output_flags), batch).detach()) > 0
+    narrow, _ = build_student(tiny_artifact, StudentSpec(num_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2), seed=0)
+    matcher = LayerMatcher(teacher, narrow, None, hidden_weight=1.0, attention_weight=0.0)
+    assert matcher.layer_map == {0: 1} and matcher.projections["0"].weight.shape == (32, 16)
+    loss = matcher(narrow(**batch, **matcher.output_flags), batch)
+    loss.backward()
+    assert matcher.projections["0"].weight.grad is not None and narrow.bert.encoder.layer[0].output.dense.weight.grad is not None
+    one_head, _ = build_student(tiny_artifact, StudentSpec(num_layers=1, num_attention_heads=1), seed=0)
+    with pytest.raises(ValueError, match="equal head counts; student has 1, teacher 2"):
+        LayerMatcher(teacher, one_head, None, hidden_weight=0.0, attention_weight=1.0)
+
+
+def test_matching_and_teacher_parameters_are_checked():
+    with pytest.raises(ValidationError, match="alpha 0"):
+        params(alpha=0.0, teacher_seeds=[7])
+    with pytest.raises(ValidationError, match="no layer matching is on"):
+        params(layer_map={0: 1})
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        params(hidden_weight=-1.0)
+    with pytest.raises(ValidationError, match="greater than 0"):
+        params(temperature=0.0)
+
+
+def distill_build(responsive, glue_data, store_root, retrain_teacher=None) -> PipelineBuild:
+    data = load_task_data(get_task("sst2"), ParquetFolderSource(glue_data / "glue"), limit_train=64, limit_eval=32)
+    return PipelineBuild(responsive, data, ArtifactStore(store_root), seed=0, device="cpu", reporter=Reporter(enabled=False),
+                         max_seq_len=32, retrain_teacher=retrain_teacher)
+
+
+def test_distill_with_layer_matching_and_a_second_teacher(responsive, tiny_artifact, glue_data, tmp_path):
+    asked = []
+
+    def retrain_teacher(seed):
+        asked.append(seed)
+        return tiny_artifact                                          # stands in for the teacher fine-tuned with `seed`
+
+    builder = distill_build(responsive, glue_data, tmp_path, retrain_teacher)
+    train = {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seed": 3}
+    step = StepConfig(compressor="distill", params={"student": {"layers": [1]}, "alpha": 0.5, "teacher_seeds": [7],
+                                                    "hidden_weight": 1.0, "attention_weight": 1.0, "train": train})
+    student = builder.run(PipelineConfig(name="kd-matched", steps=[step]))
+    record = student.lineage[-1]
+    assert asked == [7] and record["teachers"] == 2 and record["layer_map"] == [[0, 1]] and record["steps"] == 4
+    assert student.torch_model().config.num_hidden_layers == 1
+    without = distill_build(responsive, glue_data, tmp_path / "other")
+    with pytest.raises(UnsupportedError, match="further teachers"):
+        without.run(PipelineConfig(name="kd-two", steps=[step]))

@@ -170,3 +170,43 @@ def test_a_student_distilled_from_soft_targets_alone_learns_the_task_and_is_fast
     assert student["metric"] > 0.6                                   # no labels seen; chance is about 0.5 (measured 0.685)
     assert student["params"] < 0.85 * teacher["params"]              # 3 of 6 layers (the embeddings stay)
     assert ok[("kd-3layer", "edge", 1)]["latency_ms"]["p50"] < 0.75 * ok[("baseline", "edge", 1)]["latency_ms"]["p50"]
+
+
+def test_distillation_lowers_the_kl_from_the_teacher(first_run, glue_data: Path, cache_root: Path):
+    """KL(teacher || student) at the distillation temperature on the 200 evaluation rows: the
+    student as initialised (teacher layers 0, 2, 4) against the same student after 40 steps."""
+    import torch
+
+    from compbench.artifact import ArtifactStore
+    from compbench.encoding import encode_rows, predict_logits
+    from compbench.students import layer_subset
+    from compbench.tasks import ParquetFolderSource, get_task, load_task_data
+    from compbench.training import module_runner
+
+    hashes = {r["pipeline"]: r["artifact_hash"] for r in rows_of(first_run[0] / "first") if r["status"] == "ok" and r["task"] == "sst2"}
+    store = ArtifactStore(cache_root)
+    teacher, distilled = store.get(hashes["baseline"]), store.get(hashes["kd-3layer"])
+    data = load_task_data(get_task("sst2"), ParquetFolderSource(glue_data / "glue"), seed=0, limit_train=800, limit_eval=200)
+    tokenizer = teacher.tokenizer()
+    rows = encode_rows(tokenizer, data.task, next(iter(data.eval.values())), 64)
+    teacher_module = teacher.torch_model()
+
+    def kl_from_teacher(module) -> float:
+        t = 2.0
+        log_p, log_q = (torch.log_softmax(torch.from_numpy(predict_logits(module_runner(m), tokenizer, rows, 64)) / t, -1)
+                        for m in (teacher_module, module))
+        return float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+
+    before, after = kl_from_teacher(layer_subset(teacher_module, [0, 2, 4])), kl_from_teacher(distilled.torch_model())
+    assert after < 0.5 * before, (before, after)
+
+
+def test_the_run_folder_keeps_the_labels_that_score_every_row(first_run):
+    from compbench.results import read_labels
+
+    run_dir = first_run[0] / "first"
+    labels = np.asarray(read_labels(run_dir, "sst2")["validation"])
+    assert labels.shape == (200,) and read_labels(run_dir, "qqp") == {}     # qqp had no data
+    for row in rows_of(run_dir):
+        if row["status"] == "ok" and row["task"] == "sst2":
+            assert np.mean(np.asarray(row["predictions"]) == labels) == pytest.approx(row["metric"])

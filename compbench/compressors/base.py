@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +31,13 @@ class CompressContext:
     work_dir: Path              # the new artifact's folder: write the model here
     reporter: Reporter
     max_seq_len: int = 128      # tokens per row, as the teacher was trained
+    # The task teacher fine-tuned as the suite says but with another seed (cached); for multi-teacher.
+    retrain_teacher: Callable[[int], ModelArtifact] | None = None
+
+    def teacher_with_seed(self, seed: int) -> ModelArtifact:
+        if self.retrain_teacher is None:
+            raise UnsupportedError("further teachers need the suite's teacher recipe, which this build was not given")
+        return self.retrain_teacher(seed)
 
 
 class Compressor(ABC):

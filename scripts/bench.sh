@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs suites/SUITE.yaml into results/RUN_ID (RUN_ID from $BENCH_RUN_ID, or SUITE-DATE-TIME)
+# and prints its report's tables. Extra arguments go to `compbench run`.
+#   scripts/bench.sh int8-cpu [--limit-eval 200]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+suite="${1:?usage: scripts/bench.sh SUITE [compbench run options]}"
+shift
+"$root/scripts/setup.sh"
+cd "$root"
+run_id="${BENCH_RUN_ID:-$suite-$(date +%Y%m%d-%H%M%S)}"
+status=0
+"$root/.venv/bin/compbench" run "suites/$suite.yaml" --run-id "$run_id" "$@" || status=$?
+sed -n '/^## /,$p' "results/$run_id/report.md"
+exit "$status"
