@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from compbench.artifact import ArtifactStore
-from compbench.compressors.distill import DistillParams, distillation_loss, divergence
+from compbench.compressors.distill import DistillParams
 from compbench.errors import UnsupportedError
+from compbench.kd import distillation_loss, divergence
 from compbench.layer_matching import LayerMatcher, checked_layer_map, masked_mse, uniform_layer_map
 from compbench.pipeline import PipelineBuild
 from compbench.progress import Reporter
