@@ -56,8 +56,9 @@ def run(suite_file: Path, data_dir, limit_train, limit_eval, results_dir, run_id
 
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
-def validate(suite_file: Path) -> None:
-    """Check SUITE_FILE without running it, and print its cells."""
+@click.option("--cells", "show_cells", is_flag=True, help="Also list every cell.")
+def validate(suite_file: Path, show_cells: bool) -> None:
+    """Check SUITE_FILE without running it; count its cells per task and pipeline."""
     from compbench.suite import expand, load_suite
 
     try:
@@ -65,8 +66,9 @@ def validate(suite_file: Path) -> None:
     except UsageError as exc:
         fail_usage(str(exc))
     cells = expand(suite)
-    click.echo(f"{suite_file}: ok, {len(cells)} cells")
-    for cell in cells:
+    click.echo(f"{suite_file}: ok, {len(cells)} cells: {len(suite.tasks)} tasks x {len(suite.pipelines)} pipelines "
+               f"({', '.join(p.name for p in suite.pipelines)}) on their backends")
+    for cell in cells if show_cells else []:
         click.echo(f"  {cell.cell_id}")
 
 

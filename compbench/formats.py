@@ -15,10 +15,10 @@ import warnings
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from compbench.errors import UnsupportedError
-from compbench.onnx_export import ONNX_FILE, export_onnx
+from compbench.onnx_export import ONNX_FILE, export_module, export_onnx
 
 FORMATS: dict[str, "ArtifactFormat"] = {}
 
@@ -77,18 +77,129 @@ class HuggingFaceFormat(ArtifactFormat):
         return AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto").to(device)
 
     def onnx_files(self, folder: Path) -> list[Path]:
-        """Exported once, on first use, into ``<artifact>/onnx/`` (written aside, then renamed)."""
-        target = folder / "onnx"
-        if not (target / ONNX_FILE).is_file():
-            tmp = Path(tempfile.mkdtemp(prefix=".onnx-", dir=folder))
-            try:
-                exporter = export_onnx(folder, tmp)
-                (tmp / "exporter.txt").write_text(exporter + "\n")
-                move_into_place(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        return onnx_model_files(target / ONNX_FILE)
+        return cached_onnx_export(folder, lambda tmp: export_onnx(folder, tmp))
+
+
+def cached_onnx_export(folder: Path, export: Callable[[Path], str]) -> list[Path]:
+    """Exported once, on first use, into ``<artifact>/onnx/`` (written aside, then renamed);
+    ``export(tmp_folder)`` writes the model there and returns which exporter made it."""
+    target = folder / "onnx"
+    if not (target / ONNX_FILE).is_file():
+        tmp = Path(tempfile.mkdtemp(prefix=".onnx-", dir=folder))
+        try:
+            (tmp / "exporter.txt").write_text(export(tmp) + "\n")
+            move_into_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return onnx_model_files(target / ONNX_FILE)
+
+
+class TorchModuleFormat(ArtifactFormat):
+    """Formats whose PyTorch module is rebuilt in code (not by ``from_pretrained``): ONNX comes
+    from exporting that module."""
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        def export(tmp: Path) -> str:
+            export_module(self.load_torch(folder), tmp)
+            return "torch.onnx"
+        return cached_onnx_export(folder, export)
+
+
+SPARSE_WEIGHTS = "model.sparse.safetensors"
+SPARSE_SPEC = "sparse.json"
+
+
+@register_format
+class SparseBitmaskFormat(TorchModuleFormat):
+    """Unstructured-sparse weights stored compressed: for each pruned tensor a bitmask of its
+    non-zero positions (1 bit per element) and its non-zero values; other tensors dense.
+    Loading rebuilds dense tensors: PyTorch and ONNX Runtime run them on dense kernels."""
+
+    name = "hf-sparse"
+
+    def deployed_files(self, folder: Path) -> list[Path]:
+        return [folder / SPARSE_WEIGHTS, folder / SPARSE_SPEC, folder / "config.json"]
+
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        state = load_sparse_state(folder)
+        return sum(t.numel() for t in state.values()), sum(int(t.count_nonzero()) for t in state.values())
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+        model.load_state_dict(load_sparse_state(folder))
+        return model.eval().to(device)
+
+
+def save_sparse_state(folder: Path, state: dict, sparse_names: list[str]) -> None:
+    """Write ``state`` with the tensors named in ``sparse_names`` as bitmask + values."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    tensors, shapes = {}, {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().contiguous()
+        if name in sparse_names:
+            mask = tensor != 0
+            tensors[f"{name}::mask"] = torch.from_numpy(np.packbits(mask.flatten().numpy()))
+            tensors[f"{name}::values"] = tensor[mask].clone()
+            shapes[name] = list(tensor.shape)
+        else:
+            tensors[name] = tensor.clone()
+    save_file(tensors, str(folder / SPARSE_WEIGHTS))
+    (folder / SPARSE_SPEC).write_text(json.dumps({"encoding": "bitmask+values", "shapes": shapes}, indent=1))
+
+
+def load_sparse_state(folder: Path) -> dict:
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    stored = load_file(str(folder / SPARSE_WEIGHTS))
+    shapes = json.loads((folder / SPARSE_SPEC).read_text())["shapes"]
+    state = {name: tensor for name, tensor in stored.items() if "::" not in name}
+    for name, shape in shapes.items():
+        values = stored[f"{name}::values"]
+        count = int(np.prod(shape))
+        mask = torch.from_numpy(np.unpackbits(stored[f"{name}::mask"].numpy(), count=count).astype(bool))
+        dense = torch.zeros(count, dtype=values.dtype)
+        dense[mask] = values
+        state[name] = dense.reshape(shape)
+    return state
+
+
+LOW_RANK_SPEC = "low_rank.json"
+
+
+@register_format
+class LowRankFormat(TorchModuleFormat, HuggingFaceFormat):
+    """A ``save_pretrained`` folder in which some ``nn.Linear`` layers are factorised into two
+    (``low_rank.json`` lists them with their ranks); loading rebuilds those pairs, then the weights."""
+
+    name = "hf-low-rank"
+
+    def deployed_files(self, folder: Path) -> list[Path]:
+        return [*super().deployed_files(folder), folder / LOW_RANK_SPEC]
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        from compbench.torch_modules import factorised_linear, replace_module
+
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+        modules = dict(model.named_modules())
+        for name, rank in json.loads((folder / LOW_RANK_SPEC).read_text())["ranks"].items():
+            dense = modules[name]
+            replace_module(model, name, factorised_linear(dense.in_features, dense.out_features, rank, dense.bias is not None))
+        state = {}
+        for weights in sorted(folder.glob("*.safetensors")):
+            state.update(load_file(str(weights)))
+        model.load_state_dict(state)
+        return model.eval().to(device)
 
 
 @register_format

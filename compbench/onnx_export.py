@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 ONNX_FILE = "model.onnx"
@@ -18,10 +19,22 @@ log = logging.getLogger(__name__)
 
 def export_onnx(model_folder: Path, output_folder: Path) -> str:
     """Write ``output_folder/model.onnx``; returns which exporter made it."""
+    with quiet_tracing():
+        return _export(model_folder, output_folder)
+
+
+def export_module(model, output_folder: Path) -> None:
+    """``torch.onnx.export`` of a loaded sequence-classification module (any structure inside)."""
+    with quiet_tracing():
+        _export_module(model, output_folder)
+
+
+@contextmanager
+def quiet_tracing():
     with warnings.catch_warnings():
         # tracing BERT's attention mask always warns that a Python value becomes a constant: expected here
         warnings.filterwarnings("ignore", message=r"torch\.tensor results are registered as constants")
-        return _export(model_folder, output_folder)
+        yield
 
 
 def _export(model_folder: Path, output_folder: Path) -> str:
@@ -44,10 +57,15 @@ def _export_with_optimum(model_folder: Path, output_folder: Path) -> None:
 
 
 def _export_with_torch(model_folder: Path, output_folder: Path) -> None:
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_folder).eval()
+    _export_module(AutoModelForSequenceClassification.from_pretrained(model_folder), output_folder)
+
+
+def _export_module(model, output_folder: Path) -> None:
+    import torch
+
+    model = model.eval()
     model.config.return_dict = False
     # models without segment embeddings (DistilBERT, ...) have no type_vocab_size and take no token_type_ids
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if getattr(model.config, "type_vocab_size", 0) > 0 else [])

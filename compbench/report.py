@@ -70,6 +70,7 @@ def task_section(task: str, rows: list[dict]) -> list[str]:
                   f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}.", ""]
     if ok:
         lines += [markdown_table([_table_row(r, metric_name) for r in ok]), ""]
+        lines += storage_notes(ok)
     not_ok = [r for r in rows if r["status"] != "ok"]
     if not_ok:
         lines += ["Not measured:", ""]
@@ -77,6 +78,24 @@ def task_section(task: str, rows: list[dict]) -> list[str]:
             lines.append(f"- `{cell}`: **{status}**: {reason}")
         lines.append("")
     return lines
+
+
+# What a reader must know about a storage format to read its size and latency right.
+FORMAT_NOTES = {
+    "hf-sparse": "stored sparse (a bitmask of the non-zero positions plus the non-zero values), which is the "
+                 "size shown where the backend loaded that file (PyTorch); ONNX Runtime loads a dense export. "
+                 "Every backend runs these models on dense kernels: sparsity makes them smaller on disk, not faster.",
+    "hf-low-rank": "Linear layers factorised into two smaller Linears (SVD); runs as ordinary dense layers.",
+}
+
+
+def storage_notes(rows: list[dict]) -> list[str]:
+    notes = []
+    for fmt in dict.fromkeys(r.get("artifact_format") for r in rows):
+        if fmt in FORMAT_NOTES:
+            pipelines = ", ".join(dict.fromkeys(r["pipeline"] for r in rows if r.get("artifact_format") == fmt))
+            notes += [f"- `{fmt}` ({pipelines}): {FORMAT_NOTES[fmt]}"]
+    return [*notes, ""] if notes else []
 
 
 def markdown_table(records: list[dict]) -> str:
@@ -98,6 +117,7 @@ def _table_row(row: dict, metric_name: str) -> dict:
         f"{metric_name} (95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
         "size MB": f"{row['size_bytes'] / 1e6:.1f}",
         "params M": f"{row['params'] / 1e6:.2f}",
+        "non-zero M": f"{row['nonzero_params'] / 1e6:.2f}" if row.get("nonzero_params") is not None else "",
         "p50 ms": f"{latency['p50']:.2f}",
         "p90 ms": f"{latency['p90']:.2f}",
         "cold ms": f"{latency['cold']:.1f}",

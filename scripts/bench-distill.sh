@@ -11,5 +11,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export BENCH_RUN_ID="distill-sst2-$(date +%Y%m%d-%H%M%S)"
 status=0
 "$root/scripts/bench.sh" distill-sst2 "$@" || status=$?
-"$root/.venv/bin/python" "$root/scripts/distill_summary.py" "$root/results/$BENCH_RUN_ID"
+"$root/.venv/bin/python" "$root/scripts/summary.py" "$root/results/$BENCH_RUN_ID" --reference hard-label-3layer
 exit "$status"

@@ -64,8 +64,9 @@ def test_validate_prints_cells(tmp_path):
     suite.write_text(VALID + "backends: [{name: torch}, {name: torch, profile: edge}]\n")
     result = invoke("validate", suite)
     assert result.exit_code == 0, result.output
-    assert "ok, 2 cells" in result.stdout
-    assert "sst2/baseline/torch:cpu:edge" in result.stdout
+    assert "ok, 2 cells: 1 tasks x 1 pipelines (baseline)" in result.stdout
+    assert "sst2/baseline/torch:cpu:edge" not in result.stdout
+    assert "sst2/baseline/torch:cpu:edge" in invoke("validate", suite, "--cells").stdout
     assert result.stderr == ""
 
 

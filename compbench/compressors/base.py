@@ -64,4 +64,14 @@ class Compressor(ABC):
         """
 
 
+def check_method_params(params: BaseModel, reads: set[str]) -> None:
+    """For compressors with a ``method``: setting a parameter the method does not read is a
+    mistake, not a no-op."""
+    changed = {name for name, field in type(params).model_fields.items() if getattr(params, name) != field.default}
+    unused = sorted(changed - reads - {"method"})
+    if unused:
+        raise ValueError(f"method {params.method!r} does not use {', '.join(unused)}; it reads: "
+                         f"{', '.join(sorted(reads)) or 'no other parameters'}")
+
+
 COMPRESSORS: Registry[Compressor] = Registry("compressor", "compbench.compressors", base=Compressor)

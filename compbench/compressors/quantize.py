@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compbench.artifact import ModelArtifact, save_hf_artifact
-from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor
+from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor, check_method_params
 from compbench.encoding import encode_rows, pad_batch
 from compbench.errors import UnsupportedError
 from compbench.formats import QUANTIZATION_SPEC, QUANTIZED_STATE, quantize_dynamic_int8
@@ -63,11 +63,7 @@ class QuantizeParams(BaseModel):
 
     @model_validator(mode="after")
     def _only_params_the_method_reads(self) -> "QuantizeParams":
-        changed = {name for name, field in type(self).model_fields.items() if getattr(self, name) != field.default}
-        unused = sorted(changed - METHOD_PARAMS[self.method] - {"method"})
-        if unused:
-            reads = ", ".join(sorted(METHOD_PARAMS[self.method])) or "no other parameters"
-            raise ValueError(f"method {self.method!r} does not use {', '.join(unused)}; it reads: {reads}")
+        check_method_params(self, METHOD_PARAMS[self.method])
         return self
 
 

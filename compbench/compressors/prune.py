@@ -1,0 +1,229 @@
+"""``prune``: unstructured magnitude pruning, and structured pruning of attention heads or FFN
+neurons that rebuilds the layers physically smaller.
+
+- ``magnitude``: zero the smallest-|w| fraction ``amount`` of the selected Linear weights
+  (``scope: global`` ranks them all together, ``per_layer`` each layer alone), with
+  ``torch.nn.utils.prune`` (its masks hold during recovery). Stored as bitmask + non-zero
+  values (format ``hf-sparse``): smaller on disk, but every backend runs it on dense kernels,
+  so it is no faster.
+- ``heads``: remove the fraction ``amount`` of all attention heads with the lowest importance
+  (at least one head stays in each layer), through ``transformers``' ``prune_heads``.
+- ``ffn``: remove the fraction ``amount`` of each layer's FFN neurons with the lowest importance
+  (the same count in every layer, so the result is a standard config with a smaller
+  ``intermediate_size``; the kept count is rounded to a multiple of 8).
+
+Importance (``heads``, ``ffn``): ``gradient``, the summed |dL/d mask| of a mask on each head's or
+neuron's output over ``importance_rows`` training rows (Michel et al. 2019; head scores are
+normalised per layer as there), or ``weight``, the norms of the weights that feed and read
+the head or neuron. ``recovery`` fine-tunes afterwards (optionally distilling from the unpruned model).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from compbench.artifact import ModelArtifact, save_hf_artifact
+from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor, check_method_params
+from compbench.compressors.recovery import RecoveryParams, score_and_recover
+from compbench.encoding import encode_rows, iter_batches
+from compbench.errors import UnsupportedError
+from compbench.formats import save_sparse_state
+from compbench.torch_modules import ENCODER_LINEARS, check_pattern, linear_modules
+
+METHOD_PARAMS: dict[str, set[str]] = {
+    "magnitude": {"amount", "scope", "modules", "recovery"},
+    "heads": {"amount", "importance", "importance_rows", "recovery"},
+    "ffn": {"amount", "importance", "importance_rows", "recovery"},
+}
+
+
+class PruneParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["magnitude", "heads", "ffn"] = Field(description="magnitude (unstructured), heads or ffn (structured)")
+    amount: float = Field(gt=0, lt=1, description="fraction removed: of the weights, of all heads, or of each layer's FFN neurons")
+    scope: Literal["global", "per_layer"] = Field("global", description="magnitude: rank weights across layers or within each")
+    modules: str = Field(ENCODER_LINEARS, description="magnitude: regex over Linear module names (default: the encoder's)")
+    importance: Literal["gradient", "weight"] = "gradient"
+    importance_rows: int = Field(512, ge=1, description="training rows for gradient importance")
+    recovery: RecoveryParams | None = None
+
+    _pattern = field_validator("modules")(check_pattern)
+
+    @model_validator(mode="after")
+    def _only_params_the_method_reads(self) -> "PruneParams":
+        check_method_params(self, METHOD_PARAMS[self.method])
+        return self
+
+
+@COMPRESSORS.register
+class Prune(Compressor):
+    name = "prune"
+    Params = PruneParams
+    code_version = "1"
+
+    def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
+        module, tokenizer = model.torch_model(), model.tokenizer()
+        return METHODS[self.params.method](module, tokenizer, model, self.params, ctx)
+
+
+# ---------------------------------------------------------------- unstructured
+
+
+def prune_magnitude(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext) -> ModelArtifact:
+    from torch.nn.utils import prune
+
+    targets = linear_modules(module, params.modules)
+    if params.scope == "global":
+        prune.global_unstructured([(m, "weight") for m in targets.values()], pruning_method=prune.L1Unstructured, amount=params.amount)
+    else:
+        for linear in targets.values():
+            prune.l1_unstructured(linear, "weight", amount=params.amount)
+    record = score_and_recover(module, tokenizer, source, params.recovery, ctx, "prune")   # masks hold while training
+    for linear in targets.values():
+        prune.remove(linear, "weight")
+    sparsity = {name: round(1 - int(linear.weight.count_nonzero()) / linear.weight.numel(), 4) for name, linear in targets.items()}
+    weights = sum(linear.weight.numel() for linear in targets.values())
+    zeros = sum(linear.weight.numel() - int(linear.weight.count_nonzero()) for linear in targets.values())
+    record.update({"pruned_modules": len(targets), "sparsity": round(zeros / weights, 4), "sparsity_per_module": sparsity,
+                   "storage": "bitmask + non-zero values (dense kernels at run time)"})
+    module.config.save_pretrained(ctx.work_dir)
+    tokenizer.save_pretrained(ctx.work_dir)
+    save_sparse_state(ctx.work_dir, module.state_dict(), [f"{name}.weight" for name in targets])
+    return ModelArtifact(path=ctx.work_dir, task=source.task, num_labels=source.num_labels, format="hf-sparse", hash="",
+                         lineage=[record])
+
+
+# ---------------------------------------------------------------- structured
+
+
+def encoder_layers(module) -> torch.nn.ModuleList:
+    """The transformer layers of a BERT-style encoder (``encoder.layer[i]`` with attention,
+    intermediate and output blocks)."""
+    layers = getattr(getattr(module.base_model, "encoder", None), "layer", None)
+    if layers is None or not all(hasattr(layer, "intermediate") and hasattr(layer, "attention") for layer in layers):
+        raise UnsupportedError(f"structured pruning supports BERT-style encoders (encoder.layer[i].attention/intermediate/"
+                               f"output); this model is {type(module).__name__}")
+    return layers
+
+
+def importance_batches(tokenizer, ctx: CompressContext, params: PruneParams):
+    """Seeded training rows for gradient importance, as (inputs, labels) tensors."""
+    rows = ctx.data.train.sample(n=min(params.importance_rows, len(ctx.data.train)), random_state=ctx.seed)
+    encoded = encode_rows(tokenizer, ctx.data.task, rows, ctx.max_seq_len)
+    for batch, targets in iter_batches(tokenizer, encoded, batch_size=32):
+        yield {k: torch.from_numpy(v) for k, v in batch.items()}, torch.from_numpy(targets["labels"])
+
+
+def gradient_importance(module, tokenizer, ctx, params, masks: list[torch.Tensor], forward: Callable) -> list[torch.Tensor]:
+    """Sum over importance rows of |dL/d mask| for each mask (all ones: the model is unchanged)."""
+    module.eval()                                                   # no dropout: the scores describe the model as deployed
+    totals = [torch.zeros_like(mask) for mask in masks]
+    for inputs, labels in importance_batches(tokenizer, ctx, params):
+        loss = forward(inputs, labels).loss
+        for total, grad in zip(totals, torch.autograd.grad(loss, masks)):
+            total += grad.abs()
+    return totals
+
+
+def head_importance(module, tokenizer, ctx, params: PruneParams) -> torch.Tensor:
+    """(layers, heads) scores; higher = more important."""
+    layers, config = encoder_layers(module), module.config
+    if getattr(config, "pruned_heads", None):
+        raise UnsupportedError("this model already had heads pruned; prune heads once, with the whole amount")
+    if params.importance == "gradient":
+        mask = torch.ones(config.num_hidden_layers, config.num_attention_heads, requires_grad=True)
+        (scores,) = gradient_importance(module, tokenizer, ctx, params, [mask],
+                                        lambda inputs, labels: module(**inputs, labels=labels, head_mask=mask))
+        return scores / scores.norm(dim=-1, keepdim=True).clamp(min=1e-12)      # per-layer normalisation (Michel et al.)
+    size = config.hidden_size // config.num_attention_heads
+    scores = []
+    for layer in layers:
+        attention = layer.attention
+        reads = [attention.self.query.weight, attention.self.key.weight, attention.self.value.weight]
+        per_head = sum(w.detach().reshape(config.num_attention_heads, size, -1).pow(2).sum(dim=(1, 2)) for w in reads)
+        per_head = per_head + attention.output.dense.weight.detach().reshape(-1, config.num_attention_heads, size).pow(2).sum(dim=(0, 2))
+        scores.append(per_head.sqrt())
+    return torch.stack(scores)
+
+
+def heads_to_prune(scores: torch.Tensor, amount: float) -> dict[int, list[int]]:
+    """The lowest-scoring ``amount`` of all heads, never a layer's last head."""
+    layers, heads = scores.shape
+    budget = round(amount * layers * heads)
+    left = [heads] * layers
+    chosen: dict[int, list[int]] = {}
+    for flat in torch.argsort(scores.flatten(), stable=True).tolist():
+        if budget == 0:
+            break
+        layer, head = divmod(flat, heads)
+        if left[layer] > 1:
+            chosen.setdefault(layer, []).append(head)
+            left[layer] -= 1
+            budget -= 1
+    return {layer: sorted(found) for layer, found in sorted(chosen.items())}
+
+
+def prune_heads(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext) -> ModelArtifact:
+    scores = head_importance(module, tokenizer, ctx, params)
+    chosen = heads_to_prune(scores, params.amount)
+    module.prune_heads(chosen)                                       # rebuilds q/k/v and the output projection smaller
+    record = {"heads_pruned": {str(layer): heads for layer, heads in chosen.items()},
+              "heads_removed": sum(len(h) for h in chosen.values()), "heads_total": scores.numel(),
+              "head_scores": scores.round(decimals=4).tolist()}
+    return save_structured(module, tokenizer, source, params, ctx, record)
+
+
+def neuron_importance(module, tokenizer, ctx, params: PruneParams) -> list[torch.Tensor]:
+    """Per layer, a score per FFN neuron; higher = more important."""
+    layers = encoder_layers(module)
+    if params.importance == "weight":
+        return [layer.intermediate.dense.weight.detach().norm(dim=1) * layer.output.dense.weight.detach().norm(dim=0)
+                for layer in layers]
+    masks = [torch.ones(layer.intermediate.dense.out_features, requires_grad=True) for layer in layers]
+    hooks = [layer.intermediate.register_forward_hook(lambda _m, _i, output, mask=mask: output * mask)
+             for layer, mask in zip(layers, masks)]
+    try:
+        return gradient_importance(module, tokenizer, ctx, params, masks, lambda inputs, labels: module(**inputs, labels=labels))
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def kept_neurons(width: int, amount: float) -> int:
+    """Neurons kept per layer: ``width * (1 - amount)`` rounded to a multiple of 8 (at least 8)."""
+    return max(8, int(round(width * (1 - amount) / 8)) * 8)
+
+
+def shrink_ffn(module, kept: list[torch.Tensor]) -> None:
+    """Keep only the FFN neurons ``kept[layer]`` (indices, the same count in every layer):
+    rows of the up-projection, columns of the down-projection."""
+    from transformers.pytorch_utils import prune_linear_layer
+
+    for layer, index in zip(encoder_layers(module), kept):
+        index = torch.sort(index).values
+        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, index, dim=0)
+        layer.output.dense = prune_linear_layer(layer.output.dense, index, dim=1)
+    module.config.intermediate_size = len(kept[0])
+
+
+def prune_ffn(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext) -> ModelArtifact:
+    scores = neuron_importance(module, tokenizer, ctx, params)
+    width = module.config.intermediate_size
+    keep = kept_neurons(width, params.amount)
+    shrink_ffn(module, [torch.argsort(layer_scores, descending=True, stable=True)[:keep] for layer_scores in scores])
+    record = {"intermediate_size": [width, keep], "neurons_removed_per_layer": width - keep}
+    return save_structured(module, tokenizer, source, params, ctx, record)
+
+
+def save_structured(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext, record: dict) -> ModelArtifact:
+    record.update(score_and_recover(module, tokenizer, source, params.recovery, ctx, f"prune {params.method}"))
+    record["params_after"] = int(sum(np.prod(p.shape) for p in module.parameters()))
+    return save_hf_artifact(ctx.work_dir, module, tokenizer, task=source.task, lineage=[record])
+
+
+METHODS = {"magnitude": prune_magnitude, "heads": prune_heads, "ffn": prune_ffn}
