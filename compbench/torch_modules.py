@@ -15,7 +15,7 @@ def linear_modules(model: torch.nn.Module, pattern: str) -> dict[str, torch.nn.L
     found = {name: module for name, module in model.named_modules()
              if isinstance(module, torch.nn.Linear) and regex.search(name)}
     if not found:
-        raise ValueError(f"modules: no nn.Linear matches {pattern!r}; the model's Linear layers are named like "
+        raise ValueError(f"modules: no nn.Linear matches '{pattern}'; the model's Linear layers are named like "
                          f"{next((n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)), '(none)')!r}")
     return found
 

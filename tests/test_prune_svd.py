@@ -189,3 +189,13 @@ def test_svd_factorises_below_break_even_and_exports(build):
     partly = run_step(build, "svd", {"rank": 20}).lineage[-1]
     assert len(partly["left_dense"]) == 8 and all(".attention." in name for name in partly["left_dense"])
     assert len(partly["ranks"]) == 4 and not any(".attention." in name for name in partly["ranks"])
+
+
+def test_per_layer_magnitude_pruning_hits_the_amount_in_every_chosen_layer(build):
+    artifact = run_step(build, "prune", {"method": "magnitude", "amount": 0.5, "scope": "per_layer", "modules": r"\.intermediate\.dense$"})
+    record = artifact.lineage[-1]
+    assert record["pruned_modules"] == 2 and set(record["sparsity_per_module"].values()) == {0.5}
+    module = artifact.torch_model()
+    assert int((module.bert.encoder.layer[0].attention.self.query.weight == 0).sum()) == 0   # not selected: untouched
+    with pytest.raises(ValueError, match=r"no nn.Linear matches 'nothing\\.here'"):
+        run_step(build, "prune", {"method": "magnitude", "amount": 0.5, "modules": r"nothing\.here"})

@@ -77,3 +77,11 @@ def test_tidy_frame_flattens_nested_values():
 
 def test_markdown_report_without_rows_is_still_valid():
     assert markdown_report([], {}).startswith("# compbench report")
+
+
+def test_sparse_rows_show_non_zero_parameters_and_say_they_run_dense():
+    rows = [ok_row(), ok_row(pipeline="magnitude-80", artifact_format="hf-sparse", nonzero_params=14_200_000, size_bytes=58_000_000)]
+    report = markdown_report(rows, {})
+    assert re.search(r"\|\s+14\.20 \|", report)                       # the non-zero column
+    assert "`hf-sparse` (magnitude-80)" in report and "not faster" in report
+    assert "hf-sparse" not in markdown_report([ok_row()], {})
