@@ -126,9 +126,7 @@ class SparseBitmaskFormat(TorchModuleFormat):
         return sum(t.numel() for t in state.values()), sum(int(t.count_nonzero()) for t in state.values())
 
     def load_torch(self, folder: Path, device: str = "cpu"):
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
-        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+        model = model_from_config(folder)
         model.load_state_dict(load_sparse_state(folder))
         return model.eval().to(device)
 
@@ -186,11 +184,10 @@ class LowRankFormat(TorchModuleFormat, HuggingFaceFormat):
 
     def load_torch(self, folder: Path, device: str = "cpu"):
         from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModelForSequenceClassification
 
         from compbench.torch_modules import factorised_linear, replace_module
 
-        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+        model = model_from_config(folder)
         modules = dict(model.named_modules())
         for name, rank in json.loads((folder / LOW_RANK_SPEC).read_text())["ranks"].items():
             dense = modules[name]
@@ -265,9 +262,7 @@ class TorchDynamicInt8Format(ArtifactFormat):
         return total, nonzero
 
     def load_torch(self, folder: Path, device: str = "cpu"):
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
-        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+        model = model_from_config(folder)
         spec = json.loads((folder / QUANTIZATION_SPEC).read_text())
         model = quantize_dynamic_int8(model.eval(), embeddings=spec["embeddings"])
         model.load_state_dict(load_quantized_state(folder))
@@ -276,6 +271,13 @@ class TorchDynamicInt8Format(ArtifactFormat):
     def onnx_files(self, folder: Path) -> list[Path]:
         raise UnsupportedError("PyTorch dynamic-quantized modules do not export to ONNX; "
                                "use quantize method ort-dynamic for onnxruntime")
+
+
+def model_from_config(folder: Path):
+    """The folder's architecture with fresh weights, for formats that load their own state."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
 
 
 def load_quantized_state(folder: Path) -> dict:
