@@ -11,6 +11,7 @@ temperature-softened distributions are averaged. ``alpha: 0`` needs no teacher a
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compbench.artifact import ModelArtifact
 from compbench.encoding import EncodedRows, encode_rows, predict_logits
+from compbench.hashing import stable_hash
 from compbench.training import TrainConfig, fit, module_runner, validation_evaluator
 
 Divergence = Literal["forward_kl", "reverse_kl", "js"]
@@ -76,12 +78,28 @@ def distillation_loss(student_logits, teacher_logits, labels, params: "TeacherSi
 
 
 def teacher_logits(teacher: ModelArtifact, data, max_seq_len: int, reporter) -> np.ndarray:
-    """A teacher's logits for every training row, computed once (the data is not augmented),
-    from the rows as the teacher's own tokenizer encodes them."""
+    """A teacher's logits for every training row, from the rows as the teacher's own tokenizer
+    encodes them; computed once per (teacher, training rows, length) and kept in the teacher's
+    artifact folder, so every pipeline distilling from it reuses them."""
+    cache = teacher.path / TEACHER_LOGITS_DIR / f"{stable_hash({'data': data.fingerprint, 'max_seq_len': max_seq_len})}.npy"
+    if cache.is_file():
+        reporter.log(f"  teacher logits for the training rows from cache ({teacher.path.name})")
+        return np.load(cache)
     tokenizer = teacher.tokenizer()
     rows = encode_rows(tokenizer, data.task, data.train, max_seq_len)
     reporter.log(f"  teacher logits for {len(rows)} training rows ({teacher.path.name})")
-    return predict_logits(module_runner(teacher.torch_model()), tokenizer, rows, batch_size=128)
+    logits = predict_logits(module_runner(teacher.torch_model()), tokenizer, rows, batch_size=128)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.npy")
+        np.save(tmp, logits)
+        os.replace(tmp, cache)
+    except OSError:          # a read-only shared cache: compute again next time
+        pass
+    return logits
+
+
+TEACHER_LOGITS_DIR = "teacher-logits"
 
 
 def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[ModelArtifact], signal: TeacherSignal,
