@@ -18,6 +18,7 @@ from compbench.errors import CompbenchError, UnsupportedError
 from compbench.formats import FORMATS, ArtifactFormat, move_into_place
 
 META_FILE = "compbench.json"
+LAST_USED = ".last_used"
 
 
 @dataclass
@@ -89,7 +90,13 @@ class ArtifactStore:
 
     def get(self, artifact_hash: str) -> ModelArtifact | None:
         path = self.path_for(artifact_hash)
-        return ModelArtifact.load(path) if (path / META_FILE).is_file() else None
+        if not (path / META_FILE).is_file():
+            return None
+        try:
+            (path / LAST_USED).touch()    # what `compbench cache prune --older-than` goes by
+        except OSError:                   # a read-only shared cache
+            pass
+        return ModelArtifact.load(path)
 
     def build(self, artifact_hash: str, write: Callable[[Path], ModelArtifact]) -> ModelArtifact:
         """Return the stored artifact, or call ``write(tmp_folder)`` and move it into place."""

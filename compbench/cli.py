@@ -27,31 +27,53 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Finish the run in this folder: only its missing (and failed) cells run, with its recorded settings.")
 @click.option("--data-dir", help="GLUE data folder (parquet or TSV layout) or 'hub'; overrides COMPBENCH_DATA_DIR and the suite.")
 @click.option("--limit-train", type=click.IntRange(min=1), help="Use a seeded subset of this many training rows.")
 @click.option("--limit-eval", type=click.IntRange(min=1), help="Use a seeded subset of this many evaluation rows.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
 @click.option("--run-id", help="Name of the run folder (default: SUITE-DATE-TIME).")
-@click.option("--cache-dir", help="Where built model artifacts are kept (default: COMPBENCH_CACHE_DIR, the suite's cache_dir, ~/.cache/compbench).")
-@click.option("--progress/--no-progress", default=True, help="Progress bars (plain log lines when not on a terminal).")
-def run(suite_file: Path, data_dir, limit_train, limit_eval, results_dir, run_id, cache_dir, progress) -> None:
-    """Run SUITE_FILE and write results/<run>/ (results.jsonl, results.csv, report.md, env.json)."""
+@click.option("--cache-dir", help="Where built models and measured cells are kept (default: COMPBENCH_CACHE_DIR, the suite's cache_dir, ~/.cache/compbench).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: one job at a time on this machine; ray: jobs as Ray tasks (pip install 'compbench[ray]').")
+@click.option("--address", help="Ray cluster address (auto, ray://host:10001); default: start Ray on this machine.")
+@click.option("--isolation", type=click.Choice(["subprocess", "inline"]),
+              help="Each build and cell in a fresh process (default) or in the runner's own; overrides the suite's runner.isolation.")
+@click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds one cell's measurement may take (overrides runner.cell_timeout).")
+@click.option("--build-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds one pipeline's build may take (overrides runner.build_timeout).")
+@click.option("--build-cpus", type=click.IntRange(min=1), help="Cores a build asks of Ray (default: this machine's).")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell (the run can be resumed).")
+@click.option("--remeasure", is_flag=True, help="Measure every cell again instead of reusing cached cell results (models are still reused).")
+@click.option("--progress/--no-progress", default=True, help="Live view on a terminal (plain log lines elsewhere).")
+def run(suite_file: Path | None, resume_dir: Path | None, data_dir, limit_train, limit_eval, results_dir, run_id, cache_dir,
+        executor, address, isolation, cell_timeout, build_timeout, build_cpus, fail_fast, remeasure, progress) -> None:
+    """Run SUITE_FILE and write results/<run>/ (results.jsonl, results.csv, report.md, env.json), or finish a run with --resume."""
     from compbench.progress import Reporter
-    from compbench.runner import RunOptions, run_suite
-    from compbench.suite import load_suite
+    from compbench.runner import RunOptions, resume_run, start_run
 
+    if (suite_file is None) == (resume_dir is None):
+        fail_usage("give a SUITE_FILE to run, or --resume RUN_DIR to finish a run (not both)")
+    if resume_dir is not None and (data_dir or limit_train or limit_eval or run_id or cache_dir):
+        fail_usage("--resume uses the run's recorded --data-dir, --limit-*, --run-id and --cache-dir; leave them out")
+    options = RunOptions(data_dir=data_dir, limit_train=limit_train, limit_eval=limit_eval, results_dir=results_dir,
+                         run_id=run_id, cache_dir=cache_dir, reporter=Reporter(enabled=progress), executor=executor,
+                         address=address, isolation=isolation, cell_timeout=cell_timeout, build_timeout=build_timeout,
+                         build_cpus=build_cpus, fail_fast=fail_fast, remeasure=remeasure)
     try:
-        suite = load_suite(suite_file)
-        options = RunOptions(data_dir=data_dir, limit_train=limit_train, limit_eval=limit_eval, results_dir=results_dir,
-                             run_id=run_id, cache_dir=cache_dir, reporter=Reporter(enabled=progress))
-        summary = run_suite(suite, suite_file, options)
+        suite_run = resume_run(resume_dir, options) if resume_dir else start_run(suite_file, options)
+    except UsageError as exc:
+        fail_usage(str(exc))
+    try:
+        summary = suite_run.execute()
     except UsageError as exc:
         fail_usage(str(exc))
     except KeyboardInterrupt:
-        click.echo("compbench: interrupted; every finished row is in the run folder's results.jsonl and report.md", err=True)
+        click.echo(f"compbench: interrupted; every finished row is in {suite_run.run_dir / 'results.jsonl'}; "
+                   f"finish the run with: compbench run --resume {suite_run.run_dir}", err=True)
         sys.exit(130)
-    sys.exit(EXIT_FAILED_CELLS if summary.failed else EXIT_OK)
+    sys.exit(EXIT_FAILED_CELLS if summary.failed or summary.stopped_early else EXIT_OK)
 
 
 @main.command()
@@ -113,6 +135,45 @@ def report(run_dir: Path) -> None:
         fail_usage(f"{run_dir} has no results.jsonl; pass a run folder such as results/quick-20260101-120000")
     write_reports(run_dir)
     click.echo(run_dir / "report.md")
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or clear the cache of built models and measured cells."""
+
+
+def _cache_root(cache_dir: str | None) -> Path:
+    import os
+
+    root = Path(cache_dir or os.environ.get("COMPBENCH_CACHE_DIR") or Path.home() / ".cache" / "compbench").expanduser()
+    if not root.is_dir():
+        fail_usage(f"cache folder {root} does not exist; pass --cache-dir or set COMPBENCH_CACHE_DIR")
+    return root
+
+
+@cache.command(name="ls")
+@click.option("--cache-dir", help="The cache folder (default: COMPBENCH_CACHE_DIR or ~/.cache/compbench).")
+def cache_ls(cache_dir: str | None) -> None:
+    """List cached models (newest use first) and count cached cell results."""
+    from compbench.cache_admin import listing
+
+    for line in listing(_cache_root(cache_dir)):
+        click.echo(line)
+
+
+@cache.command(name="prune")
+@click.option("--cache-dir", help="The cache folder (default: COMPBENCH_CACHE_DIR or ~/.cache/compbench).")
+@click.option("--older-than", type=click.FloatRange(min=0), help="Also remove entries not used for this many days.")
+@click.option("--all", "everything", is_flag=True, help="Remove everything in the cache.")
+@click.option("--dry-run", is_flag=True, help="Only list what would go.")
+def cache_prune(cache_dir: str | None, older_than: float | None, everything: bool, dry_run: bool) -> None:
+    """Remove unfinished builds left by killed runs, and with --older-than or --all, more."""
+    from compbench.cache_admin import human_bytes, prune
+
+    removed = prune(_cache_root(cache_dir), older_than, everything, dry_run)
+    for entry in removed:
+        click.echo(f"  {'would remove' if dry_run else 'removed'} {entry.kind} {entry.path} ({human_bytes(entry.bytes)})")
+    click.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(sum(e.bytes for e in removed))} in {len(removed)} entries")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,21 @@ def step_key(input_hash: str, compressor: str, params: dict, code_version: str, 
                         "code_version": code_version, "data": data_fingerprint})
 
 
+def step_identity(input_hash: str, step: StepConfig, data_fingerprint: str) -> tuple[str, dict]:
+    """(cache key of the artifact ``step`` makes from ``input_hash``, its validated parameters)."""
+    compressor_cls = COMPRESSORS.get(step.compressor)
+    params = compressor_cls.Params.model_validate(step.params).model_dump()
+    return step_key(input_hash, step.compressor, params, compressor_cls.code_version, data_fingerprint), params
+
+
+def planned_hash(teacher_hash: str, pipeline: PipelineConfig, data_fingerprint: str) -> str:
+    """The hash the artifact at the end of ``pipeline`` will have, known before anything is built."""
+    artifact_hash = teacher_hash
+    for step in pipeline.steps:
+        artifact_hash, _ = step_identity(artifact_hash, step, data_fingerprint)
+    return artifact_hash
+
+
 @dataclass
 class PipelineBuild:
     """What every step of one (task, pipeline) shares."""
@@ -40,9 +55,9 @@ class PipelineBuild:
 
     def apply(self, source: ModelArtifact, step: StepConfig, label: str) -> ModelArtifact:
         compressor_cls = COMPRESSORS.get(step.compressor)
-        params = compressor_cls.Params.model_validate(step.params)
-        record = {"step": step.compressor, "params": params.model_dump(), "input_hash": source.hash}
-        key = step_key(source.hash, step.compressor, record["params"], compressor_cls.code_version, self.data.fingerprint)
+        key, params_dump = step_identity(source.hash, step, self.data.fingerprint)
+        params = compressor_cls.Params.model_validate(params_dump)
+        record = {"step": step.compressor, "params": params_dump, "input_hash": source.hash}
 
         def write(folder) -> ModelArtifact:
             self.reporter.log(f"{label}: {step.compressor} {params.model_dump(exclude_defaults=True)}")

@@ -53,10 +53,24 @@ def markdown_report(rows: list[dict], env: dict) -> str:
               "validation rows padded to the sequence length. Metric: the task's official metric on its validation "
               "split with a 95% bootstrap interval. Size: bytes on disk of the model files the backend loaded. "
               "Parity: max |logit difference| against PyTorch fp32 on the same rows (fp32 models on other backends).", ""]
+    lines += reuse_note(rows)
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
         lines += task_section(task, task_rows)
     return "\n".join(lines) + "\n"
+
+
+def reuse_note(rows: list[dict]) -> list[str]:
+    """Say so when some cells' timings come from the result cache (an earlier run on this machine)."""
+    reused = {r["cell_id"]: r["measured_in_run"] for r in rows
+              if r["status"] == "ok" and r.get("measured_in_run") not in (None, r["run_id"])}
+    if not reused:
+        return []
+    cells = {r["cell_id"] for r in rows if r["status"] == "ok"}
+    return [f"Reused measurements: {len(reused)} of {len(cells)} measured cells come from the result cache, measured "
+            f"on this machine (same CPU, GPUs and library versions) in run(s) {', '.join(sorted(set(reused.values())))}. "
+            "Timings from different runs can differ with the machine's load; `compbench run --remeasure` times every "
+            "cell in one run.", ""]
 
 
 def task_section(task: str, rows: list[dict]) -> list[str]:

@@ -22,8 +22,9 @@ def empty_row(**values) -> dict:
 
 
 class ResultsFile:
-    """Append-only JSON lines; each row is flushed and fsynced before ``append`` returns,
-    so a killed run leaves every finished row readable."""
+    """Append-only JSON lines; each row is written by one ``O_APPEND`` write and fsynced before
+    ``append`` returns, so a killed run leaves every finished row readable (a row cut off
+    mid-write is skipped by ``read_rows`` and dropped by ``--resume``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -33,11 +34,25 @@ class ResultsFile:
         missing = [key for key in ROW_KEYS if key not in row]
         if missing:
             raise ValueError(f"result row lacks contract keys: {missing}")
-        line = json.dumps(row, sort_keys=False, default=_jsonable) + "\n"
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line)
+        data = (json.dumps(row, sort_keys=False, default=to_jsonable) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:                  # one write call for a row in practice; a loop for the rare short write
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the file's rows at once (a new file renamed over the old one)."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, default=to_jsonable) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
 
     def rows(self) -> list[dict]:
         return read_rows(self.path)
@@ -75,7 +90,7 @@ def read_labels(run_dir: Path, task: str) -> dict[str, list]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _jsonable(value):
+def to_jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):

@@ -1,4 +1,11 @@
-"""Executing a suite: plan of cells -> artifacts -> sessions -> measured rows."""
+"""Executing a suite: plan of cells -> builds -> measurements -> rows, durable and resumable.
+
+The runner plans in its own process and hands the work to an executor as jobs (see
+``jobs.py``): first the pipeline builds that the artifact store does not hold yet (the
+teacher first, a pipeline after any pipeline its steps extend), then one measurement job per
+cell that the result cache cannot serve. Each finished cell's rows are appended to
+``results.jsonl`` at once, so a killed run keeps them, and ``--resume`` runs only the rest.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,25 @@ import json
 import os
 import shutil
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from compbench import envinfo
-from compbench.artifact import ArtifactStore, ModelArtifact
-from compbench.backends import BACKENDS, BackendOptions
-from compbench.encoding import timing_batch
-from compbench.errors import DataNotFoundError, UnsupportedError, UsageError
-from compbench.finetune import finetuned_teacher
-from compbench.measure import evaluate_session, max_abs_difference, size_of, split_logits, time_session
-from compbench.models import resolve_model
-from compbench.pipeline import PipelineBuild
+from compbench.backends import BACKENDS
+from compbench.cells import closed_rows
+from compbench.errors import DataNotFoundError, UsageError
+from compbench.executors import ExecutorOptions, make_executor
+from compbench.finetune import teacher_key
+from compbench.jobs import BUILD, MEASURE, Job, JobResult, RunContext, RunSettings, data_source
+from compbench.pipeline import planned_hash
 from compbench.progress import Reporter
 from compbench.report import write_reports
-from compbench.results import ResultsFile, empty_row, write_labels
-from compbench.suite import Cell, Suite, expand
-from compbench.tasks import DataSource, TaskData, get_task, load_task_data, resolve_data_source
+from compbench.result_cache import ResultCache, cell_key
+from compbench.results import ResultsFile, read_rows, write_labels
+from compbench.suite import BASELINE, Cell, PipelineConfig, Suite, expand, load_suite
+
+RUN_FILE = "run.json"     # how the run was started: what --resume needs
 
 
 @dataclass
@@ -36,6 +43,14 @@ class RunOptions:
     run_id: str | None = None
     cache_dir: str | None = None
     reporter: Reporter = field(default_factory=Reporter)
+    executor: str = "local"
+    address: str | None = None              # Ray cluster
+    isolation: str | None = None            # overrides the suite's runner section ...
+    cell_timeout: float | None = None
+    build_timeout: float | None = None
+    build_cpus: int | None = None           # cores a build asks of Ray (default: this machine's)
+    fail_fast: bool = False
+    remeasure: bool = False                 # ignore cached cell results (artifacts are still reused)
 
 
 @dataclass
@@ -43,17 +58,22 @@ class RunSummary:
     run_dir: Path
     counts: dict[str, int]
     seconds: float
+    stopped_early: bool = False
 
     @property
     def failed(self) -> int:
         return self.counts.get("failed", 0)
 
 
+class StopRun(Exception):
+    """--fail-fast: a cell failed."""
+
+
 def default_cache_dir(suite: Suite, option: str | None) -> Path:
     if option:
-        return Path(option).expanduser()
+        return Path(option).expanduser().resolve()
     if os.environ.get("COMPBENCH_CACHE_DIR"):
-        return Path(os.environ["COMPBENCH_CACHE_DIR"]).expanduser()
+        return Path(os.environ["COMPBENCH_CACHE_DIR"]).expanduser().resolve()
     if suite.cache_dir:
         return suite.resolve_path(suite.cache_dir)
     return Path.home() / ".cache" / "compbench"
@@ -66,167 +86,285 @@ def new_run_dir(results_dir: Path, suite: Suite, run_id: str | None) -> Path:
         n += 1
         run_dir = results_dir / f"{base}-{n}"
     run_dir.mkdir(parents=True)
-    return run_dir
+    return run_dir.resolve()
+
+
+def start_run(suite_path: Path, options: RunOptions) -> "SuiteRun":
+    """A new run folder for ``suite_path``: the suite's copy, ``run.json`` and ``env.json``."""
+    suite = load_suite(suite_path)
+    data_source(suite, options.data_dir)       # a missing data folder is a usage error before any folder is made
+    run_dir = new_run_dir(Path(options.results_dir), suite, options.run_id)
+    shutil.copyfile(suite_path, run_dir / "suite.yaml")
+    settings = RunSettings(
+        suite_file=str(run_dir / "suite.yaml"), base_dir=str(Path(suite_path).resolve().parent), run_dir=str(run_dir),
+        run_id=run_dir.name, cache_dir=str(default_cache_dir(suite, options.cache_dir)), data_dir=options.data_dir,
+        limit_train=options.limit_train, limit_eval=options.limit_eval)
+    record = {"suite": str(Path(suite_path).resolve()), "settings": asdict(settings),
+              "executor": executor_record(suite, options), "started": datetime.now().isoformat(timespec="seconds")}
+    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2))
+    (run_dir / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
+    return SuiteRun(suite, settings, options)
+
+
+def executor_record(suite: Suite, options: RunOptions) -> dict:
+    runner = suite.runner
+    return {"executor": options.executor, "address": options.address,
+            "isolation": options.isolation or runner.isolation,
+            "cell_timeout": options.cell_timeout or runner.cell_timeout,
+            "build_timeout": options.build_timeout or runner.build_timeout,
+            "build_cpus": options.build_cpus, "fail_fast": options.fail_fast, "remeasure": options.remeasure}
+
+
+def resume_run(run_dir: Path, options: RunOptions) -> "SuiteRun":
+    """The run in ``run_dir`` again, with its recorded settings: only cells without a complete
+    ``ok``/``skipped`` set of rows run (failed cells are tried again)."""
+    run_dir = Path(run_dir).resolve()
+    record_path = run_dir / RUN_FILE
+    if not record_path.is_file():
+        raise UsageError(f"{run_dir} has no {RUN_FILE}; --resume takes a run folder that compbench run made, such as results/quick-20260101-120000")
+    record = json.loads(record_path.read_text())
+    settings = RunSettings(**record["settings"])
+    suite = load_suite(settings.suite_file)
+    suite._base_dir = Path(settings.base_dir)
+    recorded = record.get("executor", {})
+    for name in ("executor", "address", "isolation", "cell_timeout", "build_timeout", "build_cpus"):
+        if getattr(options, name) in (None, "local") and recorded.get(name) is not None:
+            setattr(options, name, recorded[name])
+    options.fail_fast = options.fail_fast or recorded.get("fail_fast", False)
+    options.remeasure = options.remeasure or recorded.get("remeasure", False)
+    return SuiteRun(suite, settings, options, resuming=True)
+
+
+def complete_cells(rows: list[dict], suite: Suite) -> dict[str, list[dict]]:
+    """Rows of the cells that need not run again: every shape present, none failed."""
+    wanted = {(b, s) for b in suite.measure.batch_sizes for s in suite.measure.seq_lens}
+    by_cell: dict[str, list[dict]] = {}
+    for row in rows:
+        by_cell.setdefault(row["cell_id"], []).append(row)
+    return {cell_id: cell_rows for cell_id, cell_rows in by_cell.items()
+            if {(r["batch_size"], r["seq_len"]) for r in cell_rows} == wanted and len(cell_rows) == len(wanted)
+            and all(r["status"] in ("ok", "skipped") for r in cell_rows)}
+
+
+def cell_status(rows: list[dict]) -> str:
+    statuses = {row["status"] for row in rows}
+    return "failed" if "failed" in statuses else "ok" if "ok" in statuses else "skipped"
 
 
 class SuiteRun:
-    """One execution of a suite into one results folder."""
+    """One execution (or resumption) of a suite into one results folder."""
 
-    def __init__(self, suite: Suite, suite_path: Path, options: RunOptions) -> None:
-        self.suite, self.options, self.reporter = suite, options, options.reporter
-        suite_dir = suite.resolve_path(suite.data.dir) if suite.data.dir and suite.data.dir != "hub" else suite.data.dir
-        try:
-            self.source: DataSource = resolve_data_source(options.data_dir, suite_dir)
-        except DataNotFoundError as exc:
-            raise UsageError(str(exc)) from None
-        self.base_model = resolve_model(suite.model, suite.resolve_path("."))
-        self.store = ArtifactStore(default_cache_dir(suite, options.cache_dir))
-        self.run_dir = new_run_dir(Path(options.results_dir), suite, options.run_id)
-        self.run_id = self.run_dir.name
+    def __init__(self, suite: Suite, settings: RunSettings, options: RunOptions, resuming: bool = False) -> None:
+        self.suite, self.settings, self.options, self.reporter = suite, settings, options, options.reporter
+        self.run_dir, self.run_id = Path(settings.run_dir), settings.run_id
+        self.resuming = resuming
         self.results = ResultsFile(self.run_dir / "results.jsonl")
-        shutil.copyfile(suite_path, self.run_dir / "suite.yaml")
-        (self.run_dir / "env.json").write_text(json.dumps(envinfo.collect(), indent=2))
+        self.result_cache = ResultCache(Path(settings.cache_dir))
         self.counts: dict[str, int] = {}
-        self._reference_logits: dict[str, object] = {}   # artifact hash -> PyTorch fp32 logits
+        runner = suite.runner
+        self.executor_options = ExecutorOptions(
+            isolation=options.isolation or runner.isolation, cell_timeout=options.cell_timeout or runner.cell_timeout,
+            build_timeout=options.build_timeout or runner.build_timeout, address=options.address)
 
     # ------------------------------------------------------------------ plan
 
     def execute(self) -> RunSummary:
         start = time.perf_counter()
         cells = expand(self.suite)
-        self.reporter.log(f"compbench: {len(cells)} cells ({len(self.suite.tasks)} tasks x {len(self.suite.pipelines)} pipelines x {len(self.suite.backends)} backends) -> {self.run_dir}")
-        self.reporter.log(f"data: {self.source.description}; model: {self.base_model.reference} ({self.base_model.location})")
+        done = self._keep_finished_rows() if self.resuming else {}
+        todo = [cell for cell in cells if cell.cell_id not in done]
+        verb = f"resuming {self.run_dir}: {len(done)} of {len(cells)} cells already done" if self.resuming else f"{len(cells)} cells"
+        self.reporter.log(f"compbench: {verb} ({len(self.suite.tasks)} tasks x {len(self.suite.pipelines)} pipelines x "
+                          f"{len(self.suite.backends)} backends) -> {self.run_dir}")
+        context = RunContext(self.settings, self.reporter)
+        self.reporter.log(f"data: {context.source.description}; model: {context.base_model.reference} ({context.base_model.location}); "
+                          f"cache: {self.settings.cache_dir}")
+        stopped = False
+        executor = None
         try:
-            for task_name in self.suite.tasks:
-                self._run_task(task_name, [c for c in cells if c.task == task_name])
+            with self.reporter.plan(len(cells)) as plan:
+                self.plan = plan
+                for rows in done.values():
+                    plan.cell_done(cell_status(rows))
+                executor = make_executor(self.options.executor, self.settings, self.executor_options, self.reporter)
+                artifacts = self._builds(context, todo, executor)
+                self._measurements(context, todo, artifacts, executor)
+        except StopRun:
+            stopped = True
+            self.reporter.log(f"compbench: stopped at the first failed cell (--fail-fast); resume with: compbench run --resume {self.run_dir}")
         finally:   # on Ctrl-C too: the reports show every row finished so far
+            if executor is not None:
+                executor.close()
             write_reports(self.run_dir)
         seconds = time.perf_counter() - start
-        self.reporter.log(f"compbench: done in {seconds:.0f}s: " + ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) + f" rows; report: {self.run_dir / 'report.md'}")
-        return RunSummary(self.run_dir, dict(self.counts), seconds)
+        self.reporter.log(f"compbench: done in {seconds:.0f}s: " + ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items())) +
+                          f" rows; report: {self.run_dir / 'report.md'}")
+        return RunSummary(self.run_dir, dict(self.counts), seconds, stopped)
 
-    def _run_task(self, task_name: str, cells: list[Cell]) -> None:
-        data_cfg = self.suite.data
-        try:
-            data = load_task_data(
-                get_task(task_name), self.source, seed=data_cfg.seed,
-                limit_train=self.options.limit_train or data_cfg.limit_train,
-                limit_eval=self.options.limit_eval or data_cfg.limit_eval,
-            )
-        except DataNotFoundError as exc:
-            self.reporter.log(f"{task_name}: skipped: {exc}")
-            return self._close_cells(cells, "skipped", str(exc))
-        write_labels(self.run_dir, task_name, {split: frame["label"].tolist() for split, frame in data.eval.items()})
-        try:
-            teacher = finetuned_teacher(self.base_model, data, self.suite.teacher, self.store, self.reporter)
-        except Exception as exc:
-            return self._close_cells(cells, "failed", self._describe_failure(f"{task_name} teacher", exc))
-        def retrain_teacher(seed: int) -> ModelArtifact:
-            recipe = self.suite.teacher.model_copy(update={"seed": seed})
-            return finetuned_teacher(self.base_model, data, recipe, self.store, self.reporter)
+    def _keep_finished_rows(self) -> dict[str, list[dict]]:
+        """Keep the rows of complete cells (atomically rewriting the file: a row cut off by a kill,
+        or a cell with rows missing or failed, goes and runs again)."""
+        rows = read_rows(self.results.path)
+        done = complete_cells(rows, self.suite)
+        kept = [row for row in rows if row["cell_id"] in done]
+        self.results.rewrite(kept)
+        return done
 
-        builder = PipelineBuild(teacher, data, self.store, seed=self.suite.seed, device="cpu", reporter=self.reporter,
-                                max_seq_len=self.suite.teacher.max_seq_len, retrain_teacher=retrain_teacher)
-        for pipeline in self.suite.pipelines:
-            pipeline_cells = [c for c in cells if c.pipeline.name == pipeline.name]
-            try:
-                artifact = builder.run(pipeline)
-            except UnsupportedError as exc:
-                self._close_cells(pipeline_cells, "skipped", str(exc))
+    # ------------------------------------------------------------------ builds
+
+    def _builds(self, context: RunContext, todo: list[Cell], executor) -> dict[tuple[str, str], str]:
+        """Artifact hash of every (task, pipeline) with cells to measure; cells whose data or
+        build is missing are closed here."""
+        artifacts: dict[tuple[str, str], str] = {}
+        needed: list[tuple[str, PipelineConfig, str]] = []       # (task, pipeline, planned hash)
+        for task in self.suite.tasks:
+            task_cells = [c for c in todo if c.task == task]
+            if not task_cells:
                 continue
-            except Exception as exc:
-                self._close_cells(pipeline_cells, "failed", self._describe_failure(f"{task_name}/{pipeline.name}", exc))
+            try:
+                data = context.task_data(task)
+            except DataNotFoundError as exc:
+                self.reporter.log(f"{task}: skipped: {exc}")
+                self._close(task_cells, "skipped", str(exc))
                 continue
-            for cell in pipeline_cells:
-                self._measure_cell(cell, artifact, data)
+            write_labels(self.run_dir, task, {split: frame["label"].tolist() for split, frame in data.eval.items()})
+            teacher_hash = teacher_key(context.base_model, data, self.suite.teacher)
+            teacher_cached = context.store.get(teacher_hash) is not None
+            if teacher_cached:
+                self.reporter.log(f"{task}: teacher from cache ({context.store.path_for(teacher_hash)})")
+            for pipeline in self.suite.pipelines:
+                if not any(c.pipeline.name == pipeline.name for c in task_cells):
+                    continue
+                expected = planned_hash(teacher_hash, pipeline, data.fingerprint)
+                if context.store.get(expected) is not None:
+                    artifacts[(task, pipeline.name)] = expected
+                else:
+                    needed.append((task, pipeline, expected))
+            if needed and not teacher_cached and not any(t == task and p.name == BASELINE for t, p, _ in needed):
+                needed.append((task, self._pipeline(BASELINE), teacher_hash))   # the teacher comes first
+        if not needed:
+            return artifacts
+        self.reporter.log(f"compbench: {len(needed)} builds to do, {len(artifacts)} artifacts from the cache")
+        self.plan.expect(BUILD, len(needed))
+        failed: dict[tuple[str, str], str] = {}
+        for level in _build_levels(needed):
+            jobs = []
+            for task, pipeline in level:
+                blocker = next((f"its steps start with pipeline {other!r}, whose build failed: {why}"
+                                for (t, other), why in failed.items() if t == task and _extends(pipeline, self._pipeline(other))), None)
+                if blocker:
+                    failed[(task, pipeline.name)] = blocker
+                    self._close(self._cells_of(todo, task, pipeline.name), "failed", blocker)
+                    continue
+                jobs.append(Job(BUILD, task, pipeline.name, cpus=self.options.build_cpus or os.cpu_count() or 1))
+            for result in executor.run(jobs, self._started):
+                self._note(result)
+                key = (result.job.task, result.job.pipeline)
+                if result.status == "ok":
+                    artifacts[key] = result.artifact_hash
+                else:
+                    failed[key] = result.reason or result.status
+                    self._close(self._cells_of(todo, *key), result.status, result.reason or "")
+                self.plan.checkpoint()
+        return artifacts
 
-    # ------------------------------------------------------------------ cells
+    # ------------------------------------------------------------------ measurements
 
-    def _measure_cell(self, cell: Cell, artifact: ModelArtifact, data: TaskData) -> None:
-        backend = BACKENDS.get(cell.backend.name)()
-        availability = backend.availability(cell.backend)
-        if not availability.ok:
-            return self._close_cells([cell], "skipped", availability.reason)
-        self.reporter.log(f"{cell.cell_id}: measuring")
-        try:
-            session = backend.load(artifact, cell.backend)
-        except UnsupportedError as exc:
-            return self._close_cells([cell], "skipped", str(exc))
-        except Exception as exc:
-            return self._close_cells([cell], "failed", self._describe_failure(cell.cell_id, exc))
-        try:
-            self._measure_session(cell, session, artifact, data)
-        finally:
-            session.close()
+    def _measurements(self, context: RunContext, todo: list[Cell], artifacts: dict[tuple[str, str], str], executor) -> None:
+        jobs, cells_by_job, served = [], {}, 0
+        for cell in todo:
+            artifact_hash = artifacts.get((cell.task, cell.pipeline.name))
+            if artifact_hash is None:
+                continue      # closed by its build
+            availability = BACKENDS.get(cell.backend.name)().availability(cell.backend)
+            if not availability.ok:
+                self._close([cell], "skipped", availability.reason)
+                continue
+            key = cell_key(self.suite, cell, artifact_hash, context.task_data(cell.task).fingerprint)
+            cached = None if self.options.remeasure else self.result_cache.get(key, self.run_id)
+            if cached is not None:
+                self._write_cell(cell, cached)
+                served += 1
+                continue
+            job = Job(MEASURE, cell.task, cell.pipeline.name, cell.backend.label, artifact_hash,
+                      cpus=cell.backend.resolved_threads(), gpus=1 if cell.backend.device == "cuda" else 0)
+            jobs.append(job)
+            cells_by_job[job] = (cell, key)
+        if served:
+            self.reporter.log(f"compbench: {served} cells from the result cache (measured earlier on this machine; "
+                              f"--remeasure times them again); {len(jobs)} to measure")
+        self.plan.expect(MEASURE, len(jobs))
+        for result in executor.run(jobs, self._started):
+            self._note(result)
+            cell, key = cells_by_job[result.job]
+            rows = result.rows or closed_rows(self.run_id, cell, self.suite, result.status if result.status != "ok" else "failed",
+                                              result.reason or "the measurement gave no rows")
+            for row in rows:
+                row.setdefault("measured_in_run", self.run_id)
+            self.result_cache.put(key, rows)
+            self._write_cell(cell, rows)
+            self.plan.checkpoint()
 
-    def _measure_session(self, cell: Cell, session, artifact: ModelArtifact, data: TaskData) -> None:
-        try:
-            tokenizer = artifact.tokenizer()
-            accuracy, logits = evaluate_session(session, tokenizer, data, self.suite.teacher.max_seq_len, self.suite.measure, self.suite.seed)
-            common = {**size_of(artifact, session), **accuracy, "artifact": str(artifact.path), "artifact_hash": artifact.hash,
-                      "artifact_format": artifact.format, "artifact_precision": artifact.precision,
-                      "parity_max_abs_diff": self._parity(cell, artifact, data, logits),
-                      "lineage": artifact.lineage, "data_source": data.source, "train_rows": len(data.train)}
-        except Exception as exc:
-            return self._close_cells([cell], "failed", self._describe_failure(cell.cell_id, exc))
-        timing_rows = next(iter(data.eval.values()))
-        for batch_size, seq_len in self._shapes():
-            row = self._row(cell, batch_size, seq_len, **common)
-            try:
-                batch = timing_batch(tokenizer, data.task, timing_rows, batch_size, seq_len, seed=self.suite.seed)
-                latency = time_session(session, batch, self.suite.measure)
-                row.update(status="ok", latency_ms=latency, throughput_per_s=batch_size * 1000.0 / latency["mean"])
-                self.reporter.log(f"  batch {batch_size} x {seq_len}: p50 {latency['p50']:.2f} ms, p90 {latency['p90']:.2f} ms (n={latency['n']})")
-            except Exception as exc:
-                row.update(status="failed", reason=self._describe_failure(f"{cell.cell_id} batch {batch_size}", exc))
-            self._write(row)
+    # ------------------------------------------------------------------ rows
 
-    def _parity(self, cell: Cell, artifact: ModelArtifact, data: TaskData, logits) -> float | None:
-        """Max |logit difference| against PyTorch fp32 on CPU for the same fp32 model and rows
-        (None for PyTorch itself and for models that are not fp32 weights)."""
-        if cell.backend.name == "torch" or artifact.precision != "fp32":
-            return None
-        if artifact.hash not in self._reference_logits:
-            try:
-                reference = BACKENDS.get("torch")().load(artifact, BackendOptions(name="torch"))
-            except UnsupportedError:       # a format PyTorch cannot load: nothing to compare with
-                return None
-            try:
-                rows = next(iter(data.eval.values()))
-                self._reference_logits[artifact.hash], _ = split_logits(
-                    reference, artifact.tokenizer(), data, rows, self.suite.teacher.max_seq_len, self.suite.measure.eval_batch_size)
-            finally:
-                reference.close()
-        return max_abs_difference(logits, self._reference_logits[artifact.hash])
+    def _started(self, job: Job) -> None:
+        self.plan.started(f"{job.kind} {job.label}")
 
-    def _shapes(self) -> list[tuple[int, int]]:
-        return [(b, s) for b in self.suite.measure.batch_sizes for s in self.suite.measure.seq_lens]
+    def _note(self, result: JobResult) -> None:
+        """Errors into errors.log and one line on the console; the plan's counts and estimate."""
+        if result.tracebacks:
+            with open(self.run_dir / "errors.log", "a", encoding="utf-8") as log:
+                log.write("\n".join(result.tracebacks) + "\n")
+        if result.status == "failed":
+            where = " (traceback in errors.log)" if result.tracebacks else ""
+            self.reporter.log(f"{result.job.label}: FAILED: {(result.reason or '').splitlines()[0] if result.reason else 'no reason'}{where}")
+        self.plan.job_done(result.job.kind, result.seconds)
 
-    def _row(self, cell: Cell, batch_size: int, seq_len: int, **values) -> dict:
-        options = cell.backend
-        return empty_row(
-            run_id=self.run_id, cell_id=cell.cell_id, task=cell.task, pipeline=cell.pipeline.name,
-            steps=[{"compressor": s.compressor, "params": s.params} for s in cell.pipeline.steps],
-            backend=options.name, profile=options.profile, device=options.device, precision=options.precision,
-            threads=options.resolved_threads(), batch_size=batch_size, seq_len=seq_len, **values,
-        )
-
-    def _close_cells(self, cells: list[Cell], status: str, reason: str) -> None:
+    def _close(self, cells: list[Cell], status: str, reason: str) -> None:
         for cell in cells:
-            for batch_size, seq_len in self._shapes():
-                self._write(self._row(cell, batch_size, seq_len, status=status, reason=reason))
+            self._write_cell(cell, closed_rows(self.run_id, cell, self.suite, status, reason))
 
-    def _write(self, row: dict) -> None:
-        self.results.append(row)
-        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+    def _write_cell(self, cell: Cell, rows: list[dict]) -> None:
+        for row in rows:
+            self.results.append(row)
+            self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
+        status = cell_status(rows)
+        self.plan.cell_done(status)
+        if status == "failed" and self.options.fail_fast:
+            raise StopRun(cell.cell_id)
 
-    def _describe_failure(self, where: str, exc: Exception) -> str:
-        reason = f"{type(exc).__name__}: {exc}".strip()
-        with open(self.run_dir / "errors.log", "a", encoding="utf-8") as log:
-            log.write(f"--- {where}\n{traceback.format_exc()}\n")
-        self.reporter.log(f"{where}: FAILED: {reason.splitlines()[0] if reason else type(exc).__name__} (traceback in errors.log)")
-        return reason
+    def _pipeline(self, name: str) -> PipelineConfig:
+        return next(p for p in self.suite.pipelines if p.name == name)
+
+    @staticmethod
+    def _cells_of(cells: list[Cell], task: str, pipeline: str) -> list[Cell]:
+        return [c for c in cells if c.task == task and c.pipeline.name == pipeline]
 
 
-def run_suite(suite: Suite, suite_path: Path, options: RunOptions) -> RunSummary:
-    return SuiteRun(suite, Path(suite_path), options).execute()
+def _extends(pipeline: PipelineConfig, other: PipelineConfig) -> bool:
+    """Whether ``pipeline``'s steps begin with all of ``other``'s (the baseline's none included)."""
+    n = len(other.steps)
+    return pipeline.name != other.name and n <= len(pipeline.steps) and pipeline.steps[:n] == other.steps
+
+
+def _build_levels(needed: list[tuple[str, PipelineConfig, str]]) -> list[list[tuple[str, PipelineConfig]]]:
+    """Builds in waves: a pipeline after every pipeline being built whose steps it extends (the
+    teacher first), so no two jobs build the same step at once; within a wave, any order."""
+    level: dict[tuple[str, str], int] = {}
+    for task, pipeline, _ in sorted(needed, key=lambda item: len(item[1].steps)):
+        below = [level[(task, other.name)] for t, other, _ in needed
+                 if t == task and (task, other.name) in level and _extends(pipeline, other)]
+        level[(task, pipeline.name)] = 1 + max(below, default=-1)
+    waves: list[list[tuple[str, PipelineConfig]]] = [[] for _ in range(max(level.values()) + 1)]
+    for task, pipeline, _ in needed:
+        waves[level[(task, pipeline.name)]].append((task, pipeline))
+    return waves
+
+
+def run_suite(suite_path: Path, options: RunOptions) -> RunSummary:
+    return start_run(Path(suite_path), options).execute()
+
+
+def resume(run_dir: Path, options: RunOptions) -> RunSummary:
+    return resume_run(Path(run_dir), options).execute()
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -79,6 +79,15 @@ class StepConfig(Strict):
         return self
 
 
+class RunnerConfig(Strict):
+    """How cells are run: the suite's ``runner:`` section (the command line overrides it)."""
+
+    isolation: Literal["subprocess", "inline"] = Field(
+        "subprocess", description="each build and each cell in a fresh process (subprocess) or in the runner's own (inline)")
+    cell_timeout: float | None = Field(3600.0, gt=0, description="seconds one cell's measurement may take (subprocess isolation)")
+    build_timeout: float | None = Field(None, gt=0, description="seconds one pipeline's build may take, training included")
+
+
 class PipelineConfig(Strict):
     name: str = Field(min_length=1, description="unique within the suite")
     steps: list[StepConfig] = Field(default_factory=list)
@@ -145,6 +154,7 @@ class Suite(Strict):
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig(name="torch")], min_length=1)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
     seed: int = 0
     cache_dir: str | None = Field(None, description="where built artifacts are kept (default ~/.cache/compbench)")
 

@@ -65,7 +65,7 @@ def first_run(tmp_path_factory, glue_data: Path, cache_root: Path):
 
         def invoke(run_id: str):
             args = ["run", str(suite_file), "--data-dir", str(glue_data / "glue"), "--results-dir", str(root / "results"),
-                    "--run-id", run_id, "--no-progress"]
+                    "--run-id", run_id, "--no-progress", "--isolation", "inline"]   # the crashing backend lives in this process
             return CliRunner().invoke(main, args)
 
         first = invoke("first")

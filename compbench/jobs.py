@@ -1,0 +1,168 @@
+"""The units of work a run hands to an executor, and doing one of them.
+
+A run is two kinds of job: a **build** makes the artifact at the end of one (task, pipeline)
+(the teacher for the baseline), through the content-addressed store; a **measure** job
+measures one cell (task, pipeline, backend) on that artifact and yields its rows. A job is
+plain data (JSON), so it runs the same in this process, in a fresh subprocess or on a Ray
+worker: ``run_job`` rebuilds the suite, data and store from ``RunSettings``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from compbench.artifact import ArtifactStore, ModelArtifact
+from compbench.cells import CellMeasurement, Failures, closed_rows
+from compbench.errors import DataNotFoundError, UnsupportedError, UsageError
+from compbench.finetune import finetuned_teacher
+from compbench.models import ResolvedModel, resolve_model
+from compbench.pipeline import PipelineBuild
+from compbench.progress import Reporter
+from compbench.suite import Cell, Suite, expand, load_suite
+from compbench.tasks import DataSource, TaskData, get_task, load_task_data, resolve_data_source
+
+BUILD, MEASURE = "build", "measure"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What any process needs to rebuild a run's context (JSON-able)."""
+
+    suite_file: str            # the run folder's copy of the suite
+    base_dir: str              # the folder of the suite as given: its relative paths resolve there
+    run_dir: str
+    run_id: str
+    cache_dir: str
+    data_dir: str | None = None
+    limit_train: int | None = None
+    limit_eval: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str                  # BUILD or MEASURE
+    task: str
+    pipeline: str
+    backend: str | None = None   # a measure job's backend label
+    artifact_hash: str | None = None   # a measure job's artifact
+    cpus: int = 1              # what the job asks of a Ray cluster: cores ...
+    gpus: int = 0              # ... and GPUs
+
+    @property
+    def label(self) -> str:
+        return f"{self.task}/{self.pipeline}" + (f"/{self.backend}" if self.backend else "")
+
+
+@dataclass
+class JobResult:
+    job: Job
+    status: str                            # ok, failed or skipped
+    reason: str | None = None
+    artifact_hash: str | None = None       # a build's artifact
+    rows: list[dict] = field(default_factory=list)   # a measure job's rows
+    tracebacks: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "job": asdict(self.job)}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "JobResult":
+        return cls(**{**value, "job": Job(**value["job"])})
+
+
+def load_run_suite(settings: RunSettings) -> Suite:
+    suite = load_suite(settings.suite_file)
+    suite._base_dir = Path(settings.base_dir)
+    return suite
+
+
+def data_source(suite: Suite, data_dir: str | None) -> DataSource:
+    """Where the suite's data comes from (the command line's folder first); a usage error if it is not there."""
+    suite_dir = suite.data.dir
+    if suite_dir and suite_dir != "hub":
+        suite_dir = str(suite.resolve_path(suite_dir))
+    try:
+        return resolve_data_source(data_dir, suite_dir)
+    except DataNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class RunContext:
+    """A run's suite, data source, base model and store, rebuilt from ``RunSettings`` in
+    whichever process does the job; task data and pipeline builders are kept per task."""
+
+    def __init__(self, settings: RunSettings, reporter: Reporter) -> None:
+        self.settings, self.reporter = settings, reporter
+        self.suite = load_run_suite(settings)
+        self.source: DataSource = data_source(self.suite, settings.data_dir)
+        self.base_model: ResolvedModel = resolve_model(self.suite.model, self.suite.resolve_path("."))
+        self.store = ArtifactStore(Path(settings.cache_dir))
+        self._data: dict[str, TaskData] = {}
+        self._builders: dict[str, PipelineBuild] = {}
+
+    def task_data(self, task: str) -> TaskData:
+        if task not in self._data:
+            data_cfg = self.suite.data
+            self._data[task] = load_task_data(
+                get_task(task), self.source, seed=data_cfg.seed,
+                limit_train=self.settings.limit_train or data_cfg.limit_train,
+                limit_eval=self.settings.limit_eval or data_cfg.limit_eval,
+            )
+        return self._data[task]
+
+    def teacher(self, task: str, seed: int | None = None) -> ModelArtifact:
+        recipe = self.suite.teacher if seed is None else self.suite.teacher.model_copy(update={"seed": seed})
+        return finetuned_teacher(self.base_model, self.task_data(task), recipe, self.store, self.reporter)
+
+    def builder(self, task: str) -> PipelineBuild:
+        if task not in self._builders:
+            self._builders[task] = PipelineBuild(
+                self.teacher(task), self.task_data(task), self.store, seed=self.suite.seed, device="cpu",
+                reporter=self.reporter, max_seq_len=self.suite.teacher.max_seq_len,
+                retrain_teacher=lambda seed: self.teacher(task, seed))
+        return self._builders[task]
+
+    def pipeline(self, name: str):
+        return next(p for p in self.suite.pipelines if p.name == name)
+
+    def cell(self, job: Job) -> Cell:
+        return next(c for c in expand(self.suite) if c.task == job.task and c.pipeline.name == job.pipeline
+                    and c.backend.label == job.backend)
+
+
+def run_job(context: RunContext, job: Job) -> JobResult:
+    """Do ``job``; every error becomes the result's status and reason, never an exception."""
+    start = time.perf_counter()
+    failures = Failures()
+    try:
+        result = _measure(context, job, failures) if job.kind == MEASURE else _build(context, job)
+    except (UnsupportedError, DataNotFoundError) as exc:
+        result = JobResult(job, "skipped", str(exc))
+    except Exception as exc:
+        result = JobResult(job, "failed", failures.describe(job.label, exc))
+    result.tracebacks = failures.tracebacks
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _build(context: RunContext, job: Job) -> JobResult:
+    artifact = context.builder(job.task).run(context.pipeline(job.pipeline))
+    return JobResult(job, "ok", artifact_hash=artifact.hash)
+
+
+def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
+    cell = context.cell(job)
+    artifact = context.store.get(job.artifact_hash)
+    if artifact is None:
+        raise FileNotFoundError(f"artifact {job.artifact_hash} is not in the cache {context.store.root}")
+    measurement = CellMeasurement(context.suite, context.settings.run_id, context.store, context.reporter, failures)
+    rows = measurement.measure(cell, artifact, context.task_data(job.task))
+    return JobResult(job, "ok", rows=rows)
+
+
+def failed_cell_rows(context_suite: Suite, run_id: str, cell: Cell, result: JobResult) -> list[dict]:
+    """A measure job that ended without rows (killed, timed out): its cell's rows, failed."""
+    return closed_rows(run_id, cell, context_suite, result.status, result.reason or "no result")
