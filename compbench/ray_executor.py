@@ -77,9 +77,7 @@ class RayExecutor(Executor):
     def run(self, jobs: list[Job], started: Callable[[Job], None]) -> Iterator[JobResult]:
         ray = self.ray
         for job in jobs:
-            cpus = min(job.cpus, self.cluster_cpus)
-            if job.gpus > self.cluster_gpus:   # the cell would wait forever; the worker says why it cannot run
-                cpus = min(cpus, 1)
+            cpus = min(job.cpus, self.cluster_cpus)   # a GPU the cluster lacks is not asked for: the worker says why it is skipped
             ref = self._remote.options(num_cpus=cpus, num_gpus=min(job.gpus, self.cluster_gpus), max_retries=0).remote(
                 asdict(self.settings), asdict(job), asdict(self.options))
             self._pending[ref] = job

@@ -276,10 +276,11 @@ class SuiteRun:
             artifact_hash = artifacts.get((cell.task, cell.pipeline.name))
             if artifact_hash is None:
                 continue      # closed by its build
-            availability = BACKENDS.get(cell.backend.name)().availability(cell.backend)
-            if not availability.ok:
-                self._close([cell], "skipped", availability.reason)
-                continue
+            if self.options.executor == "local":   # on Ray the worker that gets the cell judges (it may have the GPU)
+                availability = BACKENDS.get(cell.backend.name)().availability(cell.backend)
+                if not availability.ok:
+                    self._close([cell], "skipped", availability.reason)
+                    continue
             key = cell_key(self.suite, cell, artifact_hash, context.task_data(cell.task).fingerprint)
             cached = None if self.options.remeasure else self.result_cache.get(key, self.run_id)
             if cached is not None:
