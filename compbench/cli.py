@@ -143,9 +143,9 @@ def cache() -> None:
 
 
 def _cache_root(cache_dir: str | None) -> Path:
-    import os
+    from compbench.runner import default_cache_dir
 
-    root = Path(cache_dir or os.environ.get("COMPBENCH_CACHE_DIR") or Path.home() / ".cache" / "compbench").expanduser()
+    root = default_cache_dir(None, cache_dir)
     if not root.is_dir():
         fail_usage(f"cache folder {root} does not exist; pass --cache-dir or set COMPBENCH_CACHE_DIR")
     return root

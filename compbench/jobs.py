@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from compbench.artifact import ArtifactStore, ModelArtifact
-from compbench.cells import CellMeasurement, Failures, closed_rows
+from compbench.cells import CellMeasurement, Failures
 from compbench.errors import DataNotFoundError, UnsupportedError, UsageError
 from compbench.finetune import finetuned_teacher
 from compbench.models import ResolvedModel, resolve_model
@@ -162,7 +162,3 @@ def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
     rows = measurement.measure(cell, artifact, context.task_data(job.task))
     return JobResult(job, "ok", rows=rows)
 
-
-def failed_cell_rows(context_suite: Suite, run_id: str, cell: Cell, result: JobResult) -> list[dict]:
-    """A measure job that ended without rows (killed, timed out): its cell's rows, failed."""
-    return closed_rows(run_id, cell, context_suite, result.status, result.reason or "no result")

@@ -9,6 +9,7 @@ Off a terminal every bar becomes a log line at each tenth, and the plan a line p
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -70,11 +71,12 @@ class Reporter:
             progress.stop()
 
 
-class Bar:
+class Bar(ABC):
     """A handle on one progress bar: ``advance(n, postfix='loss 0.31')``, then ``close()``."""
 
+    @abstractmethod
     def advance(self, n: int = 1, postfix: str = "") -> None:
-        raise NotImplementedError
+        """Count ``n`` more steps done."""
 
     def close(self) -> None:
         pass

@@ -69,12 +69,13 @@ class StopRun(Exception):
     """--fail-fast: a cell failed."""
 
 
-def default_cache_dir(suite: Suite, option: str | None) -> Path:
+def default_cache_dir(suite: Suite | None, option: str | None) -> Path:
+    """--cache-dir, else COMPBENCH_CACHE_DIR, else the suite's cache_dir, else ~/.cache/compbench."""
     if option:
         return Path(option).expanduser().resolve()
     if os.environ.get("COMPBENCH_CACHE_DIR"):
         return Path(os.environ["COMPBENCH_CACHE_DIR"]).expanduser().resolve()
-    if suite.cache_dir:
+    if suite is not None and suite.cache_dir:
         return suite.resolve_path(suite.cache_dir)
     return Path.home() / ".cache" / "compbench"
 
@@ -232,6 +233,7 @@ class SuiteRun:
             teacher_cached = context.store.get(teacher_hash) is not None
             if teacher_cached:
                 self.reporter.log(f"{task}: teacher from cache ({context.store.path_for(teacher_hash)})")
+            task_needs = []
             for pipeline in self.suite.pipelines:
                 if not any(c.pipeline.name == pipeline.name for c in task_cells):
                     continue
@@ -239,9 +241,10 @@ class SuiteRun:
                 if context.store.get(expected) is not None:
                     artifacts[(task, pipeline.name)] = expected
                 else:
-                    needed.append((task, pipeline, expected))
-            if needed and not teacher_cached and not any(t == task and p.name == BASELINE for t, p, _ in needed):
-                needed.append((task, self._pipeline(BASELINE), teacher_hash))   # the teacher comes first
+                    task_needs.append((task, pipeline, expected))
+            if task_needs and not teacher_cached and not any(p.name == BASELINE for _, p, _ in task_needs):
+                task_needs.append((task, self._pipeline(BASELINE), teacher_hash))   # the teacher comes first
+            needed += task_needs
         if not needed:
             return artifacts
         self.reporter.log(f"compbench: {len(needed)} builds to do, {len(artifacts)} artifacts from the cache")
