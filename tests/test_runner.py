@@ -178,11 +178,10 @@ def test_a_second_run_is_served_from_the_cache_and_only_what_changed_is_redone(t
     runner = Runner(tmp_path, fault_plugin, tmp_path / "cache")
     base = suite_dict(tiny_model, glue_data, [{"name": "torch"}], runner={"isolation": "inline"})   # caching is under test, not isolation
     suite = runner.write_suite("cached", base)
-    times, outputs = {}, {}
+    outputs = {}
     for run_id in ("first", "second"):
-        start = time.perf_counter()
         done = runner.run("run", suite, "--results-dir", runner.results, "--run-id", run_id, "--no-progress")
-        times[run_id], outputs[run_id] = time.perf_counter() - start, done.stderr
+        outputs[run_id] = done.stderr
         assert done.returncode == 0, done.stderr[-3000:]
     first, second = runner.rows("first"), runner.rows("second")
     assert "fine-tuning" in outputs["first"] and "fine-tuning" not in outputs["second"]
@@ -190,7 +189,8 @@ def test_a_second_run_is_served_from_the_cache_and_only_what_changed_is_redone(t
     assert row_keys(first) == row_keys(second)
     assert {r["measured_in_run"] for r in second} == {"first"} and {r["run_id"] for r in second} == {"second"}
     assert [r["metric"] for r in first] == [r["metric"] for r in second]
-    assert times["second"] < 0.5 * times["first"], times
+    # nothing was built or timed the second time (a wall-clock ratio here is mostly interpreter start-up: flaky)
+    assert "builds to do" in outputs["first"] and "builds to do" not in outputs["second"]
 
     # a new batch size and a new backend: measured again, nothing trained
     more = runner.write_suite("more", {**base, "backends": [{"name": "torch"}, {"name": "torch", "profile": "edge"}],
