@@ -12,6 +12,7 @@ from compbench.artifact import ArtifactStore, ModelArtifact
 from compbench.backends import BACKENDS, BackendOptions
 from compbench.encoding import timing_batch
 from compbench.errors import UnsupportedError
+from compbench.flops import flops_per_example
 from compbench.hashing import stable_hash
 from compbench.measure import evaluate_session, max_abs_difference, size_of, split_logits, time_session
 from compbench.progress import Reporter
@@ -83,22 +84,39 @@ class CellMeasurement:
             common = {**size_of(artifact, session), **accuracy, "artifact": str(artifact.path), "artifact_hash": artifact.hash,
                       "artifact_format": artifact.format, "artifact_precision": artifact.precision,
                       "parity_max_abs_diff": self._parity(cell, artifact, data, logits),
-                      "lineage": artifact.lineage, "data_source": data.source, "train_rows": len(data.train)}
+                      "lineage": artifact.lineage, "data_source": data.source, "train_rows": len(data.train),
+                      "seeds": self._seeds()}
         except Exception as exc:
             return closed_rows(self.run_id, cell, self.suite, "failed", self.failures.describe(cell.cell_id, exc))
         timing_rows = next(iter(data.eval.values()))
+        flops = self._flops(artifact)
         rows = []
         for batch_size, seq_len in shapes(self.suite):
             row = cell_row(self.run_id, cell, batch_size, seq_len, **common)
             try:
                 batch = timing_batch(tokenizer, data.task, timing_rows, batch_size, seq_len, seed=self.suite.seed)
-                latency = time_session(session, batch, self.suite.measure)
-                row.update(status="ok", latency_ms=latency, throughput_per_s=batch_size * 1000.0 / latency["mean"])
+                latency, samples = time_session(session, batch, self.suite.measure)
+                row.update(status="ok", latency_ms=latency, latency_samples_ms=samples,
+                           flops=flops[seq_len] * batch_size if seq_len in flops else None,
+                           throughput_per_s=batch_size * 1000.0 / latency["mean"])
                 self.reporter.log(f"  batch {batch_size} x {seq_len}: p50 {latency['p50']:.2f} ms, p90 {latency['p90']:.2f} ms (n={latency['n']})")
             except Exception as exc:
                 row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} batch {batch_size}", exc))
             rows.append(row)
         return rows
+
+    def _flops(self, artifact: ModelArtifact) -> dict[int, int]:
+        """FLOPs per example at each timed sequence length; a model the counter cannot take gets none, not a failure."""
+        try:
+            return flops_per_example(artifact, self.store, sorted({seq for _, seq in shapes(self.suite)}))
+        except Exception as exc:
+            self.reporter.log(f"  FLOPs not counted: {type(exc).__name__}: {exc}")
+            return {}
+
+    def _seeds(self) -> dict:
+        """Every seed behind the row: the run's (builds, bootstrap, timing rows), the data subset's, the teacher's."""
+        return {"run": self.suite.seed, "data": self.suite.data.seed, "teacher": self.suite.teacher.seed,
+                "bootstrap": self.suite.seed}
 
     def _parity(self, cell: Cell, artifact: ModelArtifact, data: TaskData, logits) -> float | None:
         """Max |logit difference| against PyTorch fp32 on CPU for the same fp32 model and rows

@@ -1,8 +1,10 @@
 """The units of work a run hands to an executor, and doing one of them.
 
-A run is two kinds of job: a **build** makes the artifact at the end of one (task, pipeline)
-(the teacher for the baseline), through the content-addressed store; a **measure** job
-measures one cell (task, pipeline, backend) on that artifact and yields its rows. A job is
+A run is three kinds of job: a **build** makes the artifact at the end of one (task, pipeline)
+(the teacher for the baseline), through the content-addressed store; a **peak** job measures
+the machine's dense matmul rate for one (device, threads, dtype), the roof that cells' achieved
+GFLOP/s are read against; a **measure** job measures one cell (task, pipeline, backend) on that
+artifact and yields its rows. A job is
 plain data (JSON), so it runs the same in this process, in a fresh subprocess or on a Ray
 worker: ``run_job`` rebuilds the suite, data and store from ``RunSettings``.
 """
@@ -23,7 +25,7 @@ from compbench.progress import Reporter
 from compbench.suite import Cell, Suite, expand, load_suite
 from compbench.tasks import DataSource, TaskData, get_task, load_task_data, resolve_data_source
 
-BUILD, MEASURE = "build", "measure"
+BUILD, MEASURE, PEAK = "build", "measure", "peak"
 
 
 @dataclass(frozen=True)
@@ -42,17 +44,23 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class Job:
-    kind: str                  # BUILD or MEASURE
+    kind: str                  # BUILD, PEAK or MEASURE
     task: str
     pipeline: str
-    backend: str | None = None   # a measure job's backend label
+    backend: str | None = None   # a measure job's backend label; a peak job's ``device:threads:dtype``
     artifact_hash: str | None = None   # a measure job's artifact
     cpus: int = 1              # what the job asks of a Ray cluster: cores ...
     gpus: int = 0              # ... and GPUs
 
     @property
     def label(self) -> str:
+        if self.kind == PEAK:
+            return f"matmul peak {self.backend}"
         return f"{self.task}/{self.pipeline}" + (f"/{self.backend}" if self.backend else "")
+
+
+def peak_job(device: str, threads: int, dtype: str) -> Job:
+    return Job(PEAK, "", "", f"{device}:{threads}:{dtype}", cpus=threads, gpus=1 if device.startswith("cuda") else 0)
 
 
 @dataclass
@@ -138,7 +146,7 @@ def run_job(context: RunContext, job: Job) -> JobResult:
     start = time.perf_counter()
     failures = Failures()
     try:
-        result = _measure(context, job, failures) if job.kind == MEASURE else _build(context, job)
+        result = JOB_KINDS[job.kind](context, job, failures)
     except (UnsupportedError, DataNotFoundError) as exc:
         result = JobResult(job, "skipped", str(exc))
     except Exception as exc:
@@ -148,7 +156,7 @@ def run_job(context: RunContext, job: Job) -> JobResult:
     return result
 
 
-def _build(context: RunContext, job: Job) -> JobResult:
+def _build(context: RunContext, job: Job, failures: Failures) -> JobResult:
     artifact = context.builder(job.task).run(context.pipeline(job.pipeline))
     return JobResult(job, "ok", artifact_hash=artifact.hash)
 
@@ -162,3 +170,18 @@ def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
     rows = measurement.measure(cell, artifact, context.task_data(job.task))
     return JobResult(job, "ok", rows=rows)
 
+
+
+def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:
+    from compbench.roofline import measure_matmul_peak
+
+    device, threads, dtype = job.backend.rsplit(":", 2)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return JobResult(job, "skipped", "CUDA is not available on the machine that got this job")
+    return JobResult(job, "ok", rows=[measure_matmul_peak(device, int(threads), dtype).to_json()])
+
+
+JOB_KINDS = {BUILD: _build, MEASURE: _measure, PEAK: _peak}

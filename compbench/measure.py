@@ -39,9 +39,12 @@ def size_of(artifact: ModelArtifact, session: Session) -> dict:
     return {"size_bytes": files_size(session.deployed_files), "params": params, "nonzero_params": nonzero}
 
 
-def time_session(session: Session, batch: Batch, config: MeasureConfig) -> dict:
+def time_session(session: Session, batch: Batch, config: MeasureConfig) -> tuple[dict, list[float]]:
     """Latency of ``session.run(batch)`` in ms: cold first call apart, then warm-up,
-    then at least ``min_iters`` calls AND ``min_seconds`` of timed calls."""
+    then at least ``min_iters`` calls AND ``min_seconds`` of timed calls.
+
+    Returns the summary (``latency_stats``) and every timed call in ms (rounded to 0.1 us),
+    which reports use to tell a real speed-up from overlapping distributions."""
     start = time.perf_counter_ns()
     session.run(batch)
     cold_ms = (time.perf_counter_ns() - start) / 1e6
@@ -55,13 +58,13 @@ def time_session(session: Session, batch: Batch, config: MeasureConfig) -> dict:
         elapsed = time.perf_counter_ns() - start
         timed_ns += elapsed
         samples.append(elapsed / 1e6)
-    return latency_stats(np.asarray(samples), cold_ms)
+    return latency_stats(np.asarray(samples), cold_ms), [round(value, 4) for value in samples]
 
 
 def latency_stats(samples_ms: np.ndarray, cold_ms: float) -> dict:
-    p50, p90, p99 = np.percentile(samples_ms, [50, 90, 99])
+    p10, p50, p90, p99 = np.percentile(samples_ms, [10, 50, 90, 99])
     return {
-        "p50": float(p50), "p90": float(p90), "p99": float(p99),
+        "p10": float(p10), "p50": float(p50), "p90": float(p90), "p99": float(p99),
         "mean": float(samples_ms.mean()), "std": float(samples_ms.std(ddof=1)) if len(samples_ms) > 1 else 0.0,
         "min": float(samples_ms.min()), "n": int(len(samples_ms)), "cold": float(cold_ms),
     }
@@ -90,7 +93,7 @@ def evaluate_session(
             interval = bootstrap_ci(name, predictions, labels, n_resamples=config.bootstrap_resamples, seed=seed)
             result.update(
                 metric_name=name, metric=scores[name], metric_ci95=interval.as_list(),
-                eval_split=split, eval_rows=int(len(labels)), predictions=predictions.tolist(),
+                eval_split=split, eval_rows=int(len(labels)), predictions=predictions.tolist(), labels=np.asarray(labels).tolist(),
             )
             primary_logits = logits
     return result, primary_logits

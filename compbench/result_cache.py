@@ -18,7 +18,7 @@ from compbench.results import to_jsonable
 from compbench.suite import Cell, Suite
 
 # Bump when measuring changes what a row says for the same model and settings.
-MEASURE_VERSION = "1"
+MEASURE_VERSION = "2"   # 2: p10, every timed call, labels, seeds, FLOPs
 RESULTS_DIR = "results"
 
 

@@ -23,7 +23,7 @@ from compbench.cells import closed_rows
 from compbench.errors import DataNotFoundError, UsageError
 from compbench.executors import ExecutorOptions, make_executor
 from compbench.finetune import teacher_key
-from compbench.jobs import BUILD, MEASURE, Job, JobResult, RunContext, RunSettings, data_source
+from compbench.jobs import BUILD, MEASURE, PEAK, Job, JobResult, RunContext, RunSettings, data_source, peak_job
 from compbench.pipeline import planned_hash
 from compbench.progress import Reporter
 from compbench.report import write_reports
@@ -162,6 +162,8 @@ class SuiteRun:
         self.results = ResultsFile(self.run_dir / "results.jsonl")
         self.result_cache = ResultCache(Path(settings.cache_dir))
         self.counts: dict[str, int] = {}
+        self.peaks: dict[tuple[str, int, str], dict] = {}    # (device, threads, dtype) -> this run's matmul peak
+        self.peak_keys: dict[str, tuple[str, int, str]] = {}   # cell id -> the peak its rows are read against
         runner = suite.runner
         self.executor_options = ExecutorOptions(
             isolation=options.isolation or runner.isolation, cell_timeout=options.cell_timeout or runner.cell_timeout,
@@ -274,7 +276,7 @@ class SuiteRun:
     # ------------------------------------------------------------------ measurements
 
     def _measurements(self, context: RunContext, todo: list[Cell], artifacts: dict[tuple[str, str], str], executor) -> None:
-        jobs, cells_by_job, served = [], {}, 0
+        planned = []      # (cell, artifact hash): cells that can be measured here
         for cell in todo:
             artifact_hash = artifacts.get((cell.task, cell.pipeline.name))
             if artifact_hash is None:
@@ -284,6 +286,11 @@ class SuiteRun:
                 if not availability.ok:
                     self._close([cell], "skipped", availability.reason)
                     continue
+            planned.append((cell, artifact_hash))
+        self.peak_keys = {cell.cell_id: peak_key(cell, context.store.get(artifact_hash).precision) for cell, artifact_hash in planned}
+        self._measure_peaks(set(self.peak_keys.values()), executor)
+        jobs, cells_by_job, served = [], {}, 0
+        for cell, artifact_hash in planned:
             key = cell_key(self.suite, cell, artifact_hash, context.task_data(cell.task).fingerprint)
             cached = None if self.options.remeasure else self.result_cache.get(key, self.run_id)
             if cached is not None:
@@ -309,6 +316,17 @@ class SuiteRun:
             self._write_cell(cell, rows)
             self.plan.checkpoint()
 
+    def _measure_peaks(self, keys: set[tuple[str, int, str]], executor) -> None:
+        """The dense matmul peak of each (device, threads, dtype) the cells run at, once per run."""
+        jobs = [peak_job(*key) for key in sorted(keys)]
+        self.plan.expect(PEAK, len(jobs))
+        for result in executor.run(jobs, self._started):
+            self._note(result)
+            if result.status == "ok" and result.rows:
+                peak = result.rows[0]
+                self.peaks[(peak["device"], peak["threads"], peak["dtype"])] = peak
+                self.reporter.log(f"compbench: {result.job.label}: {peak['gflops']:.1f} GFLOP/s")
+
     # ------------------------------------------------------------------ rows
 
     def _started(self, job: Job) -> None:
@@ -329,7 +347,10 @@ class SuiteRun:
             self._write_cell(cell, closed_rows(self.run_id, cell, self.suite, status, reason))
 
     def _write_cell(self, cell: Cell, rows: list[dict]) -> None:
+        peak = self.peaks.get(self.peak_keys.get(cell.cell_id))
         for row in rows:
+            if row["status"] == "ok" and peak is not None:
+                row["roofline_peak"] = peak      # this run's peak, also for rows served from the cache
             self.results.append(row)
             self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
         status = cell_status(rows)
@@ -343,6 +364,18 @@ class SuiteRun:
     @staticmethod
     def _cells_of(cells: list[Cell], task: str, pipeline: str) -> list[Cell]:
         return [c for c in cells if c.task == task and c.pipeline.name == pipeline]
+
+
+PEAK_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+
+
+def peak_key(cell: Cell, artifact_precision: str) -> tuple[str, int, str]:
+    """The (device, threads, dtype) whose matmul peak a cell's achieved rate is read against: the
+    precision its arithmetic runs in (an int8 model's against the int8 peak, fp16 weights or a fp16
+    backend against the fp16 peak), fp32 otherwise."""
+    options = cell.backend
+    precision = artifact_precision.split("-")[0] if options.precision == "fp32" else options.precision
+    return options.device, options.resolved_threads(), PEAK_DTYPES.get(precision, "float32")
 
 
 def _extends(pipeline: PipelineConfig, other: PipelineConfig) -> bool:

@@ -45,6 +45,7 @@ def test_nonzero_params_follow_zeroed_weights(tiny_artifact, session, tmp_path):
 
 def test_latency_stats_on_known_samples():
     stats = latency_stats(np.arange(1, 101, dtype=float), cold_ms=500.0)
+    assert stats["p10"] == pytest.approx(10.9)
     assert stats["p50"] == pytest.approx(50.5)
     assert stats["p90"] == pytest.approx(90.1)
     assert stats["p99"] == pytest.approx(99.01)
@@ -54,9 +55,9 @@ def test_latency_stats_on_known_samples():
 
 def test_timing_honours_min_iters_and_min_seconds(session, tiny_artifact, sst2):
     batch = timing_batch(tiny_artifact.tokenizer(), sst2.task, sst2.eval["validation"], 2, 16, seed=0)
-    few = time_session(session, batch, MeasureConfig(warmup_iters=1, min_iters=7, min_seconds=0.0))
-    assert few["n"] == 7
-    long = time_session(session, batch, MeasureConfig(warmup_iters=0, min_iters=1, min_seconds=0.3))
+    few, samples = time_session(session, batch, MeasureConfig(warmup_iters=1, min_iters=7, min_seconds=0.0))
+    assert few["n"] == 7 and len(samples) == 7 and min(samples) == pytest.approx(few["min"], abs=1e-4)
+    long, _ = time_session(session, batch, MeasureConfig(warmup_iters=0, min_iters=1, min_seconds=0.3))
     assert long["n"] * long["mean"] >= 300.0
     assert long["p50"] <= long["p90"] <= long["p99"]
 

@@ -1,0 +1,339 @@
+"""Roofline context for latency numbers: machine matmul peak, model FLOPs, and derived rates.
+
+Three pieces:
+
+* :func:`measure_matmul_peak` times dense ``n x n x n`` matmuls and reports the best sustained
+  GFLOP/s (the "compute roof" of the machine for one dtype and thread count);
+* :func:`forward_flops` / :func:`bert_flops_per_example` count the FLOPs of one forward pass with
+  PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode`;
+* :func:`achieved_gflops` / :func:`percent_of_peak` turn a measured latency into a rate and a
+  fraction of the roof.
+
+FLOP convention (that of ``FlopCounterMode``): one multiply-accumulate is 2 FLOPs, only matrix
+products are counted (``mm``/``addmm``/``bmm``/``baddbmm``/convolutions/attention kernels); bias
+adds, softmax, layer norm, activations and embedding lookups count 0. ``addmm`` (a ``Linear`` with
+bias) counts just its matrix product, ``2*m*k*n``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
+
+__all__ = [
+    "MatmulPeak",
+    "achieved_gflops",
+    "bert_dummy_inputs",
+    "bert_flops_per_example",
+    "forward_flops",
+    "measure_matmul_peak",
+    "percent_of_peak",
+]
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int8": torch.int8,        # torch._int_mm: int8 x int8 -> int32, the rate int8 kernels can reach
+}
+MIN_TIMED_CALLS = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Machine peak
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MatmulPeak:
+    """Best sustained dense-matmul rate measured on one device, dtype and thread count."""
+
+    device: str        # "cpu" or "cuda" (or "cuda:0")
+    threads: int       # torch intra-op threads used (CPU); torch.get_num_threads() on CUDA too
+    dtype: str         # "float32", "float16", "bfloat16" or "int8" (torch._int_mm, int32 accumulate)
+    size: int          # n of the n x n x n matmul that gave the best rate
+    gflops: float      # 2*n^3 / fastest call's seconds at the best size, in GFLOP/s
+    # CUDA float32 only: torch.get_float32_matmul_precision() in effect while measuring
+    # ("highest" = true fp32; "high"/"medium" allow TF32/bf16 inner products). None otherwise.
+    matmul_precision: str | None = None
+
+    def to_json(self) -> dict:
+        """Plain JSON-serialisable dict of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict) -> MatmulPeak:
+        """Inverse of :meth:`to_json`; unknown keys are ignored, ``matmul_precision`` is optional."""
+        required = [f.name for f in fields(cls) if f.name != "matmul_precision"]
+        missing = [name for name in required if name not in value]
+        if missing:
+            raise ValueError(f"MatmulPeak.from_json: missing field(s) {', '.join(missing)}")
+        precision = value.get("matmul_precision")
+        return cls(
+            device=str(value["device"]),
+            threads=int(value["threads"]),
+            dtype=str(value["dtype"]),
+            size=int(value["size"]),
+            gflops=float(value["gflops"]),
+            matmul_precision=None if precision is None else str(precision),
+        )
+
+
+def _resolve_dtype(dtype: str) -> torch.dtype:
+    """Map a dtype name to ``torch.dtype``; ValueError listing the valid names otherwise."""
+    try:
+        return DTYPES[dtype]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(name) for name in DTYPES)
+        raise ValueError(f"unsupported dtype {dtype!r} for measure_matmul_peak; valid: {valid}") from None
+
+
+def _resolve_device(device: str) -> torch.device:
+    """Parse ``device``; only CPU and CUDA are supported, and CUDA must be available."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"invalid device {device!r}: {error}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r} for measure_matmul_peak; valid: 'cpu', 'cuda', 'cuda:N'")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"CUDA is not available (torch {torch.__version__}); cannot measure matmul peak on {device!r}")
+    return resolved
+
+
+def _time_cpu_calls(fn: Callable[[], object], min_seconds: float, min_calls: int) -> list[float]:
+    """Seconds of each call of a synchronous ``fn``, timed until ``min_seconds`` total and ``min_calls`` calls."""
+    times: list[float] = []
+    total_ns = 0
+    budget_ns = int(min_seconds * 1e9)
+    while len(times) < min_calls or total_ns < budget_ns:
+        start = time.perf_counter_ns()
+        fn()
+        elapsed = time.perf_counter_ns() - start
+        total_ns += elapsed
+        times.append(elapsed / 1e9)
+    return times
+
+
+def _time_cuda_calls(fn: Callable[[], object], min_seconds: float, min_calls: int) -> list[float]:
+    """Seconds of each call of an asynchronous CUDA ``fn``, from CUDA event pairs (device time).
+
+    Calls are enqueued in rounds, each call between its own pair of events; the stream is
+    synchronised before any elapsed time is read. Rounds double until the summed device time
+    reaches ``min_seconds`` (and at least ``min_calls`` calls were timed).
+    """
+    times: list[float] = []
+    round_size = min_calls
+    while len(times) < min_calls or sum(times) < min_seconds:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(round_size)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        times.extend(start.elapsed_time(end) / 1e3 for start, end in events)   # ms -> s
+        round_size = min(round_size * 2, 4096)
+    return times
+
+
+def _best_seconds_per_matmul(n: int, device: torch.device, dtype: torch.dtype,
+                               min_seconds: float, warmup: int) -> float:
+    """Seconds of the fastest of the timed ``n x n x n`` products (``torch.matmul`` into a
+    preallocated output; ``torch._int_mm`` for int8)."""
+    generator = torch.Generator().manual_seed(n)          # local RNG: the global seed is untouched
+    if dtype is torch.int8:
+        a, b = (torch.randint(-128, 128, (n, n), generator=generator, dtype=torch.int8).to(device) for _ in range(2))
+
+        def call() -> None:
+            torch._int_mm(a, b)
+    else:
+        a, b = (torch.randn(n, n, generator=generator).to(device=device, dtype=dtype) for _ in range(2))
+        out = torch.empty(n, n, device=device, dtype=dtype)
+
+        def call() -> None:
+            torch.matmul(a, b, out=out)
+
+    with torch.no_grad():
+        for _ in range(warmup):
+            call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            times = _time_cuda_calls(call, min_seconds, MIN_TIMED_CALLS)
+        else:
+            times = _time_cpu_calls(call, min_seconds, MIN_TIMED_CALLS)
+    return min(times)      # a peak: other work on the machine only ever slows a call down
+
+
+def measure_matmul_peak(device: str = "cpu", threads: int | None = None, dtype: str = "float32",
+                        sizes: Sequence[int] = (512, 1024, 2048), min_seconds: float = 0.3,
+                        warmup: int = 2) -> MatmulPeak:
+    """Best sustained dense-matmul GFLOP/s over square sizes ``sizes`` on ``device``.
+
+    For each size ``n`` (ascending) inputs are allocated once, ``warmup`` untimed calls run, then
+    calls are timed until at least ``min_seconds`` and 3 calls; the size's rate is
+    ``2*n**3 / seconds of the fastest call``. A larger size is skipped when one call of it (extrapolated as
+    n**3 from the last size measured) would take more than ``min_seconds``. On CPU ``threads`` (default: the current
+    ``torch.get_num_threads()``) is set for the measurement and restored afterwards. On CUDA the
+    time is device time from CUDA events; TF32 settings are not touched, and for float32 the
+    precision in effect is recorded in ``matmul_precision``.
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    resolved = _resolve_device(device)
+    ordered = sorted({int(n) for n in sizes})
+    if not ordered or ordered[0] < 1:
+        raise ValueError(f"sizes must be a non-empty sequence of positive ints, got {tuple(sizes)!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if min_seconds < 0 or warmup < 0:
+        raise ValueError(f"min_seconds and warmup must be >= 0, got {min_seconds} and {warmup}")
+
+    previous_threads = torch.get_num_threads()
+    on_cuda = resolved.type == "cuda"
+    # CUDA: host threads do not drive the matmul; the current count is recorded as is.
+    used_threads = previous_threads if threads is None or on_cuda else threads
+    precision = torch.get_float32_matmul_precision() if on_cuda and torch_dtype is torch.float32 else None
+    # torch.cuda.device(...) makes the index current for events/streams and restores it on exit.
+    with torch.cuda.device(resolved) if on_cuda else contextlib.nullcontext():
+        if not on_cuda:
+            torch.set_num_threads(used_threads)
+        try:
+            best = _best_rate(ordered, resolved, torch_dtype, min_seconds, warmup)
+        finally:
+            if not on_cuda:
+                torch.set_num_threads(previous_threads)
+    return MatmulPeak(device=str(device), threads=used_threads, dtype=dtype, size=best[1],
+                      gflops=best[0], matmul_precision=precision)
+
+
+def _best_rate(sizes: Sequence[int], device: torch.device, dtype: torch.dtype,
+               min_seconds: float, warmup: int) -> tuple[float, int]:
+    """(best GFLOP/s, its n) over ascending ``sizes``.
+
+    The smallest size is always measured. A larger size is skipped (with all after it) when one
+    call of it, extrapolated as n**3 from the last measured size, would exceed ``min_seconds``:
+    such sizes would cost several seconds and add nothing once the rate has saturated.
+    """
+    best: tuple[float, int] | None = None
+    last: tuple[int, float] | None = None        # (n, fastest call's seconds) of the last measured size
+    for n in sizes:
+        if last is not None and last[1] * (n / last[0]) ** 3 > min_seconds:
+            break
+        seconds = _best_seconds_per_matmul(n, device, dtype, min_seconds, warmup)
+        rate = 2.0 * n**3 / seconds / 1e9 if seconds > 0 else 0.0
+        if best is None or rate > best[0]:
+            best = (rate, n)
+        last = (n, seconds)
+    assert best is not None
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# Model FLOPs
+# --------------------------------------------------------------------------------------------
+
+def _sdpa_fused_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of a fused SDPA kernel with (query, key, value) leading: PyTorch's own SDPA formula."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _missing_attention_formulas() -> dict:
+    """Fused attention ops that FlopCounterMode's registry lacks in this torch version.
+
+    torch <= 2.13 registers the CUDA SDPA kernels but not the CPU one
+    (``aten._scaled_dot_product_flash_attention_for_cpu``, where ``scaled_dot_product_attention``
+    dispatches on CPU, masked or not), so attention would count 0 FLOPs on CPU
+    (pytorch/pytorch#195460, fixed upstream by registering the same formula). Ops already
+    registered are left to torch; ops this torch lacks are skipped.
+    """
+    names = ("_scaled_dot_product_flash_attention_for_cpu",
+             "_scaled_dot_product_fused_attention_overrideable")
+    mapping = {}
+    for name in names:
+        packet = getattr(torch.ops.aten, name, None)
+        if packet is not None and packet not in flop_registry:
+            mapping[packet] = _sdpa_fused_flop
+    return mapping
+
+
+def forward_flops(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
+    """FLOPs of one ``model(**inputs)`` forward pass (no grad, eval mode), counted by FlopCounterMode.
+
+    2 FLOPs per multiply-accumulate, matrix products only (see the module docstring); fused CPU
+    attention kernels are counted with PyTorch's SDPA formula. The model's training flag is
+    restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False, custom_mapping=_missing_attention_formulas())
+        with torch.no_grad(), counter:
+            model(**inputs)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    """Device of the model's first parameter (or buffer); CPU for a stateless module."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _accepted_inputs(model: torch.nn.Module, input_names: Sequence[str]) -> list[str]:
+    """The names in ``input_names`` that ``model.forward`` accepts (all of them if it takes ``**kwargs``)."""
+    parameters = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return list(input_names)
+    return [name for name in input_names if name in parameters]
+
+
+def bert_dummy_inputs(model: torch.nn.Module, seq_len: int, batch_size: int = 1,
+                      input_names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
+                      ) -> dict[str, torch.Tensor]:
+    """A ``batch_size x seq_len`` batch of BERT-style inputs on the model's device.
+
+    ``input_ids`` are ones, ``attention_mask`` all ones (no padding), ``token_type_ids`` zeros
+    (any other requested name: zeros); only names that ``model.forward`` accepts are included.
+    """
+    if seq_len < 1 or batch_size < 1:
+        raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len} and {batch_size}")
+    device = _model_device(model)
+    shape = (batch_size, seq_len)
+    fill = {"input_ids": 1, "attention_mask": 1}
+    return {name: torch.full(shape, fill.get(name, 0), dtype=torch.long, device=device)
+            for name in _accepted_inputs(model, input_names)}
+
+
+def bert_flops_per_example(model: torch.nn.Module, seq_len: int,
+                           input_names: Sequence[str] = ("input_ids", "attention_mask", "token_type_ids"),
+                           ) -> int:
+    """Forward FLOPs of one example of ``seq_len`` tokens (batch of 1, no padding).
+
+    BERT's forward is linear in the batch, so a batch of ``b`` costs ``b`` times this.
+    """
+    return forward_flops(model, bert_dummy_inputs(model, seq_len, 1, input_names))
+
+
+# --------------------------------------------------------------------------------------------
+# Derived numbers
+# --------------------------------------------------------------------------------------------
+
+def achieved_gflops(flops: int | float | None, seconds: float | None) -> float | None:
+    """``flops / seconds`` in GFLOP/s; None if an input is None or ``seconds <= 0``."""
+    if flops is None or seconds is None or seconds <= 0:
+        return None
+    return flops / seconds / 1e9
+
+
+def percent_of_peak(achieved: float | None, peak_gflops: float | None) -> float | None:
+    """``achieved`` as a percentage of ``peak_gflops``; None if an input is None or the peak is <= 0."""
+    if achieved is None or peak_gflops is None or peak_gflops <= 0:
+        return None
+    return 100.0 * achieved / peak_gflops
