@@ -125,16 +125,49 @@ def _availability(name: str, device: str) -> str:
     return "available" if availability.ok else f"unavailable: {availability.reason}"
 
 
-@main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-def report(run_dir: Path) -> None:
-    """Rebuild results.csv and report.md of RUN_DIR from its results.jsonl."""
-    from compbench.report import write_reports
+FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
+                             show_default=True, help="What to print on stdout.")
 
+
+def _rows(run_dir: Path) -> list[dict]:
+    from compbench.results import read_rows
+
+    return read_rows(run_dir / "results.jsonl")
+
+
+def _run_dir(run_dir: Path) -> Path:
     if not (run_dir / "results.jsonl").is_file():
         fail_usage(f"{run_dir} has no results.jsonl; pass a run folder such as results/quick-20260101-120000")
-    write_reports(run_dir)
-    click.echo(run_dir / "report.md")
+    return run_dir
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@FORMAT_OPTION
+@click.option("--reference", metavar="PIPELINE", help="Also give every model's paired metric delta against this pipeline (e.g. a hard-label student).")
+def report(run_dir: Path, fmt: str, reference: str | None) -> None:
+    """Rebuild results.csv, report.md and plots/ of RUN_DIR from its results.jsonl, and print the report."""
+    from compbench.report import write_reports
+
+    run_dir = _run_dir(run_dir)
+    if reference and reference not in {row["pipeline"] for row in _rows(run_dir)}:
+        fail_usage(f"--reference {reference}: no such pipeline in {run_dir / 'results.jsonl'}; valid: "
+                   + ", ".join(sorted({row["pipeline"] for row in _rows(run_dir)})))
+    built = write_reports(run_dir, reference)
+    click.echo(f"compbench: wrote {run_dir / 'report.md'}, {run_dir / 'results.csv'} and {run_dir / 'plots'}", err=True)
+    click.echo(built.render(fmt), nl=False)
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, path_type=Path))
+@FORMAT_OPTION
+def compare(run_a: Path, run_b: Path, fmt: str) -> None:
+    """For measurements in both RUN_A and RUN_B: the change in metric, latency and size, flagged beyond the noise."""
+    from compbench.compare import RunComparison
+
+    comparison = RunComparison.from_run_dirs(_run_dir(run_a), _run_dir(run_b))
+    click.echo(comparison.render(fmt), nl=False)
 
 
 @main.group()

@@ -1,4 +1,9 @@
-"""Reports from ``results.jsonl`` alone: ``results.csv`` and ``report.md``."""
+"""Reports from ``results.jsonl`` alone: ``results.csv``, ``report.md`` and ``plots/``.
+
+``report.md`` opens with a summary across tasks, then per task two tables: each model and
+backend's metric against the teacher's (paired interval, gates, size), and each timed shape's
+latency against the teacher's on the same backend (spread, speed-up, roofline), then plots.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +12,120 @@ from pathlib import Path
 
 import pandas as pd
 
-from compbench.results import read_rows
+from compbench.analysis import GATES, analyse, cells_of, summary_records
+from compbench.pareto import pareto_mask
+from compbench.results import read_labels, read_rows
+from compbench.tidy import tidy_frame
 
-LATENCY_FIELDS = ("p50", "p90", "p99", "mean", "std", "min", "n", "cold")
-TEXT_COLUMNS = ("pipeline", "backend")
-DROPPED_FROM_CSV = ("predictions", "lineage", "latency_ms", "metrics", "metric_ci95", "steps")
+TEXT_COLUMNS = ("pipeline", "backend", "shape")
+PLOTS_DIR = "plots"
+FORMATS = ("markdown", "csv", "json")
 
 
-def tidy_frame(rows: list[dict]) -> pd.DataFrame:
-    """One flat row per measurement, with stable column names."""
-    flat = []
+class RunReport:
+    """Every report of one run, built from its rows."""
+
+    def __init__(self, rows: list[dict], env: dict | None = None, reference: str | None = None) -> None:
+        self.rows, self.env, self.reference = rows, env or {}, reference
+        self.analysed = analyse(rows, reference)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path, reference: str | None = None) -> "RunReport":
+        run_dir = Path(run_dir)
+        rows = with_labels(read_rows(run_dir / "results.jsonl"), run_dir)
+        env_path = run_dir / "env.json"
+        return cls(rows, json.loads(env_path.read_text()) if env_path.is_file() else {}, reference)
+
+    def frame(self) -> pd.DataFrame:
+        return tidy_frame(self.analysed)
+
+    def write(self, run_dir: Path) -> None:
+        """results.csv, plots/ and report.md (which links the plots) into ``run_dir``."""
+        from compbench.plots import write_plots
+
+        run_dir = Path(run_dir)
+        frame = self.frame()
+        frame.to_csv(run_dir / "results.csv", index=False)
+        plots = write_plots(frame[frame["status"] == "ok"], run_dir / PLOTS_DIR)
+        links = {task: [path.relative_to(run_dir) for path in paths] for task, paths in plots.items()}
+        (run_dir / "report.md").write_text(self.markdown(links))
+
+    def markdown(self, plots: dict[str, list[Path]] | None = None) -> str:
+        return markdown_report(self.analysed, self.env, plots or {}, self.reference)
+
+    def json(self) -> dict:
+        frame = self.frame()
+        return {"run_ids": sorted({r["run_id"] for r in self.rows}),
+                "summary": summary_records(self.analysed),
+                "rows": json.loads(frame.to_json(orient="records"))}
+
+    def render(self, fmt: str) -> str:
+        if fmt == "csv":
+            return self.frame().to_csv(index=False)
+        if fmt == "json":
+            return json.dumps(self.json(), indent=1)
+        return self.markdown()
+
+
+def write_reports(run_dir: Path, reference: str | None = None) -> RunReport:
+    report = RunReport.from_run_dir(run_dir, reference)
+    report.write(run_dir)
+    return report
+
+
+def with_labels(rows: list[dict], run_dir: Path) -> list[dict]:
+    """Rows measured before rows carried their labels take them from the run's ``labels/<task>.json``."""
+    labels: dict[str, dict] = {}
     for row in rows:
-        out = {k: v for k, v in row.items() if k not in DROPPED_FROM_CSV}
-        latency = row.get("latency_ms") or {}
-        for name in LATENCY_FIELDS:
-            out[f"latency_{name}_ms" if name != "n" else "latency_n"] = latency.get(name)
-        ci = row.get("metric_ci95") or [None, None]
-        out["metric_ci95_low"], out["metric_ci95_high"] = ci
-        for name, value in (row.get("metrics") or {}).items():
-            out[f"metric_{name.replace('/', '_')}"] = value
-        out["steps"] = json.dumps(row.get("steps") or [])
-        flat.append(out)
-    return pd.DataFrame(flat)
+        if row.get("predictions") and not row.get("labels"):
+            by_split = labels.setdefault(row["task"], read_labels(run_dir, row["task"]))
+            row["labels"] = by_split.get(row.get("eval_split"))
+    return rows
 
 
-def write_reports(run_dir: Path) -> None:
-    run_dir = Path(run_dir)
-    rows = read_rows(run_dir / "results.jsonl")
-    tidy_frame(rows).to_csv(run_dir / "results.csv", index=False)
-    (run_dir / "report.md").write_text(markdown_report(rows, _env(run_dir)))
+# ---------------------------------------------------------------------- markdown
+
+READING_GUIDE = (
+    "How to read this: every number is measured in this run folder's rows (`results.jsonl`). "
+    "**Metric**: the task's official metric on its validation split, with a 95% bootstrap interval. "
+    "**Δ**: the difference to the uncompressed teacher on the same backend (fp32), scored on the same rows, with a "
+    "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss), no mark means "
+    "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric. "
+    "**Latency**: ms per batch at fixed threads after warm-up (p50, and the p10–p90 spread of the timed calls); "
+    "**speed-up** is the teacher's p50 over the model's on the same backend and shape, marked ≈ when the two "
+    "p10–p90 ranges overlap (not a clear difference). **% of peak**: the model's FLOPs for the shape over its "
+    "p50, against this run's measured dense matmul peak on that device and thread count in the precision the model "
+    "computes in (int8 models against the int8 rate of `torch._int_mm`, counting 2 operations per multiply-add). "
+    "★ marks the Pareto front (no other row is both better in metric and smaller / faster at that shape)."
+)
 
 
-def _env(run_dir: Path) -> dict:
-    path = run_dir / "env.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def markdown_report(rows: list[dict], env: dict) -> str:
-    run_ids = sorted({r["run_id"] for r in rows})
+def markdown_report(analysed: list[dict], env: dict, plots: dict[str, list[Path]] | None = None,
+                    reference: str | None = None) -> str:
+    run_ids = sorted({r["run_id"] for r in analysed})
     lines = [f"# compbench report: {', '.join(run_ids) or '(no rows)'}", ""]
-    if env:
-        lines += [f"Machine: {env.get('cpu')} ({env.get('cpu_count')} logical CPUs); python {env.get('python')}; "
-                  f"torch {env.get('packages', {}).get('torch')}; transformers {env.get('packages', {}).get('transformers')}.", ""]
-    lines += ["Latency: ms per batch (p50/p90 over the timed calls, after warm-up, fixed threads), inputs are real "
-              "validation rows padded to the sequence length. Metric: the task's official metric on its validation "
-              "split with a 95% bootstrap interval. Size: bytes on disk of the model files the backend loaded. "
-              "Parity: max |logit difference| against PyTorch fp32 on the same rows (fp32 models on other backends).", ""]
-    lines += reuse_note(rows)
-    for task in dict.fromkeys(r["task"] for r in rows):
-        task_rows = [r for r in rows if r["task"] == task]
-        lines += task_section(task, task_rows)
+    lines += machine_lines(env, analysed)
+    lines += [READING_GUIDE, ""]
+    lines += reuse_note(analysed)
+    lines += summary_section(analysed)
+    for task in dict.fromkeys(r["task"] for r in analysed):
+        lines += task_section(task, [r for r in analysed if r["task"] == task], (plots or {}).get(task, []), reference)
     return "\n".join(lines) + "\n"
+
+
+def machine_lines(env: dict, analysed: list[dict]) -> list[str]:
+    lines = []
+    if env:
+        packages = env.get("packages", {})
+        gpus = ", ".join(g.get("name", "?") for g in env.get("gpus") or []) or "none"
+        lines.append(f"Machine: {env.get('cpu')} ({env.get('cpu_count')} logical CPUs); GPUs: {gpus}; python "
+                     f"{env.get('python')}; torch {packages.get('torch')}; onnxruntime {packages.get('onnxruntime')}.")
+    peaks = {json.dumps(r["roofline_peak"], sort_keys=True) for r in analysed if r.get("roofline_peak")}
+    if peaks:
+        described = [f"{p['device']} {p['threads']} thread(s) {p['dtype']}: {p['gflops']:.1f} GFLOP/s (n={p['size']})"
+                     for p in sorted((json.loads(p) for p in peaks), key=lambda p: (p["device"], p["threads"], p["dtype"]))]
+        lines.append("Dense matmul peak measured in this run (fastest n×n×n product; torch.matmul, torch._int_mm for int8): " + "; ".join(described) + ".")
+    return [*lines, ""] if lines else []
 
 
 def reuse_note(rows: list[dict]) -> list[str]:
@@ -73,25 +141,150 @@ def reuse_note(rows: list[dict]) -> list[str]:
             "cell in one run.", ""]
 
 
-def task_section(task: str, rows: list[dict]) -> list[str]:
+def summary_section(analysed: list[dict]) -> list[str]:
+    records = summary_records(analysed)
+    if not records:
+        return []
+    tasks = sorted({r["task"] for r in analysed if r["status"] == "ok"})
+    speedup_columns = [key for key in records[0] if key.startswith("geomean_speedup_")]
+    table = []
+    for record in records:
+        out = {"pipeline": record["pipeline"], "backend": record["backend_label"], "tasks": str(record["tasks"]),
+               "mean metric": f"{record['mean_metric']:.4f}", "mean Δ": _signed(record["mean_metric_delta"])}
+        for gate, share in GATES.items():
+            out[f"≥{share * 100:g}%"] = "" if record[gate] is None else f"{record[gate]}/{record['tasks']}"
+        out["size × (geomean)"] = _times(record["geomean_size_ratio"])
+        for key in speedup_columns:
+            batch, seq = key.removeprefix("geomean_speedup_b").split("_s")
+            out[f"speed-up b{batch}×{seq}"] = _times(record[key])
+        table.append(out)
+    return [f"## Summary across tasks ({', '.join(tasks)})", "",
+            "Mean metric and Δ over the tasks each row was measured on (metrics of different tasks are averaged as "
+            "they are: read per-task tables for anything finer); gates: tasks passing; size ratio and speed-up: "
+            "geometric means over tasks against the teacher on the same backend.", "",
+            markdown_table(table), ""]
+
+
+def task_section(task: str, rows: list[dict], plots: list[Path], reference: str | None = None) -> list[str]:
     ok = [r for r in rows if r["status"] == "ok"]
-    metric_name = next((r["metric_name"] for r in ok if r.get("metric_name")), "metric")
     lines = [f"## {task}", ""]
     teacher = next((r["lineage"][0] for r in ok if r.get("lineage")), None)
     if teacher:
         lines += [f"Teacher: {teacher['base']} fine-tuned on {teacher['train_rows']} rows, {teacher['steps']} steps "
                   f"({teacher['seconds']:.0f}s); data: {ok[0].get('data_source')}; evaluated on "
-                  f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}.", ""]
+                  f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}; seeds {ok[0].get('seeds')}.", ""]
     if ok:
-        lines += [markdown_table([_table_row(r, metric_name) for r in ok]), ""]
-        lines += storage_notes(ok)
-    not_ok = [r for r in rows if r["status"] != "ok"]
-    if not_ok:
-        lines += ["Not measured:", ""]
-        for (cell, status, reason) in dict.fromkeys((r["cell_id"], r["status"], r["reason"]) for r in not_ok):
-            lines.append(f"- `{cell}`: **{status}**: {reason}")
-        lines.append("")
-    return lines
+        cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
+        lines += [f"### {ok[0]['metric_name']} and size", "", markdown_table(accuracy_table(cells, reference)), ""]
+        lines += storage_notes(cells)
+        lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
+        missing = sorted({r["backend_label"] for r in ok if r["baseline_metric"] is None})
+        if missing:
+            lines += [f"No teacher row on {', '.join(f'`{m}`' for m in missing)}: relative columns are empty there.", ""]
+    lines += [f"![{task}: {path.stem}]({path.as_posix()})" for path in plots]
+    lines += [""] if plots else []
+    return lines + not_measured(rows)
+
+
+def not_measured(rows: list[dict]) -> list[str]:
+    """Skipped and failed cells, one line per (status, reason) with the cells it applies to."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            cells = by_reason.setdefault((row["status"], row["reason"] or ""), [])
+            if row["cell_id"] not in cells:
+                cells.append(row["cell_id"])
+    if not by_reason:
+        return []
+    lines = ["Not measured:", ""]
+    for (status, reason), cells in by_reason.items():
+        named = ", ".join(f"`{cell}`" for cell in cells)
+        lines.append(f"- **{status}**: {reason} ({named})" if len(cells) > 1 else f"- `{cells[0]}`: **{status}**: {reason}")
+    return [*lines, ""]
+
+
+def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict]:
+    """One line per model and backend: metric, Δ (to the teacher, and to a ``reference`` pipeline
+    when one is named), gates, size (none of these depend on the shape)."""
+    front = pareto_mask([r["size_bytes"] for r in cells], [r["metric"] for r in cells])
+    metric_name = cells[0]["metric_name"]
+    table = []
+    for row, on_front in zip(cells, front):
+        low, high = row["metric_ci95"] or (float("nan"), float("nan"))
+        table.append({
+            "pipeline": row["pipeline"] + (" ★" if on_front else ""),
+            "backend": row["backend_label"],
+            f"{metric_name} (95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
+            "Δ vs teacher (95% CI)": delta_text(row),
+            **({f"Δ vs {reference} (95% CI)": delta_text(row, "reference_")} if reference else {}),
+            **{f"≥{share * 100:g}%": _gate(row[gate]) for gate, share in GATES.items()},
+            "size MB": f"{row['size_bytes'] / 1e6:.1f}",
+            "size ×": _times(row["size_ratio"]),
+            "params M": f"{row['params'] / 1e6:.2f}",
+            "non-zero M": f"{row['nonzero_params'] / 1e6:.2f}" if row.get("nonzero_params") is not None else "",
+            "parity": "" if row.get("parity_max_abs_diff") is None else f"{row['parity_max_abs_diff']:.1e}",
+        })
+    return table
+
+
+def latency_table(ok: list[dict]) -> list[dict]:
+    """One line per timed shape: latency and its spread, speed-up, throughput, roofline; ★ on each shape's front."""
+    ordered = sorted(ok, key=lambda r: (r["batch_size"], r["seq_len"]))
+    front = {}
+    for shape in dict.fromkeys((r["batch_size"], r["seq_len"]) for r in ordered):
+        at_shape = [r for r in ordered if (r["batch_size"], r["seq_len"]) == shape]
+        front.update({id(r): f for r, f in zip(at_shape, pareto_mask([r["latency_ms"]["p50"] for r in at_shape],
+                                                                     [r["metric"] for r in at_shape]))})
+    table = []
+    for row in ordered:
+        latency = row["latency_ms"]
+        low = latency.get("p10", latency.get("min"))
+        table.append({
+            "pipeline": row["pipeline"] + (" ★" if front[id(row)] else ""),
+            "backend": row["backend_label"],
+            "shape": f"{row['batch_size']}×{row['seq_len']}",
+            "p50 ms": f"{latency['p50']:.2f}",
+            "p10–p90 ms": f"{low:.2f}–{latency['p90']:.2f}",
+            "n": str(latency["n"]),
+            "speed-up": _speedup(row),
+            "throughput /s": f"{row['throughput_per_s']:.1f}",
+            "GFLOP/s": "" if row["achieved_gflops"] is None else f"{row['achieved_gflops']:.1f}",
+            "% of peak": "" if row["pct_of_peak"] is None else f"{row['pct_of_peak']:.0f}%",
+        })
+    return table
+
+
+def delta_text(row: dict, prefix: str = "") -> str:
+    """``row[prefix + "metric_delta"]`` with its interval and mark (prefix ``reference_`` for the reference pipeline)."""
+    if row["is_baseline"] and not prefix:
+        return "(teacher)"
+    value, low, high = (row.get(f"{prefix}metric_delta{part}") for part in ("", "_ci95_low", "_ci95_high"))
+    if value is None:
+        return ""
+    if low is None:
+        return f"{_signed(value)} (no paired rows)"
+    mark = "" if not (low > 0 or high < 0) else (" ▲" if value > 0 else " ▼")
+    return f"{_signed(value)} [{_signed(low, 3)}, {_signed(high, 3)}]{mark}"
+
+
+def _speedup(row: dict) -> str:
+    if row["is_baseline"]:
+        return "(teacher)"
+    if row["speedup_p50"] is None:
+        return ""
+    return ("≈" if row["speedup_overlap"] else "") + f"{row['speedup_p50']:.2f}×"
+
+
+def _gate(value) -> str:
+    return "" if value is None else ("✓" if value else "✗")
+
+
+def _times(value) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+def _signed(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:+.{digits}f}"
 
 
 # What a reader must know about a storage format to read its size and latency right.
@@ -117,25 +310,3 @@ def markdown_table(records: list[dict]) -> str:
     table = pd.DataFrame(records)
     align = ["left" if column in TEXT_COLUMNS else "right" for column in table.columns]
     return table.to_markdown(index=False, disable_numparse=True, colalign=align)
-
-
-def _table_row(row: dict, metric_name: str) -> dict:
-    latency = row["latency_ms"]
-    low, high = row["metric_ci95"] or (float("nan"), float("nan"))
-    return {
-        "pipeline": row["pipeline"],
-        "backend": f"{row['backend']}:{row['device']}:{row['profile']}",
-        "threads": row["threads"],
-        "batch": row["batch_size"],
-        "seq": row["seq_len"],
-        f"{metric_name} (95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
-        "size MB": f"{row['size_bytes'] / 1e6:.1f}",
-        "params M": f"{row['params'] / 1e6:.2f}",
-        "non-zero M": f"{row['nonzero_params'] / 1e6:.2f}" if row.get("nonzero_params") is not None else "",
-        "p50 ms": f"{latency['p50']:.2f}",
-        "p90 ms": f"{latency['p90']:.2f}",
-        "cold ms": f"{latency['cold']:.1f}",
-        "n": latency["n"],
-        "throughput /s": f"{row['throughput_per_s']:.1f}",
-        "parity": "" if row.get("parity_max_abs_diff") is None else f"{row['parity_max_abs_diff']:.1e}",
-    }

@@ -8,8 +8,8 @@
 # Extra arguments go to `compbench run`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export BENCH_REPORT_ARGS="--reference hard-label-3layer"
 export BENCH_RUN_ID="distill-sst2-$(date +%Y%m%d-%H%M%S)"
 status=0
 "$root/scripts/bench.sh" distill-sst2 "$@" || status=$?
-"$root/.venv/bin/python" "$root/scripts/summary.py" "$root/results/$BENCH_RUN_ID" --reference hard-label-3layer
 exit "$status"

@@ -10,5 +10,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export BENCH_RUN_ID="prune-sst2-$(date +%Y%m%d-%H%M%S)"
 status=0
 "$root/scripts/bench.sh" prune-sst2 "$@" || status=$?
-"$root/.venv/bin/python" "$root/scripts/summary.py" "$root/results/$BENCH_RUN_ID"
 exit "$status"

@@ -11,5 +11,6 @@ cd "$root"
 run_id="${BENCH_RUN_ID:-$suite-$(date +%Y%m%d-%H%M%S)}"
 status=0
 "$root/.venv/bin/compbench" run "suites/$suite.yaml" --run-id "$run_id" "$@" || status=$?
-sed -n '/^## /,$p' "results/$run_id/report.md"
+# the report's tables (rebuilt with BENCH_REPORT_ARGS, e.g. --reference PIPELINE, when set)
+"$root/.venv/bin/compbench" report "results/$run_id" ${BENCH_REPORT_ARGS:-} | sed -n '/^## /,$p'
 exit "$status"

@@ -135,6 +135,53 @@ def test_report_shows_the_teacher_and_its_latency(first_run):
     assert sorted(csv.loc[csv.status == "ok", "latency_p50_ms"]) == pytest.approx(sorted(r["latency_ms"]["p50"] for r in ok))
 
 
+def minilm_flops(seq: int, layers: int = 6, hidden: int = 384, ffn: int = 1536, labels: int = 2) -> int:
+    """Matmul FLOPs of one example (2 per multiply-accumulate): Q, K, V, O; the FFN; scores and context; pooler; head."""
+    per_layer = 4 * 2 * seq * hidden**2 + 2 * 2 * seq * hidden * ffn + 2 * 2 * seq**2 * hidden
+    return layers * per_layer + 2 * hidden**2 + 2 * hidden * labels
+
+
+def test_report_of_a_real_run_is_complete_consistent_and_rebuilds_from_results_alone(first_run, tmp_path):
+    run_dir = first_run[0] / "first"
+    rows = rows_of(run_dir)
+    ok = [r for r in rows if r["status"] == "ok"]
+    # roofline inputs: FLOPs of the fp32 form (int8 counts its source's) and this run's measured peak
+    for row in ok:
+        assert row["roofline_peak"]["gflops"] > 1 and row["roofline_peak"]["threads"] == row["threads"]
+        if row["pipeline"] in ("baseline", "int8"):
+            assert row["flops"] == minilm_flops(32) * row["batch_size"], row["cell_id"]
+    frame = pd.read_csv(run_dir / "results.csv")
+    measured = frame[frame.status == "ok"]
+    # int8 models are read against the int8 peak, so no cell should pass its roof (some slack: a busy machine)
+    assert measured["pct_of_peak"].between(1, 120).all(), measured[["cell_id", "pct_of_peak"]]
+    assert set(measured.loc[measured.pipeline.str.contains("int8"), "peak_dtype"]) == {"int8"}
+    assert set(measured.loc[~measured.pipeline.str.contains("int8"), "peak_dtype"]) == {"float32"}
+    expected = measured["gflop_per_batch"] / (measured["latency_p50_ms"] / 1000)
+    assert measured["achieved_gflops"].tolist() == pytest.approx(expected.tolist())
+    # every delta is the metric minus the teacher's on the same backend and shape; the teacher's interval is zero-width
+    teacher = {(r.backend_label, r.batch_size): r.metric for r in measured.itertuples() if r.pipeline == "baseline"}
+    for r in measured.itertuples():
+        if (r.backend_label, r.batch_size) in teacher:
+            assert r.metric_delta == pytest.approx(r.metric - teacher[(r.backend_label, r.batch_size)])
+            assert r.metric_delta_ci95_low <= r.metric_delta <= r.metric_delta_ci95_high
+            assert r.keeps_99 == (r.metric >= 0.99 * teacher[(r.backend_label, r.batch_size)])
+    report = (run_dir / "report.md").read_text()
+    for part in ("## Summary across tasks", "Δ vs teacher (95% CI)", "≥99%", "≥99.9%", "% of peak", "p10–p90 ms",
+                 "(teacher)", "![sst2: sst2-metric-vs-latency](plots/sst2-metric-vs-latency.png)"):
+        assert part in report, part
+    for name in ("sst2-metric-vs-latency.png", "sst2-metric-vs-size.png"):
+        assert (run_dir / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # results.jsonl alone, in an empty folder, gives the same tables and CSV (only env.json's machine line is missing)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "results.jsonl").write_bytes((run_dir / "results.jsonl").read_bytes())
+    rebuilt = CliRunner().invoke(main, ["report", str(alone)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    without_machine = [line for line in report.splitlines() if not line.startswith("Machine:")]
+    assert (alone / "report.md").read_text().splitlines() == without_machine
+    pd.testing.assert_frame_equal(pd.read_csv(alone / "results.csv"), frame)
+
+
 def test_second_run_reuses_the_cached_teacher(first_run):
     results, first, second = first_run
     assert "teacher from cache" in second.output

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from compbench.report import markdown_report, tidy_frame, write_reports
+from compbench.report import RunReport, write_reports
 from compbench.results import ROW_KEYS, ResultsFile, empty_row, read_rows
 
 DESIGN_CONTRACT = {
@@ -70,18 +70,18 @@ def test_reports_rebuild_from_results_alone(tmp_path):
 
 
 def test_tidy_frame_flattens_nested_values():
-    frame = tidy_frame([ok_row(steps=[{"compressor": "quantize", "params": {"method": "dynamic"}}])])
+    frame = RunReport([ok_row(steps=[{"compressor": "quantize", "params": {"method": "dynamic"}}])]).frame()
     assert json.loads(frame.loc[0, "steps"]) == [{"compressor": "quantize", "params": {"method": "dynamic"}}]
     assert "latency_ms" not in frame.columns and "predictions" not in frame.columns
 
 
 def test_markdown_report_without_rows_is_still_valid():
-    assert markdown_report([], {}).startswith("# compbench report")
+    assert RunReport([]).markdown().startswith("# compbench report")
 
 
 def test_sparse_rows_show_non_zero_parameters_and_say_they_run_dense():
     rows = [ok_row(), ok_row(pipeline="magnitude-80", artifact_format="hf-sparse", nonzero_params=14_200_000, size_bytes=58_000_000)]
-    report = markdown_report(rows, {})
+    report = RunReport(rows).markdown()
     assert re.search(r"\|\s+14\.20 \|", report)                       # the non-zero column
     assert "`hf-sparse` (magnitude-80)" in report and "not faster" in report
-    assert "hf-sparse" not in markdown_report([ok_row()], {})
+    assert "hf-sparse" not in RunReport([ok_row()]).markdown()
