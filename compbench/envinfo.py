@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-PACKAGES = ("compbench", "torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx",
+PACKAGES = ("compbench", "torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnxruntime-gpu", "onnx",
             "bitsandbytes", "numpy", "pandas", "scikit-learn", "scipy")
 
 
@@ -33,15 +34,37 @@ def package_versions() -> dict[str, str | None]:
 
 
 def gpu_info() -> list[dict]:
+    """Each GPU torch sees: name, memory, compute capability, the driver and the CUDA runtime torch uses."""
     import torch
 
     if not torch.cuda.is_available():
         return []
+    driver = nvidia_driver_version()
     devices = []
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
-        devices.append({"name": props.name, "memory_bytes": props.total_memory, "capability": f"{props.major}.{props.minor}"})
+        devices.append({"index": index, "name": props.name, "memory_bytes": props.total_memory,
+                        "capability": f"{props.major}.{props.minor}", "driver": driver,
+                        "cuda_runtime": torch.version.cuda, "cudnn": torch.backends.cudnn.version()})
     return devices
+
+
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version from nvidia-smi, or None where it cannot be asked."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
+
+
+def onnxruntime_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return onnxruntime.get_available_providers()
 
 
 def collect() -> dict:
@@ -57,5 +80,6 @@ def collect() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch_cuda": torch.version.cuda,
         "gpus": gpu_info(),
+        "onnxruntime_providers": onnxruntime_providers(),
         "packages": package_versions(),
     }

@@ -250,8 +250,23 @@ def latency_table(ok: list[dict]) -> list[dict]:
             "throughput /s": f"{row['throughput_per_s']:.1f}",
             "GFLOP/s": "" if row["achieved_gflops"] is None else f"{row['achieved_gflops']:.1f}",
             "% of peak": "" if row["pct_of_peak"] is None else f"{row['pct_of_peak']:.0f}%",
+            **device_columns(row),
         })
+    if not any(row.get("h2d_copy_ms") is not None or row.get("gpu_memory") for row in ordered):
+        table = [{k: v for k, v in line.items() if k not in DEVICE_COLUMNS} for line in table]
     return table
+
+
+DEVICE_COLUMNS = ("H2D copy ms", "GPU peak alloc MB", "GPU peak reserved MB")
+
+
+def device_columns(row: dict) -> dict:
+    """GPU cells: the host-to-device copy of the batch (timed apart from the compute above) and peak memory."""
+    memory = row.get("gpu_memory") or {}
+    values = (row.get("h2d_copy_ms"), memory.get("allocated_bytes"), memory.get("reserved_bytes"))
+    return {"H2D copy ms": "" if values[0] is None else f"{values[0]:.3f}",
+            "GPU peak alloc MB": "" if values[1] is None else f"{values[1] / 1e6:.0f}",
+            "GPU peak reserved MB": "" if values[2] is None else f"{values[2] / 1e6:.0f}"}
 
 
 def delta_text(row: dict, prefix: str = "") -> str:

@@ -190,6 +190,7 @@ class SuiteRun:
                 for rows in done.values():
                     plan.cell_done(cell_status(rows))
                 executor = make_executor(self.options.executor, self.settings, self.executor_options, self.reporter)
+                todo = self._runnable(todo)
                 artifacts = self._builds(context, todo, executor)
                 self._measurements(context, todo, artifacts, executor)
         except StopRun:
@@ -212,6 +213,21 @@ class SuiteRun:
         kept = [row for row in rows if row["cell_id"] in done]
         self.results.rewrite(kept)
         return done
+
+    def _runnable(self, cells: list[Cell]) -> list[Cell]:
+        """Cells whose backend can run on this machine; the others become skipped rows with the
+        reason before anything is built for them. On Ray the worker that gets a cell judges (it
+        may have the GPU this machine lacks)."""
+        if self.options.executor != "local":
+            return cells
+        runnable = []
+        for cell in cells:
+            availability = BACKENDS.get(cell.backend.name)().availability(cell.backend)
+            if availability.ok:
+                runnable.append(cell)
+            else:
+                self._close([cell], "skipped", availability.reason)
+        return runnable
 
     # ------------------------------------------------------------------ builds
 
@@ -281,11 +297,6 @@ class SuiteRun:
             artifact_hash = artifacts.get((cell.task, cell.pipeline.name))
             if artifact_hash is None:
                 continue      # closed by its build
-            if self.options.executor == "local":   # on Ray the worker that gets the cell judges (it may have the GPU)
-                availability = BACKENDS.get(cell.backend.name)().availability(cell.backend)
-                if not availability.ok:
-                    self._close([cell], "skipped", availability.reason)
-                    continue
             planned.append((cell, artifact_hash))
         self.peak_keys = {cell.cell_id: peak_key(cell, context.store.get(artifact_hash).precision) for cell, artifact_hash in planned}
         self._measure_peaks(set(self.peak_keys.values()), executor)

@@ -10,6 +10,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from compbench.backends import BACKENDS, PROFILES, BackendOptions
+from compbench.backends.base import DEVICES
 from compbench.compressors import COMPRESSORS
 from compbench.errors import UsageError
 from compbench.measure import MeasureConfig
@@ -91,18 +92,22 @@ class RunnerConfig(Strict):
 class PipelineConfig(Strict):
     name: str = Field(min_length=1, description="unique within the suite")
     steps: list[StepConfig] = Field(default_factory=list)
-    backends: list[str] | None = Field(None, description="measure only on these backend names (default: every backend)")
+    backends: list[str] | None = Field(None, description="measure only on these backends: a name (torch) or a name and "
+                                                         "device (torch:cuda); default: every backend")
 
     @field_validator("backends")
     @classmethod
     def _known_backends(cls, names: list[str] | None) -> list[str] | None:
-        for index, name in enumerate(names or []):
+        for index, entry in enumerate(names or []):
+            name, _, device = entry.partition(":")
             if name not in BACKENDS:
                 raise FieldError((index,), BACKENDS.unknown_name_message(name))
+            if device and device not in DEVICES:
+                raise FieldError((index,), unknown_name_message("device", device, list(DEVICES)))
         return names
 
-    def runs_on(self, backend: str) -> bool:
-        return self.backends is None or backend in self.backends
+    def runs_on(self, backend: BackendOptions) -> bool:
+        return self.backends is None or any(entry in (backend.name, f"{backend.name}:{backend.device}") for entry in self.backends)
 
     @model_validator(mode="after")
     def _baseline_is_uncompressed(self) -> "PipelineConfig":
@@ -197,7 +202,7 @@ class Cell:
 
 
 def expand(suite: Suite) -> list[Cell]:
-    return [Cell(t, p, b) for t in suite.tasks for p in suite.pipelines for b in suite.backends if p.runs_on(b.name)]
+    return [Cell(t, p, b) for t in suite.tasks for p in suite.pipelines for b in suite.backends if p.runs_on(b)]
 
 
 # ---------------------------------------------------------------- loading and errors

@@ -23,11 +23,12 @@ COLUMNS = (
     "size_bytes", "size_ratio", "params", "nonzero_params",
     *(f"latency_{name}_ms" for name in LATENCY_FIELDS), "latency_n", "throughput_per_s", "speedup_p50", "speedup_overlap",
     "gflop_per_batch", "achieved_gflops", "peak_gflops", "peak_dtype", "pct_of_peak",
+    "h2d_copy_ms", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes",
     "parity_max_abs_diff", "eval_split", "eval_rows", *(f"seed_{name}" for name in SEED_FIELDS),
     "artifact", "artifact_hash", "artifact_format", "artifact_precision", "measured_in_run", "steps",
 )
 NESTED = ("predictions", "labels", "lineage", "latency_ms", "latency_samples_ms", "metrics", "metric_ci95", "steps",
-          "seeds", "roofline_peak", "flops")
+          "seeds", "roofline_peak", "flops", "gpu_memory")
 
 
 def flat_record(row: dict) -> dict:
@@ -43,6 +44,8 @@ def flat_record(row: dict) -> dict:
     seeds = row.get("seeds") or {}
     for name in SEED_FIELDS:
         out[f"seed_{name}"] = seeds.get(name)
+    memory = row.get("gpu_memory") or {}
+    out["gpu_peak_allocated_bytes"], out["gpu_peak_reserved_bytes"] = memory.get("allocated_bytes"), memory.get("reserved_bytes")
     out["steps"] = json.dumps(row.get("steps") or [])
     return out
 

@@ -101,3 +101,15 @@ def test_unavailable_device_is_reported_not_raised():
     assert cuda.ok == torch.cuda.is_available()
     if not cuda.ok:
         assert "CUDA" in cuda.reason
+
+
+def test_a_cpu_session_times_on_the_host_and_has_no_device_costs(session, tiny_artifact, sst2):
+    from compbench.backends.base import Clock
+    from compbench.measure import device_costs
+
+    batch = timing_batch(tiny_artifact.tokenizer(), sst2.task, sst2.eval["validation"], 2, 16, seed=0)
+    assert type(session.clock()) is Clock
+    assert session.transfer_ms(batch) is None and session.memory_peak() is None
+    assert device_costs(session, batch) == {}
+    prepared = session.prepare(batch)
+    assert session.clock().time_ms(lambda: session.run_prepared(prepared)) > 0

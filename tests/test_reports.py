@@ -252,3 +252,28 @@ def test_a_reference_pipeline_adds_paired_deltas_against_it(tmp_path, rows):
     assert tiny["reference_metric_delta"] == pytest.approx(-0.14) and tiny["reference_metric_delta_ci95_high"] < 0
     wrong = cli.invoke(main, ["report", str(tmp_path), "--reference", "int4"])
     assert wrong.exit_code == 2 and "--reference int4: no such pipeline" in wrong.output and "valid: baseline, int8" in wrong.output
+
+
+def gpu_row(pipeline: str, n_wrong: int, p50: float, precision: str = "fp32", **extra) -> dict:
+    """A CUDA row as the torch backend writes it (hand-made here: this machine has no GPU)."""
+    suffix = "" if precision == "fp32" else f":{precision}"
+    return row(pipeline, n_wrong, p50, device="cuda", precision=precision, cell_id=f"sst2/{pipeline}/torch:cuda:default{suffix}",
+               h2d_copy_ms=0.031, gpu_memory={"allocated_bytes": 180_000_000, "reserved_bytes": 220_000_000},
+               roofline_peak={"device": "cuda", "threads": 2, "dtype": "float16" if precision == "fp16" else "float32",
+                              "size": 4096, "gflops": 400_000.0}, **extra)
+
+
+def test_gpu_rows_show_the_copy_and_memory_and_reduced_precision_compares_with_fp32(rows):
+    gpu = [gpu_row("baseline", 40, 2.0), gpu_row("baseline", 41, 1.2, precision="fp16"), gpu_row("bnb-int8", 44, 6.0)]
+    analysed = {r["cell_id"]: r for r in analyse([*rows, *gpu])}
+    half = analysed["sst2/baseline/torch:cuda:default:fp16"]
+    assert half["is_baseline"] is False and half["speedup_p50"] == pytest.approx(2.0 / 1.2)
+    assert half["metric_delta"] == pytest.approx(-1 / N_ROWS)
+    assert analysed["sst2/bnb-int8/torch:cuda:default"]["speedup_p50"] == pytest.approx(2.0 / 6.0)   # LLM.int8 slower
+    report = RunReport([*rows, *gpu]).markdown()
+    assert "H2D copy ms" in report and re.search(r"\|\s+0\.031 \|", report)
+    assert "GPU peak alloc MB" in report and "180" in report and "220" in report
+    assert "cuda 2 thread(s) float16: 400000.0 GFLOP/s" in report
+    frame = RunReport([*rows, *gpu]).frame()
+    assert frame.loc[frame.device == "cuda", "gpu_peak_reserved_bytes"].eq(220_000_000).all()
+    assert "H2D copy ms" not in RunReport(rows).markdown()        # CPU-only runs keep the table narrow

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+import torch
 
 from compbench.results import read_rows
 
@@ -323,3 +324,24 @@ def test_only_complete_cells_count_as_done():
             {"cell_id": "failed", "batch_size": 1, "seq_len": 16, "status": "ok"}, {"cell_id": "failed", "batch_size": 2, "seq_len": 16, "status": "failed"},
             {"cell_id": "skipped", "batch_size": 1, "seq_len": 16, "status": "skipped"}, {"cell_id": "skipped", "batch_size": 2, "seq_len": 16, "status": "skipped"}]
     assert set(complete_cells(rows, suite)) == {"ok", "skipped"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without CUDA does with CUDA cells")
+def test_cuda_cells_without_a_gpu_are_skipped_rows_and_nothing_is_built_for_them(tmp_path, fault_plugin, tiny_model, glue_data):
+    runner = Runner(tmp_path, fault_plugin, tmp_path / "cache")
+    backends = [{"name": "torch"}, {"name": "torch", "device": "cuda", "precision": "fp16"}, {"name": "onnxruntime", "device": "cuda"}]
+    pipelines = [{"name": "baseline"},
+                 {"name": "half", "backends": ["torch:cuda"], "steps": [{"compressor": "quantize", "params": {"method": "fp16"}}]}]
+    suite = runner.write_suite("gpu", suite_dict(tiny_model, glue_data, backends, pipelines, runner={"isolation": "inline"}))
+    done = runner.run("run", suite, "--results-dir", runner.results, "--run-id", "gpu", "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]          # skipped is not failed: CI without a GPU stays green
+    rows = runner.rows("gpu")
+    status = {(r["pipeline"], r["cell_id"].split("/", 2)[2], r["batch_size"]): (r["status"], r["reason"]) for r in rows}
+    assert status[("baseline", "torch:cpu:default", 1)] == ("ok", None)
+    for label in ("torch:cuda:default:fp16", "onnxruntime:cuda:default"):
+        state, reason = status[("baseline", label, 1)]
+        assert state == "skipped" and ("CUDA" in reason or "CUDAExecutionProvider" in reason), reason
+    assert status[("half", "torch:cuda:default:fp16", 2)][0] == "skipped"
+    assert ("half", "torch:cpu:default", 1) not in status                      # kept to torch:cuda by the suite
+    assert "1 builds to do" in done.stderr and "quantize" not in done.stderr    # the teacher only: no fp16 build for a GPU it lacks
+    assert "matmul peak cpu:" in done.stderr and "matmul peak cuda" not in done.stderr   # a roof for the CPU cell only

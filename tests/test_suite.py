@@ -72,9 +72,17 @@ def test_quick_suite_validates():
     assert suite.name == "quick"
     assert [p.name for p in suite.pipelines][0] == BASELINE
     cells = expand(suite)
-    expected = sum(p.runs_on(b.name) for p in suite.pipelines for b in suite.backends) * len(suite.tasks)
+    expected = sum(p.runs_on(b) for p in suite.pipelines for b in suite.backends) * len(suite.tasks)
     assert len(cells) == expected and expected < len(suite.tasks) * len(suite.pipelines) * len(suite.backends)
     assert {c.backend.name for c in cells if c.pipeline.name == "ort-int8-dynamic"} == {"onnxruntime"}
+
+
+def test_a_pipeline_can_be_kept_to_one_device(tmp_path):
+    suite = load_suite(write(tmp_path, MINIMAL + "pipelines: [{name: half, steps: [{compressor: quantize, params: {method: fp16}}], "
+                            "backends: ['torch:cuda']}]\nbackends: [{name: torch}, {name: torch, device: cuda}, {name: onnxruntime}]\n"))
+    cells = {(c.pipeline.name, c.backend.label) for c in expand(suite)}
+    assert ("half", "torch:cuda:default") in cells and ("half", "torch:cpu:default") not in cells
+    assert ("baseline", "onnxruntime:cpu:default") in cells
 
 
 def test_glue_suite_validates():
@@ -126,6 +134,8 @@ MISTAKES = {
                          ["pipelines[0].steps[0].compresor:", "valid: compressor, params", "did you mean 'compressor'?"]),
     "unknown task": ("name: x\ntasks: [sst]\n", ["tasks[0]: unknown task 'sst'", "valid: cola,", "did you mean 'sst2'?"]),
     "unknown backend": (MINIMAL + "backends: [{name: trch}]\n", ["backends[0].name: unknown backend 'trch'", "valid: onnxruntime, torch", "did you mean 'torch'?"]),
+    "unknown pipeline device": (MINIMAL + "pipelines: [{name: p, backends: ['torch:gpu']}]\n",
+                                ["pipelines[0].backends[0]:", "unknown device 'gpu'", "cpu, cuda"]),
     "unknown profile": (MINIMAL + "backends: [{name: torch, profile: edg}]\n",
                         ["backends[0].profile: unknown profile 'edg'", "valid: default, edge", "did you mean 'edge'?"]),
     "unknown device": (MINIMAL + "backends: [{name: torch, device: gpu}]\n", ["backends[0].device:", "'cpu' or 'cuda'", "'gpu'"]),

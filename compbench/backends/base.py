@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +17,7 @@ from compbench.artifact import ModelArtifact
 from compbench.registry import Registry
 
 Device = Literal["cpu", "cuda"]
+DEVICES = get_args(Device)
 Precision = Literal["fp32", "fp16", "bf16"]
 
 # Named profiles: settings that stand for a deployment target.
@@ -62,10 +65,24 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Clock:
+    """Times one call in ms on the host: right for work that is finished when the call returns."""
+
+    def time_ms(self, call: Callable[[], object]) -> float:
+        start = time.perf_counter_ns()
+        call()
+        return (time.perf_counter_ns() - start) / 1e6
+
+
 class Session(ABC):
     """One loaded model. ``run`` returns logits once the work is finished on the device.
 
     ``deployed_files`` are the files this session loaded: their bytes are the size as deployed.
+
+    Timing goes through ``prepare`` / ``run_prepared`` / ``clock``: ``prepare`` puts a batch where
+    the model reads it (on the GPU for a CUDA session), so the latency loop times compute only;
+    ``transfer_ms`` times that host-to-device copy apart; ``clock`` is the session's honest
+    timer (CUDA events for asynchronous work). CPU sessions keep the defaults.
     """
 
     deployed_files: list[Path]
@@ -73,6 +90,28 @@ class Session(ABC):
     @abstractmethod
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """Logits (batch, num_labels) as float32 numpy."""
+
+    def prepare(self, batch: dict[str, np.ndarray]) -> Any:
+        """The batch as ``run_prepared`` takes it (already on the device)."""
+        return batch
+
+    def run_prepared(self, prepared: Any) -> None:
+        """One inference on a prepared batch; it may return before the device has finished."""
+        self.run(prepared)
+
+    def clock(self) -> Clock:
+        return Clock()
+
+    def transfer_ms(self, batch: dict[str, np.ndarray]) -> float | None:
+        """ms to copy ``batch`` from host memory to the device; None where the model reads host memory."""
+        return None
+
+    def reset_memory_peak(self) -> None:
+        """Start counting peak device memory afresh (no-op without a device allocator to ask)."""
+
+    def memory_peak(self) -> dict | None:
+        """Peak device memory since ``reset_memory_peak``: ``{"allocated_bytes", "reserved_bytes"}``, or None."""
+        return None
 
     def close(self) -> None:
         """Release what the session holds."""

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from compbench.artifact import ModelArtifact
-from compbench.backends.base import BACKENDS, Availability, Backend, BackendOptions, Session
+from compbench.backends.base import BACKENDS, Availability, Backend, BackendOptions, Clock, Session
 from compbench.errors import UnsupportedError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -14,26 +14,68 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEVICE_ONLY = {"int8-dynamic": ("cpu", "PyTorch dynamic INT8 kernels run on CPU only")}
 
 
+class CudaEventClock(Clock):
+    """Device time of one call: CUDA events recorded around it on the current stream, read after
+    the end event has synchronised (never a host timer around asynchronous work). Launch gaps
+    between kernels count, as a user waiting for the result would see them."""
+
+    def time_ms(self, call) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+
 class TorchSession(Session):
     def __init__(self, model: torch.nn.Module, device: torch.device, threads: int, deployed_files) -> None:
         self.model = model
         self.device = device
+        self.on_cuda = device.type == "cuda"
         self.deployed_files = deployed_files
         self._threads_before = torch.get_num_threads()
         torch.set_num_threads(threads)   # process-wide: restored by close()
 
-    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+    def prepare(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+
+    def run_prepared(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
-            logits = self.model(**inputs).logits
-        if self.device.type == "cuda":
+            return self.model(**prepared).logits
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        logits = self.run_prepared(self.prepare(batch))
+        if self.on_cuda:
             torch.cuda.synchronize(self.device)
         return logits.float().cpu().numpy()
+
+    def clock(self) -> Clock:
+        return CudaEventClock() if self.on_cuda else Clock()
+
+    def transfer_ms(self, batch: dict[str, np.ndarray]) -> float | None:
+        """The batch's copy from (pageable) host memory to the GPU, timed with CUDA events."""
+        if not self.on_cuda:
+            return None
+        host = [torch.from_numpy(v) for v in batch.values()]
+        return self.clock().time_ms(lambda: [tensor.to(self.device) for tensor in host])
+
+    def reset_memory_peak(self) -> None:
+        if self.on_cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def memory_peak(self) -> dict | None:
+        """Peak memory PyTorch's caching allocator saw on the GPU (weights included): allocated and reserved."""
+        if not self.on_cuda:
+            return None
+        return {"allocated_bytes": torch.cuda.max_memory_allocated(self.device),
+                "reserved_bytes": torch.cuda.max_memory_reserved(self.device)}
 
     def close(self) -> None:
         self.model = None
         torch.set_num_threads(self._threads_before)
-        if self.device.type == "cuda":
+        if self.on_cuda:
             torch.cuda.empty_cache()
 
 
