@@ -331,7 +331,7 @@ def test_quantizing_twice_is_unsupported(builder, first):
 @pytest.mark.parametrize("params, where, fragment", [
     ({"method": "dynamic", "per_channel": True}, (), "method 'dynamic' does not use per_channel; it reads: embeddings"),
     ({"method": "fp16", "threshold": 4.0}, (), "does not use threshold; it reads: no other parameters"),
-    ({"method": "int4"}, ("method",), "'dynamic', 'ort-dynamic', 'ort-static', 'bnb-int8' or 'fp16'"),
+    ({"method": "int4"}, ("method",), "'dynamic', 'ort-dynamic', 'ort-static', 'bnb-int8', 'fp16' or 'ort-fp16'"),
     ({"method": "ort-static", "calibration_rows": 0}, ("calibration_rows",), "greater than or equal to 1"),
     ({"method": "ort-static", "calibration_method": "percentile", "percentile": 90}, ("percentile",), "greater than 90"),
     ({"method": "ort-static", "calibration_method": "percentile", "percentile": 100.5}, ("percentile",), "less than or equal to 100"),

@@ -1,22 +1,35 @@
-"""ONNX Runtime backend: CPU execution provider (and CUDA where onnxruntime has it).
+"""ONNX Runtime backend: CPU execution provider, and CUDA where onnxruntime has it.
 
 Timing-friendly defaults: explicit intra-op threads, one inter-op thread, sequential
 execution, and thread spinning off (spinning threads distort timings when two runtimes
 share a process or a machine).
+
+CUDA needs the ``onnxruntime-gpu`` wheel. It installs the same ``onnxruntime`` module as the
+CPU wheel and replaces it (uninstall ``onnxruntime`` first; do not keep both): on a GPU machine
+``pip install onnxruntime-gpu`` gives the CUDA and CPU execution providers in one build.
+
+A CUDA session is created with the CUDA execution provider alone (a session that came up on
+the CPU instead is refused, never timed as CUDA) and reads its inputs through IO binding:
+``prepare`` copies the batch to the GPU once and binds the output there, so a timed call is
+compute only; ``transfer_ms`` times the host-to-device copy apart.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from compbench.artifact import ModelArtifact
-from compbench.backends.base import BACKENDS, Availability, Backend, BackendOptions, Session
+from compbench.backends.base import BACKENDS, Availability, Backend, BackendOptions, Clock, Session
 from compbench.errors import UnsupportedError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+CUDA_DEVICE_ID = 0
+# ONNX input types as numpy dtypes: batches are cast (a no-op when they already match) and made
+# contiguous before they are fed or copied to the device. The exports here take int64.
+INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
 
 
 class OrtOptions(BaseModel):
@@ -30,15 +43,98 @@ class OrtOptions(BaseModel):
     allow_spinning: bool = False
 
 
+class HostInputs:
+    """CPU execution provider: the model reads the numpy arrays where they are."""
+
+    def prepare(self, session, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return feeds
+
+    def run_prepared(self, session, feeds: dict[str, np.ndarray]) -> list:
+        return session.run(None, feeds)
+
+    def outputs(self, session, feeds: dict[str, np.ndarray]) -> list:
+        return self.run_prepared(session, feeds)
+
+    def transfer_ms(self, feeds: dict[str, np.ndarray]) -> float | None:
+        return None
+
+
+class CudaInputs:
+    """CUDA execution provider through IO binding: inputs are ``OrtValue``s already on the GPU and
+    outputs are left there, so ``run_with_iobinding`` copies nothing.
+
+    The host clock is honest around ``run_with_iobinding``: unless the run option
+    ``disable_synchronize_execution_providers`` is "1" (never set here), ONNX Runtime
+    synchronises the execution providers with the CPU at the end of every Run; for CUDA that is
+    ``cudaStreamSynchronize`` on the compute stream (onnxruntime
+    include/onnxruntime/core/session/onnxruntime_run_options_config_keys.h, and
+    microsoft/onnxruntime PR #28686: with the default, even CUDA graph replay synchronises).
+    Creating a CUDA ``OrtValue`` from numpy is a ``cudaMemcpy`` followed by
+    ``cudaStreamSynchronize(0)`` (cudaMemcpy_HostToDevice in
+    onnxruntime/core/providers/cuda/cuda_provider_factory.cc), so it is finished when it returns too.
+    """
+
+    def __init__(self, device_id: int = CUDA_DEVICE_ID) -> None:
+        self.device_id = device_id
+
+    def to_device(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+        import onnxruntime
+
+        return {name: onnxruntime.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id) for name, array in feeds.items()}
+
+    def prepare(self, session, feeds: dict[str, np.ndarray]):
+        binding = session.io_binding()
+        for name, value in self.to_device(feeds).items():
+            binding.bind_ortvalue_input(name, value)   # the binding keeps the OrtValue alive
+        for output in session.get_outputs():
+            binding.bind_output(output.name, "cuda", self.device_id)
+        return binding
+
+    def run_prepared(self, session, binding) -> None:
+        session.run_with_iobinding(binding)
+
+    def outputs(self, session, binding) -> list:
+        self.run_prepared(session, binding)
+        return binding.copy_outputs_to_cpu()
+
+    def transfer_ms(self, feeds: dict[str, np.ndarray]) -> float:
+        """ms of one host-to-device copy of the batch (new OrtValues; measure.device_costs repeats it)."""
+        return Clock().time_ms(lambda: self.to_device(feeds))
+
+
+Placement = HostInputs | CudaInputs
+
+
 class OrtSession(Session):
-    def __init__(self, session, deployed_files) -> None:
+    """An ``InferenceSession`` and where its inputs live (``placement``: host or CUDA).
+
+    ``clock`` stays the host clock on both: a CUDA Run has finished on the GPU when it returns
+    (see ``CudaInputs``). ``memory_peak`` stays None: onnxruntime's Python API reports no peak
+    device memory.
+    """
+
+    def __init__(self, session, deployed_files, placement: Placement | None = None) -> None:
         self.session = session
         self.deployed_files = deployed_files
-        self.input_names = [i.name for i in session.get_inputs()]
+        self.placement = placement if placement is not None else HostInputs()
+        self.input_dtypes = {i.name: INPUT_DTYPES.get(i.type) for i in session.get_inputs()}
+        self.input_names = list(self.input_dtypes)
+
+    def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's inputs from ``batch``, contiguous and in the graph's dtypes (int64 here)."""
+        return {name: np.ascontiguousarray(batch[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        feeds = {name: batch[name] for name in self.input_names}
-        return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
+        return np.asarray(self.placement.outputs(self.session, self.prepare(batch))[0], dtype=np.float32)
+
+    def prepare(self, batch: dict[str, np.ndarray]) -> Any:
+        return self.placement.prepare(self.session, self.feeds(batch))
+
+    def run_prepared(self, prepared: Any) -> None:
+        self.placement.run_prepared(self.session, prepared)
+
+    def transfer_ms(self, batch: dict[str, np.ndarray]) -> float | None:
+        return self.placement.transfer_ms(self.feeds(batch))
 
     def close(self) -> None:
         self.session = None
@@ -47,7 +143,7 @@ class OrtSession(Session):
 @BACKENDS.register
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    description = "ONNX Runtime, CPU or CUDA execution provider"
+    description = "ONNX Runtime, CPU or CUDA execution provider (CUDA needs the onnxruntime-gpu wheel)"
     Options = OrtOptions
 
     def availability(self, options: BackendOptions) -> Availability:
@@ -71,8 +167,29 @@ class OnnxRuntimeBackend(Backend):
         settings = OrtOptions.model_validate(options.options)
         files = artifact.onnx_files()
         session = onnxruntime.InferenceSession(str(files[0]), sess_options=session_options(options, settings),
-                                               providers=[PROVIDERS[options.device]])
-        return OrtSession(session, files + [artifact.path / "config.json"])
+                                               providers=execution_providers(options.device))
+        check_provider(session, options.device)
+        placement = CudaInputs() if options.device == "cuda" else HostInputs()
+        return OrtSession(session, files + [artifact.path / "config.json"], placement)
+
+
+def execution_providers(device: str) -> list:
+    """The providers asked for: the device's alone. Listing the CPU provider after CUDA would let
+    a session whose CUDA provider failed to start run on the CPU and be timed as CUDA."""
+    if device == "cuda":
+        return [(PROVIDERS["cuda"], {"device_id": CUDA_DEVICE_ID})]
+    return [PROVIDERS[device]]
+
+
+def check_provider(session, device: str) -> None:
+    """Refuse a session whose first provider is not the one asked for: onnxruntime falls back to
+    the CPU, with only a logged warning, when the CUDA provider cannot start (no driver, missing
+    CUDA or cuDNN libraries)."""
+    wanted, got = PROVIDERS[device], session.get_providers()
+    if not got or got[0] != wanted:
+        hint = "; check the CUDA and cuDNN libraries onnxruntime-gpu needs" if device == "cuda" else ""
+        raise UnsupportedError(f"onnxruntime could not start {wanted}: the session came up on "
+                               f"{', '.join(got) or 'no provider'}, and its timings would not be {device} timings{hint}")
 
 
 def session_options(options: BackendOptions, settings: OrtOptions):

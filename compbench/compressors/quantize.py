@@ -7,6 +7,7 @@
 | ``ort-static`` | onnxruntime ``quantize_static``, QDQ, activations calibrated on training rows | ``onnx`` | onnxruntime |
 | ``bnb-int8`` | bitsandbytes LLM.int8 through transformers | ``hf`` (8-bit) | torch, where bitsandbytes supports the device |
 | ``fp16`` | half-precision weights | ``hf`` (fp16) | torch CUDA |
+| ``ort-fp16`` | onnxruntime's ``convert_float_to_float16`` on the fp32 ONNX export (fp32 inputs/outputs kept) | ``onnx`` (fp16) | onnxruntime CUDA; the CPU provider runs it too, mostly in fp32 through inserted Casts |
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from compbench.errors import UnsupportedError
 from compbench.formats import QUANTIZATION_SPEC, QUANTIZED_STATE, quantize_dynamic_int8
 from compbench.onnx_export import ONNX_FILE
 
-Method = Literal["dynamic", "ort-dynamic", "ort-static", "bnb-int8", "fp16"]
+Method = Literal["dynamic", "ort-dynamic", "ort-static", "bnb-int8", "fp16", "ort-fp16"]
 QType = Literal["qint8", "quint8"]
 
 # ort-static quantizing every op onnxruntime can (Add, Softmax inputs, ...) cost 11 accuracy points
@@ -42,13 +43,14 @@ METHOD_PARAMS: dict[str, set[str]] = {
                    "calibration_method", "calibration_rows", "percentile"},
     "bnb-int8": {"threshold"},
     "fp16": set(),
+    "ort-fp16": set(),
 }
 
 
 class QuantizeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = Field(description="dynamic, ort-dynamic, ort-static, bnb-int8 or fp16")
+    method: Method = Field(description="dynamic, ort-dynamic, ort-static, bnb-int8, fp16 or ort-fp16")
     per_channel: bool = Field(False, description="one scale per output channel (ORT methods)")
     weight_type: QType = "qint8"
     activation_type: QType = Field("quint8", description="ort-static: activations' integer type (u8 x s8 is the fast x86 path)")
@@ -167,6 +169,25 @@ def ort_static(model: ModelArtifact, params: QuantizeParams, ctx: CompressContex
                         calibrate_method=getattr(CalibrationMethod, CALIBRATION[params.calibration_method]),
                         extra_options=extra, **ranges)
     return _finish(model, ctx, fmt="onnx", precision="int8-static")
+
+
+@method("ort-fp16")
+def ort_fp16(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
+    """The fp32 ONNX export with every float tensor it can hold in fp16, by onnxruntime's converter.
+
+    ``keep_io_types``: graph inputs and outputs keep their types (the int64 ids are not float
+    anyway; the logits stay fp32 behind a Cast), so sessions feed and read it like the fp32 model.
+    The default op block list (float16.DEFAULT_OP_BLOCK_LIST: ai.onnx.ml ops, Range, Min, Max,
+    CumSum, TopK, ...) stays fp32 with Casts around it; a BERT export has none of those on its
+    float path. Values beyond fp16's range are clamped (the attention mask's -3.4e38 becomes -65504).
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # a path, not a loaded model: the converter runs shape inference on the file (infer_shapes_path)
+    converted = convert_float_to_float16(str(model.onnx_files()[0]), keep_io_types=True)
+    onnx.save_model(converted, str(ctx.work_dir / ONNX_FILE))
+    return _finish(model, ctx, fmt="onnx", precision="fp16")
 
 
 # quantize_static builds its entropy calibrator with 128 histogram bins and 128 quantized bins: that
