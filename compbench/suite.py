@@ -92,14 +92,16 @@ class RunnerConfig(Strict):
 class PipelineConfig(Strict):
     name: str = Field(min_length=1, description="unique within the suite")
     steps: list[StepConfig] = Field(default_factory=list)
-    backends: list[str] | None = Field(None, description="measure only on these backends: a name (torch) or a name and "
-                                                         "device (torch:cuda); default: every backend")
+    backends: list[str] | None = Field(None, description="measure only on these backends: a name (torch), a name and "
+                                                         "device (torch:cuda) or a backend's label (torch:cuda:default); "
+                                                         "default: every backend")
 
     @field_validator("backends")
     @classmethod
     def _known_backends(cls, names: list[str] | None) -> list[str] | None:
         for index, entry in enumerate(names or []):
-            name, _, device = entry.partition(":")
+            name, _, rest = entry.partition(":")
+            device = rest.split(":")[0]
             if name not in BACKENDS:
                 raise FieldError((index,), BACKENDS.unknown_name_message(name))
             if device and device not in DEVICES:
@@ -107,7 +109,8 @@ class PipelineConfig(Strict):
         return names
 
     def runs_on(self, backend: BackendOptions) -> bool:
-        return self.backends is None or any(entry in (backend.name, f"{backend.name}:{backend.device}") for entry in self.backends)
+        return self.backends is None or any(entry in (backend.name, f"{backend.name}:{backend.device}", backend.label)
+                                            for entry in self.backends)
 
     @model_validator(mode="after")
     def _baseline_is_uncompressed(self) -> "PipelineConfig":

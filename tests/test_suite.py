@@ -83,6 +83,9 @@ def test_a_pipeline_can_be_kept_to_one_device(tmp_path):
     cells = {(c.pipeline.name, c.backend.label) for c in expand(suite)}
     assert ("half", "torch:cuda:default") in cells and ("half", "torch:cpu:default") not in cells
     assert ("baseline", "onnxruntime:cpu:default") in cells
+    exact = load_suite(write(tmp_path, MINIMAL + "pipelines: [{name: half, backends: ['torch:cuda:default']}]\n"
+                             "backends: [{name: torch, device: cuda}, {name: torch, device: cuda, precision: fp16}]\n"))
+    assert {c.backend.label for c in expand(exact) if c.pipeline.name == "half"} == {"torch:cuda:default"}
 
 
 def test_glue_suite_validates():
