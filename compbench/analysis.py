@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 
 from compbench.metrics import paired_bootstrap_delta
+from compbench.suite import BASELINE
 
-BASELINE = "baseline"
 GATES = {"keeps_99": 0.99, "keeps_99_9": 0.999}   # MLPerf-style: share of the baseline metric kept
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -98,16 +98,14 @@ def baseline_of(row: dict, baselines: dict[tuple, dict]) -> dict | None:
 
 def relative_to_baseline(row: dict, baseline: dict | None) -> dict:
     """The relative columns of one ok row (all None without a baseline)."""
-    out = dict.fromkeys(("baseline_metric", "metric_delta", "metric_delta_ci95_low", "metric_delta_ci95_high",
-                         "metric_delta_significant", "metric_kept", *GATES, "size_ratio", "speedup_p50",
-                         "speedup_overlap"))
+    out = {"baseline_metric": None, **delta_columns(None), "metric_kept": None, **dict.fromkeys(GATES),
+           "size_ratio": None, "speedup_p50": None, "speedup_overlap": None}
     if baseline is None or row["status"] != "ok":
         return out
     out["baseline_metric"] = baseline["metric"]
     delta = paired_delta(row, baseline)
     if delta is not None:
-        out.update(metric_delta=delta.value, metric_delta_ci95_low=delta.low, metric_delta_ci95_high=delta.high,
-                   metric_delta_significant=delta.significant)
+        out.update(delta_columns(delta))
     elif row.get("metric") is not None and baseline.get("metric") is not None:
         out["metric_delta"] = row["metric"] - baseline["metric"]
     if row.get("metric") is not None and baseline.get("metric") and baseline["metric"] > 0:
@@ -121,14 +119,36 @@ def relative_to_baseline(row: dict, baseline: dict | None) -> dict:
     return out
 
 
+def delta_columns(delta: Delta | None, prefix: str = "") -> dict:
+    """``<prefix>metric_delta``, its interval and whether it excludes zero (all None without a delta)."""
+    names = [f"{prefix}metric_delta{part}" for part in ("", "_ci95_low", "_ci95_high", "_significant")]
+    if delta is None:
+        return dict.fromkeys(names)
+    return dict(zip(names, (delta.value, delta.low, delta.high, delta.significant)))
+
+
+def achieved_gflops(flops: int | float | None, seconds: float | None) -> float | None:
+    """``flops / seconds`` in GFLOP/s; None if an input is None or ``seconds <= 0``."""
+    if flops is None or seconds is None or seconds <= 0:
+        return None
+    return flops / seconds / 1e9
+
+
+def percent_of_peak(achieved: float | None, peak_gflops: float | None) -> float | None:
+    """``achieved`` as a percentage of ``peak_gflops``; None if an input is None or the peak is <= 0."""
+    if achieved is None or peak_gflops is None or peak_gflops <= 0:
+        return None
+    return 100.0 * achieved / peak_gflops
+
+
 def roofline(row: dict) -> dict:
     """Achieved GFLOP/s at the median latency, and its share of the run's measured matmul peak."""
     flops, latency, peak = row.get("flops"), row.get("latency_ms") or {}, row.get("roofline_peak") or {}
-    achieved = ratio(flops, (latency.get("p50") or 0) * 1e6) if flops and latency.get("p50") else None
-    peak_gflops = peak.get("gflops")
+    p50 = latency.get("p50")
+    achieved = achieved_gflops(flops or None, p50 / 1e3 if p50 else None)
     return {"gflop_per_batch": flops / 1e9 if flops else None, "achieved_gflops": achieved,
-            "peak_gflops": peak_gflops, "peak_dtype": peak.get("dtype"),
-            "pct_of_peak": 100.0 * achieved / peak_gflops if achieved is not None and peak_gflops else None}
+            "peak_gflops": peak.get("gflops"), "peak_dtype": peak.get("dtype"),
+            "pct_of_peak": percent_of_peak(achieved, peak.get("gflops"))}
 
 
 def analyse(rows: list[dict], reference: str | None = None) -> list[dict]:
@@ -144,10 +164,7 @@ def analyse(rows: list[dict], reference: str | None = None) -> list[dict]:
 def reference_delta(row: dict, other: dict | None) -> dict:
     """The paired metric delta of ``row`` against another pipeline's row on the same backend and shape."""
     delta = paired_delta(row, other) if other is not None and row["status"] == "ok" else None
-    if delta is None:
-        return dict.fromkeys(("reference_metric_delta", "reference_metric_delta_ci95_low", "reference_metric_delta_ci95_high"))
-    return {"reference_metric_delta": delta.value, "reference_metric_delta_ci95_low": delta.low,
-            "reference_metric_delta_ci95_high": delta.high}
+    return delta_columns(delta, "reference_")
 
 
 def is_baseline(row: dict) -> bool:

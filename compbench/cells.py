@@ -14,7 +14,7 @@ from compbench.encoding import timing_batch
 from compbench.errors import UnsupportedError
 from compbench.flops import flops_per_example
 from compbench.hashing import stable_hash
-from compbench.measure import device_costs, evaluate_session, max_abs_difference, size_of, split_logits, time_session
+from compbench.measure import evaluate_session, max_abs_difference, size_of, split_logits, time_shape
 from compbench.progress import Reporter
 from compbench.results import empty_row
 from compbench.suite import Cell, Suite
@@ -95,11 +95,9 @@ class CellMeasurement:
             row = cell_row(self.run_id, cell, batch_size, seq_len, **common)
             try:
                 batch = timing_batch(tokenizer, data.task, timing_rows, batch_size, seq_len, seed=self.suite.seed)
-                session.reset_memory_peak()
-                latency, samples = time_session(session, batch, self.suite.measure)
-                row.update(device_costs(session, batch))
-                row.update(status="ok", latency_ms=latency, latency_samples_ms=samples,
-                           flops=flops[seq_len] * batch_size if seq_len in flops else None,
+                timing = time_shape(session, batch, self.suite.measure)
+                latency = timing["latency_ms"]
+                row.update(timing, status="ok", flops=flops[seq_len] * batch_size if seq_len in flops else None,
                            throughput_per_s=batch_size * 1000.0 / latency["mean"])
                 self.reporter.log(f"  batch {batch_size} x {seq_len}: p50 {latency['p50']:.2f} ms, p90 {latency['p90']:.2f} ms (n={latency['n']})")
             except Exception as exc:

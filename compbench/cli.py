@@ -129,12 +129,6 @@ FORMAT_OPTION = click.option("--format", "fmt", type=click.Choice(["markdown", "
                              show_default=True, help="What to print on stdout.")
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    from compbench.results import read_rows
-
-    return read_rows(run_dir / "results.jsonl")
-
-
 def _run_dir(run_dir: Path) -> Path:
     if not (run_dir / "results.jsonl").is_file():
         fail_usage(f"{run_dir} has no results.jsonl; pass a run folder such as results/quick-20260101-120000")
@@ -147,13 +141,12 @@ def _run_dir(run_dir: Path) -> Path:
 @click.option("--reference", metavar="PIPELINE", help="Also give every model's paired metric delta against this pipeline (e.g. a hard-label student).")
 def report(run_dir: Path, fmt: str, reference: str | None) -> None:
     """Rebuild results.csv, report.md and plots/ of RUN_DIR from its results.jsonl, and print the report."""
-    from compbench.report import write_reports
+    from compbench.report import RunReport
 
-    run_dir = _run_dir(run_dir)
-    if reference and reference not in {row["pipeline"] for row in _rows(run_dir)}:
-        fail_usage(f"--reference {reference}: no such pipeline in {run_dir / 'results.jsonl'}; valid: "
-                   + ", ".join(sorted({row["pipeline"] for row in _rows(run_dir)})))
-    built = write_reports(run_dir, reference)
+    built = RunReport.from_run_dir(_run_dir(run_dir), reference)
+    if reference and reference not in built.pipelines:
+        fail_usage(f"--reference {reference}: no such pipeline in {run_dir / 'results.jsonl'}; valid: {', '.join(built.pipelines)}")
+    built.write(run_dir)
     click.echo(f"compbench: wrote {run_dir / 'report.md'}, {run_dir / 'results.csv'} and {run_dir / 'plots'}", err=True)
     click.echo(built.render(fmt), nl=False)
 

@@ -22,7 +22,8 @@ MATCH_KEYS = ("task", "pipeline", "backend_label", "batch_size", "seq_len")
 
 
 def _ok_by_key(rows: list[dict]) -> dict[tuple, dict]:
-    return {tuple({**r, "backend_label": backend_label(r)}[k] for k in MATCH_KEYS): r for r in rows if r["status"] == "ok"}
+    """ok rows by ``MATCH_KEYS``."""
+    return {(r["task"], r["pipeline"], backend_label(r), r["batch_size"], r["seq_len"]): r for r in rows if r["status"] == "ok"}
 
 
 def compare_rows(row_a: dict, row_b: dict) -> dict:

@@ -4,9 +4,9 @@ A run is three kinds of job: a **build** makes the artifact at the end of one (t
 (the teacher for the baseline), through the content-addressed store; a **peak** job measures
 the machine's dense matmul rate for one (device, threads, dtype), the roof that cells' achieved
 GFLOP/s are read against; a **measure** job measures one cell (task, pipeline, backend) on that
-artifact and yields its rows. A job is
-plain data (JSON), so it runs the same in this process, in a fresh subprocess or on a Ray
-worker: ``run_job`` rebuilds the suite, data and store from ``RunSettings``.
+artifact and yields its rows. A job is plain data (JSON), so it runs the same in this process,
+in a fresh subprocess or on a Ray worker: ``run_job`` rebuilds the suite, data and store from
+``RunSettings``.
 """
 
 from __future__ import annotations
@@ -169,7 +169,6 @@ def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
     measurement = CellMeasurement(context.suite, context.settings.run_id, context.store, context.reporter, failures)
     rows = measurement.measure(cell, artifact, context.task_data(job.task))
     return JobResult(job, "ok", rows=rows)
-
 
 
 def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:

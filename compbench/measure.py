@@ -65,6 +65,14 @@ def time_session(session: Session, batch: Batch, config: MeasureConfig) -> tuple
     return latency_stats(np.asarray(samples), cold_ms), [round(value, 4) for value in samples]
 
 
+def time_shape(session: Session, batch: Batch, config: MeasureConfig) -> dict:
+    """A row's timing fields for one shape: ``latency_ms``, ``latency_samples_ms`` and, on a device,
+    the copy and the peak memory over these calls (``device_costs``)."""
+    session.reset_memory_peak()
+    latency, samples = time_session(session, batch, config)
+    return {"latency_ms": latency, "latency_samples_ms": samples, **device_costs(session, batch)}
+
+
 TRANSFER_REPEATS = 5
 
 

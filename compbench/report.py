@@ -8,18 +8,18 @@ latency against the teacher's on the same backend (spread, speed-up, roofline), 
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
-from compbench.analysis import GATES, analyse, cells_of, summary_records
+from compbench.analysis import GATES, analyse, cells_of, latency_range, summary_records
 from compbench.pareto import pareto_mask
 from compbench.results import read_labels, read_rows
 from compbench.tidy import tidy_frame
 
 TEXT_COLUMNS = ("pipeline", "backend", "shape")
 PLOTS_DIR = "plots"
-FORMATS = ("markdown", "csv", "json")
 
 
 class RunReport:
@@ -37,7 +37,16 @@ class RunReport:
         return cls(rows, json.loads(env_path.read_text()) if env_path.is_file() else {}, reference)
 
     def frame(self) -> pd.DataFrame:
+        """One tidy row per measurement (``results.csv``); built once."""
+        return self._frame
+
+    @cached_property
+    def _frame(self) -> pd.DataFrame:
         return tidy_frame(self.analysed)
+
+    @property
+    def pipelines(self) -> list[str]:
+        return sorted({row["pipeline"] for row in self.rows})
 
     def write(self, run_dir: Path) -> None:
         """results.csv, plots/ and report.md (which links the plots) into ``run_dir``."""
@@ -238,13 +247,13 @@ def latency_table(ok: list[dict]) -> list[dict]:
     table = []
     for row in ordered:
         latency = row["latency_ms"]
-        low = latency.get("p10", latency.get("min"))
+        low, high = latency_range(latency)
         table.append({
             "pipeline": row["pipeline"] + (" ★" if front[id(row)] else ""),
             "backend": row["backend_label"],
             "shape": f"{row['batch_size']}×{row['seq_len']}",
             "p50 ms": f"{latency['p50']:.2f}",
-            "p10–p90 ms": f"{low:.2f}–{latency['p90']:.2f}",
+            "p10–p90 ms": f"{low:.2f}–{high:.2f}",
             "n": str(latency["n"]),
             "speed-up": _speedup(row),
             "throughput /s": f"{row['throughput_per_s']:.1f}",
@@ -273,12 +282,13 @@ def delta_text(row: dict, prefix: str = "") -> str:
     """``row[prefix + "metric_delta"]`` with its interval and mark (prefix ``reference_`` for the reference pipeline)."""
     if row["is_baseline"] and not prefix:
         return "(teacher)"
-    value, low, high = (row.get(f"{prefix}metric_delta{part}") for part in ("", "_ci95_low", "_ci95_high"))
+    value, low, high, significant = (row.get(f"{prefix}metric_delta{part}")
+                                     for part in ("", "_ci95_low", "_ci95_high", "_significant"))
     if value is None:
         return ""
     if low is None:
         return f"{_signed(value)} (no paired rows)"
-    mark = "" if not (low > 0 or high < 0) else (" ▲" if value > 0 else " ▼")
+    mark = (" ▲" if value > 0 else " ▼") if significant else ""
     return f"{_signed(value)} [{_signed(low, 3)}, {_signed(high, 3)}]{mark}"
 
 

@@ -6,8 +6,8 @@ Three pieces:
   GFLOP/s (the "compute roof" of the machine for one dtype and thread count);
 * :func:`forward_flops` / :func:`bert_flops_per_example` count the FLOPs of one forward pass with
   PyTorch's own :class:`torch.utils.flop_counter.FlopCounterMode`;
-* :func:`achieved_gflops` / :func:`percent_of_peak` turn a measured latency into a rate and a
-  fraction of the roof.
+and ``analysis.achieved_gflops`` / ``analysis.percent_of_peak`` turn a measured latency into a
+rate and a fraction of that roof.
 
 FLOP convention (that of ``FlopCounterMode``): one multiply-accumulate is 2 FLOPs, only matrix
 products are counted (``mm``/``addmm``/``bmm``/``baddbmm``/convolutions/attention kernels); bias
@@ -28,12 +28,10 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_c
 
 __all__ = [
     "MatmulPeak",
-    "achieved_gflops",
     "bert_dummy_inputs",
     "bert_flops_per_example",
     "forward_flops",
     "measure_matmul_peak",
-    "percent_of_peak",
 ]
 
 DTYPES: dict[str, torch.dtype] = {
@@ -319,21 +317,3 @@ def bert_flops_per_example(model: torch.nn.Module, seq_len: int,
     BERT's forward is linear in the batch, so a batch of ``b`` costs ``b`` times this.
     """
     return forward_flops(model, bert_dummy_inputs(model, seq_len, 1, input_names))
-
-
-# --------------------------------------------------------------------------------------------
-# Derived numbers
-# --------------------------------------------------------------------------------------------
-
-def achieved_gflops(flops: int | float | None, seconds: float | None) -> float | None:
-    """``flops / seconds`` in GFLOP/s; None if an input is None or ``seconds <= 0``."""
-    if flops is None or seconds is None or seconds <= 0:
-        return None
-    return flops / seconds / 1e9
-
-
-def percent_of_peak(achieved: float | None, peak_gflops: float | None) -> float | None:
-    """``achieved`` as a percentage of ``peak_gflops``; None if an input is None or the peak is <= 0."""
-    if achieved is None or peak_gflops is None or peak_gflops <= 0:
-        return None
-    return 100.0 * achieved / peak_gflops

@@ -298,7 +298,8 @@ class SuiteRun:
             if artifact_hash is None:
                 continue      # closed by its build
             planned.append((cell, artifact_hash))
-        self.peak_keys = {cell.cell_id: peak_key(cell, context.store.get(artifact_hash).precision) for cell, artifact_hash in planned}
+        precisions = {artifact_hash: context.store.get(artifact_hash).precision for artifact_hash in {h for _, h in planned}}
+        self.peak_keys = {cell.cell_id: peak_key(cell, precisions[artifact_hash]) for cell, artifact_hash in planned}
         self._measure_peaks(set(self.peak_keys.values()), executor)
         jobs, cells_by_job, served = [], {}, 0
         for cell, artifact_hash in planned:

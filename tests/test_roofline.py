@@ -7,14 +7,13 @@ import json
 import pytest
 import torch
 
+from compbench.analysis import achieved_gflops, percent_of_peak
 from compbench.roofline import (
     MatmulPeak,
-    achieved_gflops,
     bert_dummy_inputs,
     bert_flops_per_example,
     forward_flops,
     measure_matmul_peak,
-    percent_of_peak,
 )
 
 H, I, LAYERS, HEADS, LABELS = 32, 64, 2, 4, 2
