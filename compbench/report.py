@@ -104,7 +104,7 @@ READING_GUIDE = (
     "**speed-up** is the teacher's p50 over the model's on the same backend and shape, marked ≈ when the two "
     "p10–p90 ranges overlap (not a clear difference). **% of peak**: the model's FLOPs for the shape over its "
     "p50, against this run's measured dense matmul peak on that device and thread count in the precision the model "
-    "computes in (int8 models against the int8 rate of `torch._int_mm`, counting 2 operations per multiply-add). "
+    "computes in (int8 models against the faster int8 rate of `torch._int_mm` and fbgemm's INT8 Linear, counting 2 operations per multiply-add). "
     "★ marks the Pareto front (no other row is both better in metric and smaller / faster at that shape)."
 )
 
@@ -133,7 +133,7 @@ def machine_lines(env: dict, analysed: list[dict]) -> list[str]:
     if peaks:
         described = [f"{p['device']} {p['threads']} thread(s) {p['dtype']}: {p['gflops']:.1f} GFLOP/s (n={p['size']})"
                      for p in sorted((json.loads(p) for p in peaks), key=lambda p: (p["device"], p["threads"], p["dtype"]))]
-        lines.append("Dense matmul peak measured in this run (fastest n×n×n product; torch.matmul, torch._int_mm for int8): " + "; ".join(described) + ".")
+        lines.append("Dense matmul peak measured in this run (fastest n×n×n product; torch.matmul; for int8 the faster of torch._int_mm and fbgemm's INT8 Linear): " + "; ".join(described) + ".")
     return [*lines, ""] if lines else []
 
 

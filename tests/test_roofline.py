@@ -67,7 +67,7 @@ def test_matmul_peak_restores_threads_after_error(monkeypatch):
         raise RuntimeError("boom")
 
     before = torch.get_num_threads()
-    monkeypatch.setattr(roofline, "_best_seconds_per_matmul", boom)
+    monkeypatch.setattr(roofline, "_fastest_call", boom)
     with pytest.raises(RuntimeError, match="boom"):
         measure_matmul_peak("cpu", threads=before + 1, sizes=(64,))
     assert torch.get_num_threads() == before
@@ -178,3 +178,31 @@ def test_derived_numbers():
     assert percent_of_peak(None, 10.0) is None
     assert percent_of_peak(1.0, None) is None
     assert percent_of_peak(1.0, 0.0) is None
+
+
+def test_int8_peak_is_the_fastest_int8_kernel_dynamic_int8_models_run():
+    """On an AVX2-only CPU torch._int_mm is ~100x slower than fbgemm, which dynamic-INT8 Linear layers
+    run: a roof from _int_mm alone put int8 models at 3,000-8,000% of "peak". The roof must be at
+    least the rate of fbgemm's quantized Linear measured independently here."""
+    import time
+
+    import compbench.roofline as roofline
+
+    peak = measure_matmul_peak("cpu", threads=1, dtype="int8", sizes=(256,), min_seconds=0.05, warmup=1)
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no fbgemm in this torch build")
+    call = roofline._fbgemm_linear(256, torch.device("cpu"), torch.int8, torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        call()
+        best = min(_timed(call, time) for _ in range(5))
+    finally:
+        torch.set_num_threads(before)
+    assert peak.gflops >= 0.7 * 2 * 256**3 / best / 1e9, peak
+
+
+def _timed(call, time) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
