@@ -8,7 +8,7 @@ from typing import NoReturn
 
 import click
 
-from compbench.errors import UsageError
+from compbench.common.errors import UsageError
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_USAGE = 0, 1, 2
 
@@ -28,41 +28,55 @@ def main() -> None:
 
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path), required=False)
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Finish the run in this folder: only its missing (and failed) cells run, with its recorded settings.")
-@click.option("--data-dir", help="GLUE data folder (parquet or TSV layout) or 'hub'; overrides COMPBENCH_DATA_DIR and the suite.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Finish the run in this folder: only its missing (and failed) cells run, with its recorded settings.",
+)
+@click.option("--data-dir", help="GLUE data folder (parquet or TSV layout) or 'hub'; overrides COMPBENCH_DATA_DIR "
+                                 "and the suite.")
 @click.option("--limit-train", type=click.IntRange(min=1), help="Use a seeded subset of this many training rows.")
 @click.option("--limit-eval", type=click.IntRange(min=1), help="Use a seeded subset of this many evaluation rows.")
-@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True)
 @click.option("--run-id", help="Name of the run folder (default: SUITE-DATE-TIME).")
-@click.option("--cache-dir", help="Where built models and measured cells are kept (default: COMPBENCH_CACHE_DIR, the suite's cache_dir, ~/.cache/compbench).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: one job at a time on this machine; ray: jobs as Ray tasks (pip install 'compbench[ray]').")
+@click.option("--cache-dir", help="Where built models and measured cells are kept (default: COMPBENCH_CACHE_DIR, "
+                                  "the suite's cache_dir, ~/.cache/compbench).")
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="local (default): one job at a time on this machine; ray: jobs as Ray tasks "
+                   "(pip install 'compbench[ray]').")
 @click.option("--address", help="Ray cluster address (auto, ray://host:10001); default: start Ray on this machine.")
 @click.option("--isolation", type=click.Choice(["subprocess", "inline"]),
-              help="Each build and cell in a fresh process (default) or in the runner's own; overrides the suite's runner.isolation.")
-@click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds one cell's measurement may take (overrides runner.cell_timeout).")
-@click.option("--build-timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds one pipeline's build may take (overrides runner.build_timeout).")
+              help="Each build and cell in a fresh process (default) or in the runner's own; overrides the suite's "
+                   "runner.isolation.")
+@click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds one cell's measurement may take (overrides runner.cell_timeout).")
+@click.option("--build-timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds one pipeline's build may take (overrides runner.build_timeout).")
 @click.option("--build-cpus", type=click.IntRange(min=1), help="Cores a build asks of Ray (default: this machine's).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell (the run can be resumed).")
-@click.option("--remeasure", is_flag=True, help="Measure every cell again instead of reusing cached cell results (models are still reused).")
+@click.option("--remeasure", is_flag=True,
+              help="Measure every cell again instead of reusing cached cell results (models are still reused).")
 @click.option("--progress/--no-progress", default=True, help="Live view on a terminal (plain log lines elsewhere).")
-def run(suite_file: Path | None, resume_dir: Path | None, data_dir, limit_train, limit_eval, results_dir, run_id, cache_dir,
-        executor, address, isolation, cell_timeout, build_timeout, build_cpus, fail_fast, remeasure, progress) -> None:
-    """Run SUITE_FILE and write results/<run>/ (results.jsonl, results.csv, report.md, env.json), or finish a run with --resume."""
-    from compbench.progress import Reporter
-    from compbench.runner import RunOptions, resume_run, start_run
+def run(suite_file: Path | None, resume_dir: Path | None, results_dir: Path, run_id: str | None, progress: bool,
+        **overrides) -> None:
+    """Run SUITE_FILE and write results/<run>/ (results.jsonl, results.csv, report.md, env.json), or finish a run
+    with --resume."""
+    from compbench.common.progress import Reporter
+    from compbench.execution.runner import resume_run, start_run
 
     if (suite_file is None) == (resume_dir is None):
         fail_usage("give a SUITE_FILE to run, or --resume RUN_DIR to finish a run (not both)")
-    if resume_dir is not None and (data_dir or limit_train or limit_eval or run_id or cache_dir):
+    recorded = ("data_dir", "limit_train", "limit_eval", "cache_dir")
+    if resume_dir is not None and (run_id or any(overrides[name] for name in recorded)):
         fail_usage("--resume uses the run's recorded --data-dir, --limit-*, --run-id and --cache-dir; leave them out")
-    options = RunOptions(data_dir=data_dir, limit_train=limit_train, limit_eval=limit_eval, results_dir=results_dir,
-                         run_id=run_id, cache_dir=cache_dir, reporter=Reporter(enabled=progress), executor=executor,
-                         address=address, isolation=isolation, cell_timeout=cell_timeout, build_timeout=build_timeout,
-                         build_cpus=build_cpus, fail_fast=fail_fast, remeasure=remeasure)
+    reporter = Reporter(enabled=progress)
     try:
-        suite_run = resume_run(resume_dir, options) if resume_dir else start_run(suite_file, options)
+        if resume_dir:
+            suite_run = resume_run(resume_dir, reporter, **{k: v for k, v in overrides.items() if k not in recorded})
+        else:
+            suite_run = start_run(suite_file, reporter, results_dir=results_dir, run_id=run_id, **overrides)
     except UsageError as exc:
         fail_usage(str(exc))
     try:
@@ -81,7 +95,8 @@ def run(suite_file: Path | None, resume_dir: Path | None, data_dir, limit_train,
 @click.option("--cells", "show_cells", is_flag=True, help="Also list every cell.")
 def validate(suite_file: Path, show_cells: bool) -> None:
     """Check SUITE_FILE without running it; count its cells per task and pipeline."""
-    from compbench.suite import expand, load_suite
+    from compbench.config.cells import expand
+    from compbench.config.loading import load_suite
 
     try:
         suite = load_suite(suite_file)
@@ -97,8 +112,7 @@ def validate(suite_file: Path, show_cells: bool) -> None:
 @main.command(name="list")
 def list_components() -> None:
     """Show registered compressors and backends, and whether each backend can run here."""
-    from compbench.backends import BACKENDS
-    from compbench.compressors import COMPRESSORS
+    from compbench.common.plugins import BACKENDS, COMPRESSORS
 
     click.echo("backends:")
     for name in BACKENDS.names():
@@ -116,7 +130,8 @@ def list_components() -> None:
 
 
 def _availability(name: str, device: str) -> str:
-    from compbench.backends import BACKENDS, BackendOptions
+    from compbench.common.plugins import BACKENDS
+    from compbench.config.backends import BackendOptions
 
     try:
         availability = BACKENDS.get(name)().availability(BackendOptions(name=name, device=device))
@@ -138,14 +153,19 @@ def _run_dir(run_dir: Path) -> Path:
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @FORMAT_OPTION
-@click.option("--reference", metavar="PIPELINE", help="Also give every model's paired metric delta against this pipeline (e.g. a hard-label student).")
+@click.option(
+    "--reference",
+    metavar="PIPELINE",
+    help="Also give every model's paired metric delta against this pipeline (e.g. a hard-label student).",
+)
 def report(run_dir: Path, fmt: str, reference: str | None) -> None:
     """Rebuild results.csv, report.md and plots/ of RUN_DIR from its results.jsonl, and print the report."""
-    from compbench.report import RunReport
+    from compbench.results.report import RunReport
 
     built = RunReport.from_run_dir(_run_dir(run_dir), reference)
     if reference and reference not in built.pipelines:
-        fail_usage(f"--reference {reference}: no such pipeline in {run_dir / 'results.jsonl'}; valid: {', '.join(built.pipelines)}")
+        fail_usage(f"--reference {reference}: no such pipeline in {run_dir / 'results.jsonl'}; "
+                   f"valid: {', '.join(built.pipelines)}")
     built.write(run_dir)
     click.echo(f"compbench: wrote {run_dir / 'report.md'}, {run_dir / 'results.csv'} and {run_dir / 'plots'}", err=True)
     click.echo(built.render(fmt), nl=False)
@@ -157,7 +177,7 @@ def report(run_dir: Path, fmt: str, reference: str | None) -> None:
 @FORMAT_OPTION
 def compare(run_a: Path, run_b: Path, fmt: str) -> None:
     """For measurements in both RUN_A and RUN_B: the change in metric, latency and size, flagged beyond the noise."""
-    from compbench.compare import RunComparison
+    from compbench.results.compare import RunComparison
 
     comparison = RunComparison.from_run_dirs(_run_dir(run_a), _run_dir(run_b))
     click.echo(comparison.render(fmt), nl=False)
@@ -169,7 +189,7 @@ def cache() -> None:
 
 
 def _cache_root(cache_dir: str | None) -> Path:
-    from compbench.runner import default_cache_dir
+    from compbench.config.settings import default_cache_dir
 
     root = default_cache_dir(None, cache_dir)
     if not root.is_dir():
@@ -181,7 +201,7 @@ def _cache_root(cache_dir: str | None) -> Path:
 @click.option("--cache-dir", help="The cache folder (default: COMPBENCH_CACHE_DIR or ~/.cache/compbench).")
 def cache_ls(cache_dir: str | None) -> None:
     """List cached models (newest use first) and count cached cell results."""
-    from compbench.cache_admin import listing
+    from compbench.cache.admin import listing
 
     for line in listing(_cache_root(cache_dir)):
         click.echo(line)
@@ -194,12 +214,16 @@ def cache_ls(cache_dir: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would go.")
 def cache_prune(cache_dir: str | None, older_than: float | None, everything: bool, dry_run: bool) -> None:
     """Remove unfinished builds left by killed runs, and with --older-than or --all, more."""
-    from compbench.cache_admin import human_bytes, prune
+    from compbench.cache.admin import human_bytes, prune
 
     removed = prune(_cache_root(cache_dir), older_than, everything, dry_run)
     for entry in removed:
-        click.echo(f"  {'would remove' if dry_run else 'removed'} {entry.kind} {entry.path} ({human_bytes(entry.bytes)})")
-    click.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(sum(e.bytes for e in removed))} in {len(removed)} entries")
+        click.echo(
+            f"  {'would remove' if dry_run else 'removed'} {entry.kind} {entry.path} ({human_bytes(entry.bytes)})"
+        )
+    click.echo(
+        f"{'would free' if dry_run else 'freed'} {human_bytes(sum(e.bytes for e in removed))} in {len(removed)} entries"
+    )
 
 
 if __name__ == "__main__":

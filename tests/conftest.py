@@ -44,7 +44,8 @@ def tiny_artifact(tmp_path_factory, minilm_path: Path):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from compbench.artifact import ArtifactStore, save_hf_artifact
+    from compbench.cache.store import ArtifactStore
+    from compbench.models.artifact import save_hf_artifact
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -61,7 +62,8 @@ def responsive(tiny_artifact, tmp_path_factory):
     barely move between rows (about 3e-5), too little to tell a right answer from a wrong one."""
     import torch
 
-    from compbench.artifact import ArtifactStore, save_hf_artifact
+    from compbench.cache.store import ArtifactStore
+    from compbench.models.artifact import save_hf_artifact
 
     model = tiny_artifact.torch_model()
     with torch.no_grad():
@@ -70,4 +72,5 @@ def responsive(tiny_artifact, tmp_path_factory):
             layer.attention.output.dense.weight.mul_(8)
         model.classifier.weight.mul_(30)
     store = ArtifactStore(tmp_path_factory.mktemp("responsive"))
-    return store.build("responsive", lambda f: save_hf_artifact(f, model, tiny_artifact.tokenizer(), task="sst2", lineage=[]))
+    return store.build("responsive", lambda f: save_hf_artifact(f, model, tiny_artifact.tokenizer(), task="sst2",
+                                                                lineage=[]))

@@ -1,7 +1,8 @@
-"""Backends: importing this package registers the built-ins."""
+"""Backends: each loads a ``ModelArtifact`` into a ``Session`` that is scored and timed. Suites name
+them through the registry in ``compbench.common.plugins`` (built-ins imported on first use,
+plugins through the ``compbench.backends`` entry points); a plugin subclasses :class:`Backend`."""
 
-from compbench.backends import onnxruntime as _onnxruntime  # noqa: F401  (registers "onnxruntime")
-from compbench.backends import torch as _torch  # noqa: F401  (registers "torch")
-from compbench.backends.base import BACKENDS, PROFILES, Availability, Backend, BackendOptions, Session
+from compbench.backends.base import Availability, Backend, Clock, Session
+from compbench.config.backends import BackendOptions
 
-__all__ = ["BACKENDS", "PROFILES", "Availability", "Backend", "BackendOptions", "Session"]
+__all__ = ["Availability", "Backend", "BackendOptions", "Clock", "Session"]

@@ -1,58 +1,24 @@
-"""The backend interface: load a ``ModelArtifact`` into a ready-to-run ``Session``."""
+"""The backend interface: load a ``ModelArtifact`` into a ready-to-run ``Session``.
+
+A backend entry's settings (``BackendOptions``: device, profile, threads, precision, options)
+are the suite's (``compbench.config.backends``); a backend's own ``options:`` are validated by its
+``Options`` model.
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from compbench.artifact import ModelArtifact
-from compbench.registry import Registry
-
-Device = Literal["cpu", "cuda"]
-DEVICES = get_args(Device)
-Precision = Literal["fp32", "fp16", "bf16"]
-
-# Named profiles: settings that stand for a deployment target.
-PROFILES: dict[str, dict] = {
-    "default": {},
-    "edge": {"threads": 1},   # a single-core edge device
-}
-
-
-class BackendOptions(BaseModel):
-    """How a backend runs a model; one entry of the suite's ``backends:`` list."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="registered backend name, e.g. torch")
-    device: Device = "cpu"
-    profile: str = "default"
-    threads: int | None = Field(None, ge=1, description="intra-op threads; default: the profile's, else all cores")
-    precision: Precision = "fp32"
-    options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings (see the backend's Options)")
-
-    def resolved_threads(self) -> int:
-        profile_threads = PROFILES.get(self.profile, {}).get("threads")
-        return self.threads or profile_threads or (os.cpu_count() or 1)
-
-    @property
-    def label(self) -> str:
-        """Unique within a suite: ``torch:cpu:default``, with non-default settings appended."""
-        parts = [self.name, self.device, self.profile]
-        if self.precision != "fp32":
-            parts.append(self.precision)
-        if self.threads is not None:
-            parts.append(f"t{self.threads}")
-        parts += [f"{key}={value}" for key, value in sorted(self.options.items())]
-        return ":".join(parts)
+from compbench.config.backends import BackendOptions
+from compbench.models.artifact import ModelArtifact
 
 
 @dataclass(frozen=True)
@@ -130,5 +96,3 @@ class Backend(ABC):
     def load(self, artifact: ModelArtifact, options: BackendOptions) -> Session:
         """A session ready to time; raise UnsupportedError for what cannot run here."""
 
-
-BACKENDS: Registry[Backend] = Registry("backend", "compbench.backends", base=Backend)

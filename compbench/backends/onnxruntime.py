@@ -21,9 +21,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compbench.artifact import ModelArtifact
-from compbench.backends.base import BACKENDS, Availability, Backend, BackendOptions, Clock, Session
-from compbench.errors import UnsupportedError
+from compbench.backends.base import Availability, Backend, Clock, Session
+from compbench.common.errors import UnsupportedError
+from compbench.config.backends import BackendOptions
+from compbench.models.artifact import ModelArtifact
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CUDA_DEVICE_ID = 0
@@ -80,7 +81,10 @@ class CudaInputs:
     def to_device(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
         import onnxruntime
 
-        return {name: onnxruntime.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id) for name, array in feeds.items()}
+        return {
+            name: onnxruntime.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id)
+            for name, array in feeds.items()
+        }
 
     def prepare(self, session, feeds: dict[str, np.ndarray]):
         binding = session.io_binding()
@@ -140,7 +144,6 @@ class OrtSession(Session):
         self.session = None
 
 
-@BACKENDS.register
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime, CPU or CUDA execution provider (CUDA needs the onnxruntime-gpu wheel)"
@@ -153,9 +156,13 @@ class OnnxRuntimeBackend(Backend):
         available = onnxruntime.get_available_providers()
         if provider not in available:
             hint = "; install onnxruntime-gpu for CUDA" if options.device == "cuda" else ""
-            return Availability(False, f"onnxruntime {onnxruntime.__version__} has no {provider} (has {', '.join(available)}){hint}")
+            return Availability(
+                False, f"onnxruntime {onnxruntime.__version__} has no {provider} (has {', '.join(available)}){hint}"
+            )
         if options.precision != "fp32":
-            return Availability(False, f"precision {options.precision} on onnxruntime comes from a quantize step, not a backend option")
+            return Availability(
+                False, f"precision {options.precision} on onnxruntime comes from a quantize step, not a backend option"
+            )
         return Availability(True)
 
     def load(self, artifact: ModelArtifact, options: BackendOptions) -> Session:
@@ -188,8 +195,10 @@ def check_provider(session, device: str) -> None:
     wanted, got = PROVIDERS[device], session.get_providers()
     if not got or got[0] != wanted:
         hint = "; check the CUDA and cuDNN libraries onnxruntime-gpu needs" if device == "cuda" else ""
-        raise UnsupportedError(f"onnxruntime could not start {wanted}: the session came up on "
-                               f"{', '.join(got) or 'no provider'}, and its timings would not be {device} timings{hint}")
+        raise UnsupportedError(
+            f"onnxruntime could not start {wanted}: the session came up on "
+            f"{', '.join(got) or 'no provider'}, and its timings would not be {device} timings{hint}"
+        )
 
 
 def session_options(options: BackendOptions, settings: OrtOptions):

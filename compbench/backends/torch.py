@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compbench.artifact import ModelArtifact
-from compbench.backends.base import BACKENDS, Availability, Backend, BackendOptions, Clock, Session
-from compbench.errors import UnsupportedError
+from compbench.backends.base import Availability, Backend, Clock, Session
+from compbench.common.errors import UnsupportedError
+from compbench.config.backends import BackendOptions
+from compbench.models.artifact import ModelArtifact
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Stored precisions that need a particular device.
@@ -79,7 +80,6 @@ class TorchSession(Session):
             torch.cuda.empty_cache()
 
 
-@BACKENDS.register
 class TorchBackend(Backend):
     name = "torch"
     description = "PyTorch eager, CPU or CUDA"
@@ -99,7 +99,9 @@ class TorchBackend(Backend):
         if needed_device != options.device:
             raise UnsupportedError(f"{artifact.precision} model on {options.device}: {why}")
         if artifact.precision != "fp32" and options.precision != "fp32":
-            raise UnsupportedError(f"precision {options.precision} applies to fp32 models; this one is {artifact.precision}")
+            raise UnsupportedError(
+                f"precision {options.precision} applies to fp32 models; this one is {artifact.precision}"
+            )
         device = torch.device(options.device)
         model = artifact.torch_model(device=options.device)
         if artifact.precision == "fp32":

@@ -1,9 +1,7 @@
-"""Compressors: built-ins register here; plugins through the ``compbench.compressors`` entry points."""
+"""Compressors: each takes a ``ModelArtifact`` and writes a new one. Suites name them through the
+registry in ``compbench.common.plugins`` (built-ins imported on first use, plugins through the
+``compbench.compressors`` entry points); a plugin subclasses :class:`Compressor`."""
 
-from compbench.compressors import distill as _distill  # noqa: F401  (registers "distill")
-from compbench.compressors import prune as _prune  # noqa: F401  (registers "prune")
-from compbench.compressors import quantize as _quantize  # noqa: F401  (registers "quantize")
-from compbench.compressors import svd as _svd  # noqa: F401  (registers "svd")
-from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor
+from compbench.compressors.base import CompressContext, Compressor
 
-__all__ = ["COMPRESSORS", "CompressContext", "Compressor"]
+__all__ = ["CompressContext", "Compressor"]

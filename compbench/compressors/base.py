@@ -9,11 +9,10 @@ from typing import Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from compbench.artifact import ModelArtifact
-from compbench.errors import UnsupportedError
-from compbench.progress import Reporter
-from compbench.registry import Registry
-from compbench.tasks import TaskData
+from compbench.common.errors import UnsupportedError
+from compbench.common.progress import Reporter
+from compbench.models.artifact import ModelArtifact
+from compbench.tasks.data import TaskData
 
 
 class NoParams(BaseModel):
@@ -73,5 +72,3 @@ def check_method_params(params: BaseModel, reads: set[str]) -> None:
         raise ValueError(f"method {params.method!r} does not use {', '.join(unused)}; it reads: "
                          f"{', '.join(sorted(reads)) or 'no other parameters'}")
 
-
-COMPRESSORS: Registry[Compressor] = Registry("compressor", "compbench.compressors", base=Compressor)

@@ -12,19 +12,25 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from compbench.artifact import ModelArtifact, save_hf_artifact
-from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor
-from compbench.kd import TeacherSignal, train_against_teachers
-from compbench.layer_matching import LayerMatcher
-from compbench.students import StudentSpec, build_student
-from compbench.training import TrainConfig
+from compbench.compressors.base import CompressContext, Compressor
+from compbench.config.training import TrainConfig
+from compbench.models.artifact import ModelArtifact, save_hf_artifact
+from compbench.training.kd import TeacherSignal
+from compbench.training.layer_matching import LayerMatcher
+from compbench.training.students import StudentSpec, build_student
+from compbench.training.teachers import train_against_teachers
 
 
 class DistillParams(TeacherSignal):
     student: StudentSpec
-    teacher_seeds: list[int] = Field(default_factory=list, description="further teachers: the task teacher fine-tuned again "
-                                     "with each seed; all teachers' softened distributions are averaged")
-    hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state MSE (learned projection when widths differ)")
+    teacher_seeds: list[int] = Field(
+        default_factory=list,
+        description="further teachers: the task teacher fine-tuned again "
+        "with each seed; all teachers' softened distributions are averaged",
+    )
+    hidden_weight: float = Field(
+        0.0, ge=0, description="weight of hidden-state MSE (learned projection when widths differ)"
+    )
     attention_weight: float = Field(0.0, ge=0, description="weight of attention-map MSE (needs equal head counts)")
     layer_map: dict[int, int] | None = Field(None, description="student layer -> teacher layer for the matching; "
                                              "default: uniform, last layers meet")
@@ -34,13 +40,14 @@ class DistillParams(TeacherSignal):
     @model_validator(mode="after")
     def _teacher_signal_needed(self) -> "DistillParams":
         if self.alpha == 0 and self.teacher_seeds:
-            raise ValueError("teacher_seeds: alpha 0 (hard labels) uses no teacher; give alpha > 0 or drop teacher_seeds")
+            raise ValueError(
+                "teacher_seeds: alpha 0 (hard labels) uses no teacher; give alpha > 0 or drop teacher_seeds"
+            )
         if self.layer_map is not None and self.hidden_weight == 0 and self.attention_weight == 0:
             raise ValueError("layer_map: no layer matching is on; set hidden_weight or attention_weight > 0")
         return self
 
 
-@COMPRESSORS.register
 class Distill(Compressor):
     name = "distill"
     Params = DistillParams
@@ -52,12 +59,16 @@ class Distill(Compressor):
         matcher = None
         if params.hidden_weight > 0 or params.attention_weight > 0:
             check_same_vocabulary(tokenizer, model.tokenizer())
-            matcher = LayerMatcher(model.torch_model(), student, params.layer_map, params.hidden_weight, params.attention_weight)
+            matcher = LayerMatcher(
+                model.torch_model(), student, params.layer_map, params.hidden_weight, params.attention_weight
+            )
         teachers = [model, *(ctx.teacher_with_seed(seed) for seed in params.teacher_seeds)] if params.alpha > 0 else []
         summary = train_against_teachers(student, tokenizer, teachers, params, params.train, ctx,
                                          keep_best=params.keep_best, matcher=matcher, description="distill")
         if matcher:
-            summary["layer_map"] = [[student_layer, teacher_layer] for student_layer, teacher_layer in matcher.layer_map.items()]
+            summary["layer_map"] = [
+                [student_layer, teacher_layer] for student_layer, teacher_layer in matcher.layer_map.items()
+            ]
         return save_hf_artifact(ctx.work_dir, student, tokenizer, task=model.task, lineage=[summary])
 
 

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from compbench.artifact import ModelArtifact, save_hf_artifact
-from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor, check_method_params
+from compbench.common.errors import UnsupportedError
+from compbench.compressors.base import CompressContext, Compressor, check_method_params
 from compbench.compressors.recovery import RecoveryParams, score_and_recover
-from compbench.encoding import encode_rows, iter_batches
-from compbench.errors import UnsupportedError
-from compbench.formats import save_sparse_state
-from compbench.torch_modules import ENCODER_LINEARS, check_pattern, linear_modules
+from compbench.models.artifact import ModelArtifact, save_hf_artifact
+from compbench.models.formats.sparse import save_sparse_state
+from compbench.models.surgery import ENCODER_LINEARS, check_pattern, linear_modules
+from compbench.tasks.encoding import encode_rows, iter_batches
 
 METHOD_PARAMS: dict[str, set[str]] = {
     "magnitude": {"amount", "scope", "modules", "recovery"},
@@ -44,10 +44,18 @@ METHOD_PARAMS: dict[str, set[str]] = {
 class PruneParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["magnitude", "heads", "ffn"] = Field(description="magnitude (unstructured), heads or ffn (structured)")
-    amount: float = Field(gt=0, lt=1, description="fraction removed: of the weights, of all heads, or of each layer's FFN neurons")
-    scope: Literal["global", "per_layer"] = Field("global", description="magnitude: rank weights across layers or within each")
-    modules: str = Field(ENCODER_LINEARS, description="magnitude: regex over Linear module names (default: the encoder's)")
+    method: Literal["magnitude", "heads", "ffn"] = Field(
+        description="magnitude (unstructured), heads or ffn (structured)"
+    )
+    amount: float = Field(
+        gt=0, lt=1, description="fraction removed: of the weights, of all heads, or of each layer's FFN neurons"
+    )
+    scope: Literal["global", "per_layer"] = Field(
+        "global", description="magnitude: rank weights across layers or within each"
+    )
+    modules: str = Field(
+        ENCODER_LINEARS, description="magnitude: regex over Linear module names (default: the encoder's)"
+    )
     importance: Literal["gradient", "weight"] = "gradient"
     importance_rows: int = Field(512, ge=1, description="training rows for gradient importance")
     recovery: RecoveryParams | None = None
@@ -60,7 +68,6 @@ class PruneParams(BaseModel):
         return self
 
 
-@COMPRESSORS.register
 class Prune(Compressor):
     name = "prune"
     Params = PruneParams
@@ -74,23 +81,36 @@ class Prune(Compressor):
 # ---------------------------------------------------------------- unstructured
 
 
-def prune_magnitude(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext) -> ModelArtifact:
+def prune_magnitude(
+    module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext
+) -> ModelArtifact:
     from torch.nn.utils import prune
 
     targets = linear_modules(module, params.modules)
     if params.scope == "global":
-        prune.global_unstructured([(m, "weight") for m in targets.values()], pruning_method=prune.L1Unstructured, amount=params.amount)
+        prune.global_unstructured(
+            [(m, "weight") for m in targets.values()], pruning_method=prune.L1Unstructured, amount=params.amount
+        )
     else:
         for linear in targets.values():
             prune.l1_unstructured(linear, "weight", amount=params.amount)
     record = score_and_recover(module, tokenizer, source, params.recovery, ctx, "prune")   # masks hold while training
     for linear in targets.values():
         prune.remove(linear, "weight")
-    sparsity = {name: round(1 - int(linear.weight.count_nonzero()) / linear.weight.numel(), 4) for name, linear in targets.items()}
+    sparsity = {
+        name: round(1 - int(linear.weight.count_nonzero()) / linear.weight.numel(), 4)
+        for name, linear in targets.items()
+    }
     weights = sum(linear.weight.numel() for linear in targets.values())
     zeros = sum(linear.weight.numel() - int(linear.weight.count_nonzero()) for linear in targets.values())
-    record.update({"pruned_modules": len(targets), "sparsity": round(zeros / weights, 4), "sparsity_per_module": sparsity,
-                   "storage": "bitmask + non-zero values (dense kernels at run time)"})
+    record.update(
+        {
+            "pruned_modules": len(targets),
+            "sparsity": round(zeros / weights, 4),
+            "sparsity_per_module": sparsity,
+            "storage": "bitmask + non-zero values (dense kernels at run time)",
+        }
+    )
     module.config.save_pretrained(ctx.work_dir)
     tokenizer.save_pretrained(ctx.work_dir)
     save_sparse_state(ctx.work_dir, module.state_dict(), [f"{name}.weight" for name in targets])
@@ -106,8 +126,10 @@ def encoder_layers(module) -> torch.nn.ModuleList:
     intermediate and output blocks)."""
     layers = getattr(getattr(module.base_model, "encoder", None), "layer", None)
     if layers is None or not all(hasattr(layer, "intermediate") and hasattr(layer, "attention") for layer in layers):
-        raise UnsupportedError(f"structured pruning supports BERT-style encoders (encoder.layer[i].attention/intermediate/"
-                               f"output); this model is {type(module).__name__}")
+        raise UnsupportedError(
+            f"structured pruning supports BERT-style encoders (encoder.layer[i].attention/intermediate/"
+            f"output); this model is {type(module).__name__}"
+        )
     return layers
 
 
@@ -119,9 +141,11 @@ def importance_batches(tokenizer, ctx: CompressContext, params: PruneParams):
         yield {k: torch.from_numpy(v) for k, v in batch.items()}, torch.from_numpy(targets["labels"])
 
 
-def gradient_importance(module, tokenizer, ctx, params, masks: list[torch.Tensor], forward: Callable) -> list[torch.Tensor]:
+def gradient_importance(
+    module, tokenizer, ctx, params, masks: list[torch.Tensor], forward: Callable
+) -> list[torch.Tensor]:
     """Sum over importance rows of |dL/d mask| for each mask (all ones: the model is unchanged)."""
-    module.eval()                                                   # no dropout: the scores describe the model as deployed
+    module.eval()  # no dropout: the scores describe the model as deployed
     totals = [torch.zeros_like(mask) for mask in masks]
     for inputs, labels in importance_batches(tokenizer, ctx, params):
         loss = forward(inputs, labels).loss
@@ -139,14 +163,15 @@ def head_importance(module, tokenizer, ctx, params: PruneParams) -> torch.Tensor
         mask = torch.ones(config.num_hidden_layers, config.num_attention_heads, requires_grad=True)
         (scores,) = gradient_importance(module, tokenizer, ctx, params, [mask],
                                         lambda inputs, labels: module(**inputs, labels=labels, head_mask=mask))
-        return scores / scores.norm(dim=-1, keepdim=True).clamp(min=1e-12)      # per-layer normalisation (Michel et al.)
+        return scores / scores.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # per-layer normalisation (Michel et al.)
     size = config.hidden_size // config.num_attention_heads
     scores = []
     for layer in layers:
         attention = layer.attention
         reads = [attention.self.query.weight, attention.self.key.weight, attention.self.value.weight]
         per_head = sum(w.detach().reshape(config.num_attention_heads, size, -1).pow(2).sum(dim=(1, 2)) for w in reads)
-        per_head = per_head + attention.output.dense.weight.detach().reshape(-1, config.num_attention_heads, size).pow(2).sum(dim=(0, 2))
+        output = attention.output.dense.weight.detach().reshape(-1, config.num_attention_heads, size)
+        per_head = per_head + output.pow(2).sum(dim=(0, 2))
         scores.append(per_head.sqrt())
     return torch.stack(scores)
 
@@ -188,7 +213,9 @@ def neuron_importance(module, tokenizer, ctx, params: PruneParams) -> list[torch
     hooks = [layer.intermediate.register_forward_hook(lambda _m, _i, output, mask=mask: output * mask)
              for layer, mask in zip(layers, masks)]
     try:
-        return gradient_importance(module, tokenizer, ctx, params, masks, lambda inputs, labels: module(**inputs, labels=labels))
+        return gradient_importance(
+            module, tokenizer, ctx, params, masks, lambda inputs, labels: module(**inputs, labels=labels)
+        )
     finally:
         for hook in hooks:
             hook.remove()
@@ -220,7 +247,9 @@ def prune_ffn(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx
     return save_structured(module, tokenizer, source, params, ctx, record)
 
 
-def save_structured(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext, record: dict) -> ModelArtifact:
+def save_structured(
+    module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext, record: dict
+) -> ModelArtifact:
     record.update(score_and_recover(module, tokenizer, source, params.recovery, ctx, f"prune {params.method}"))
     record["params_after"] = int(sum(np.prod(p.shape) for p in module.parameters()))
     return save_hf_artifact(ctx.work_dir, module, tokenizer, task=source.task, lineage=[record])

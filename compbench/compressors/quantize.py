@@ -1,13 +1,17 @@
 """``quantize``: INT8 (and fp16) quantization, one compressor with the method as a parameter.
 
-| method | library | writes | runs on |
-| --- | --- | --- | --- |
-| ``dynamic`` | PyTorch ``quantize_dynamic`` (INT8 ``nn.Linear`` weights, activations at run time) | ``torch-int8-dynamic`` | torch CPU |
-| ``ort-dynamic`` | onnxruntime ``quantize_dynamic`` (INT8 weights, activations at run time) | ``onnx`` | onnxruntime |
-| ``ort-static`` | onnxruntime ``quantize_static``, QDQ, activations calibrated on training rows | ``onnx`` | onnxruntime |
-| ``bnb-int8`` | bitsandbytes LLM.int8 through transformers | ``hf`` (8-bit) | torch, where bitsandbytes supports the device |
-| ``fp16`` | half-precision weights | ``hf`` (fp16) | torch CUDA |
-| ``ort-fp16`` | onnxruntime's ``convert_float_to_float16`` on the fp32 ONNX export (fp32 inputs/outputs kept) | ``onnx`` (fp16) | onnxruntime CUDA; the CPU provider runs it too, mostly in fp32 through inserted Casts |
+- ``dynamic``: PyTorch ``quantize_dynamic`` (INT8 ``nn.Linear`` weights, activations at run time); writes
+  ``torch-int8-dynamic``; runs on torch CPU.
+- ``ort-dynamic``: onnxruntime ``quantize_dynamic`` (INT8 weights, activations at run time); writes ``onnx``;
+  runs on onnxruntime.
+- ``ort-static``: onnxruntime ``quantize_static``, QDQ, activations calibrated on training rows; writes ``onnx``;
+  runs on onnxruntime.
+- ``bnb-int8``: bitsandbytes LLM.int8 through transformers; writes ``hf`` (8-bit); runs on torch, where
+  bitsandbytes supports the device.
+- ``fp16``: half-precision weights; writes ``hf`` (fp16); runs on torch CUDA.
+- ``ort-fp16``: onnxruntime's ``convert_float_to_float16`` on the fp32 ONNX export (fp32 inputs/outputs kept);
+  writes ``onnx`` (fp16); runs on onnxruntime CUDA (the CPU provider runs it too, mostly in fp32 through
+  inserted Casts).
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compbench.artifact import ModelArtifact, save_hf_artifact
-from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor, check_method_params
-from compbench.encoding import encode_rows, pad_batch
-from compbench.errors import UnsupportedError
-from compbench.formats import QUANTIZATION_SPEC, QUANTIZED_STATE, quantize_dynamic_int8
-from compbench.onnx_export import ONNX_FILE
+from compbench.common.errors import UnsupportedError
+from compbench.compressors.base import CompressContext, Compressor, check_method_params
+from compbench.models.artifact import ModelArtifact, save_hf_artifact
+from compbench.models.formats.torch_int8 import QUANTIZATION_SPEC, QUANTIZED_STATE, quantize_dynamic_int8
+from compbench.models.onnx_export import ONNX_FILE
+from compbench.tasks.encoding import encode_rows, pad_batch
 
 Method = Literal["dynamic", "ort-dynamic", "ort-static", "bnb-int8", "fp16", "ort-fp16"]
 QType = Literal["qint8", "quint8"]
@@ -53,9 +57,15 @@ class QuantizeParams(BaseModel):
     method: Method = Field(description="dynamic, ort-dynamic, ort-static, bnb-int8, fp16 or ort-fp16")
     per_channel: bool = Field(False, description="one scale per output channel (ORT methods)")
     weight_type: QType = "qint8"
-    activation_type: QType = Field("quint8", description="ort-static: activations' integer type (u8 x s8 is the fast x86 path)")
-    op_types: list[str] | None = Field(None, min_length=1, description="ONNX op types to quantize; default: onnxruntime's choice "
-                                       "for ort-dynamic, MatMul and Gather for ort-static")
+    activation_type: QType = Field(
+        "quint8", description="ort-static: activations' integer type (u8 x s8 is the fast x86 path)"
+    )
+    op_types: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ONNX op types to quantize; default: onnxruntime's choice "
+        "for ort-dynamic, MatMul and Gather for ort-static",
+    )
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI that saturate u8s8)")
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_rows: int = Field(256, ge=1, description="ort-static: training rows seen during calibration")
@@ -80,7 +90,6 @@ def method(name: str):
     return register
 
 
-@COMPRESSORS.register
 class Quantize(Compressor):
     name = "quantize"
     Params = QuantizeParams
@@ -112,11 +121,16 @@ def bnb_int8(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext)
         config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=params.threshold)
         # dtype: without it transformers casts every layer bitsandbytes leaves alone (embeddings,
         # LayerNorm, biases, the head) to fp16, a second compression this method does not name
-        quantized = AutoModelForSequenceClassification.from_pretrained(model.path, quantization_config=config, device_map=device,
-                                                                       dtype=torch.float32)
-    except Exception as exc:   # no bitsandbytes, or a build without kernels for this device
-        raise UnsupportedError(f"bitsandbytes ({_version('bitsandbytes')}) cannot run LLM.int8 on {device}: {type(exc).__name__}: {exc}") from None
-    return save_hf_artifact(ctx.work_dir, quantized, model.tokenizer(), task=model.task, lineage=[], precision="int8-bnb")
+        quantized = AutoModelForSequenceClassification.from_pretrained(
+            model.path, quantization_config=config, device_map=device, dtype=torch.float32
+        )
+    except Exception as exc:  # no bitsandbytes, or a build without kernels for this device
+        raise UnsupportedError(
+            f"bitsandbytes ({_version('bitsandbytes')}) cannot run LLM.int8 on {device}: {type(exc).__name__}: {exc}"
+        ) from None
+    return save_hf_artifact(
+        ctx.work_dir, quantized, model.tokenizer(), task=model.task, lineage=[], precision="int8-bnb"
+    )
 
 
 def _version(package: str) -> str:
@@ -130,7 +144,9 @@ def _version(package: str) -> str:
 
 @method("fp16")
 def fp16(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
-    return save_hf_artifact(ctx.work_dir, model.torch_model().half(), model.tokenizer(), task=model.task, lineage=[], precision="fp16")
+    return save_hf_artifact(
+        ctx.work_dir, model.torch_model().half(), model.tokenizer(), task=model.task, lineage=[], precision="fp16"
+    )
 
 
 # ------------------------------------------------------------------------ ONNX Runtime
@@ -144,9 +160,14 @@ def ort_dynamic(model: ModelArtifact, params: QuantizeParams, ctx: CompressConte
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _preprocessed_onnx(model) as source:
-        quantize_dynamic(source, ctx.work_dir / ONNX_FILE, weight_type=getattr(QuantType, QUANT_TYPES[params.weight_type]),
-                         per_channel=params.per_channel, reduce_range=params.reduce_range,
-                         op_types_to_quantize=params.op_types)
+        quantize_dynamic(
+            source,
+            ctx.work_dir / ONNX_FILE,
+            weight_type=getattr(QuantType, QUANT_TYPES[params.weight_type]),
+            per_channel=params.per_channel,
+            reduce_range=params.reduce_range,
+            op_types_to_quantize=params.op_types,
+        )
     return _finish(model, ctx, fmt="onnx", precision="int8-dynamic")
 
 
@@ -162,12 +183,20 @@ def ort_static(model: ModelArtifact, params: QuantizeParams, ctx: CompressContex
         ranges = {}
         if params.calibration_method == "entropy":
             ranges["calibration_cache_path"] = _entropy_ranges(source, reader, op_types)
-        quantize_static(source, ctx.work_dir / ONNX_FILE, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                        per_channel=params.per_channel, reduce_range=params.reduce_range,
-                        activation_type=getattr(QuantType, QUANT_TYPES[params.activation_type]),
-                        weight_type=getattr(QuantType, QUANT_TYPES[params.weight_type]),
-                        calibrate_method=getattr(CalibrationMethod, CALIBRATION[params.calibration_method]),
-                        extra_options=extra, **ranges)
+        quantize_static(
+            source,
+            ctx.work_dir / ONNX_FILE,
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=op_types,
+            per_channel=params.per_channel,
+            reduce_range=params.reduce_range,
+            activation_type=getattr(QuantType, QUANT_TYPES[params.activation_type]),
+            weight_type=getattr(QuantType, QUANT_TYPES[params.weight_type]),
+            calibrate_method=getattr(CalibrationMethod, CALIBRATION[params.calibration_method]),
+            extra_options=extra,
+            **ranges,
+        )
     return _finish(model, ctx, fmt="onnx", precision="int8-static")
 
 
@@ -206,8 +235,10 @@ def _entropy_ranges(source: Path, reader: CalibrationRows, op_types: list[str]) 
     from onnxruntime.quantization.calibrate import create_calibrator
 
     if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
-        raise UnsupportedError(f"entropy calibration needs an onnxruntime whose quantize_static takes calibration_cache_path "
-                               f"(this is {onnxruntime.__version__}); use calibration_method minmax or percentile")
+        raise UnsupportedError(
+            f"entropy calibration needs an onnxruntime whose quantize_static takes calibration_cache_path "
+            f"(this is {onnxruntime.__version__}); use calibration_method minmax or percentile"
+        )
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     calibrator = create_calibrator(source, op_types, augmented_model_path=str(source.parent / "augmented.onnx"),
@@ -271,4 +302,6 @@ def _finish(model: ModelArtifact, ctx: CompressContext, *, fmt: str, precision: 
     """Add the model config and tokenizer beside the written weights."""
     shutil.copyfile(model.path / "config.json", ctx.work_dir / "config.json")
     model.tokenizer().save_pretrained(ctx.work_dir)
-    return ModelArtifact(path=ctx.work_dir, task=model.task, num_labels=model.num_labels, format=fmt, hash="", precision=precision)
+    return ModelArtifact(
+        path=ctx.work_dir, task=model.task, num_labels=model.num_labels, format=fmt, hash="", precision=precision
+    )

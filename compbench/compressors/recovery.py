@@ -7,14 +7,18 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from compbench.artifact import ModelArtifact
 from compbench.compressors.base import CompressContext
-from compbench.kd import TeacherSignal, train_against_teachers
-from compbench.training import TrainConfig, validation_evaluator
+from compbench.config.training import TrainConfig
+from compbench.models.artifact import ModelArtifact
+from compbench.training.evaluation import validation_evaluator
+from compbench.training.kd import TeacherSignal
+from compbench.training.teachers import train_against_teachers
 
 
 class RecoveryParams(TeacherSignal):
-    alpha: float = Field(0.0, ge=0, le=1, description="weight of distillation from the uncompressed model; 0 = labels only")
+    alpha: float = Field(
+        0.0, ge=0, le=1, description="weight of distillation from the uncompressed model; 0 = labels only"
+    )
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1, learning_rate=5e-5))
     keep_best: bool = Field(True, description="keep the epoch with the best validation metric")
 
@@ -25,7 +29,9 @@ def score_and_recover(model: torch.nn.Module, tokenizer, source: ModelArtifact, 
     fine-tune it in place; returns what to record in the lineage."""
     evaluate, split = validation_evaluator(ctx.data, tokenizer, ctx.max_seq_len)
     record = {"score_before_recovery": evaluate(model), "eval_split": split}
-    ctx.reporter.log(f"  {ctx.data.task.name} {description}: {split} score before recovery {record['score_before_recovery']:.4f}")
+    ctx.reporter.log(
+        f"  {ctx.data.task.name} {description}: {split} score before recovery {record['score_before_recovery']:.4f}"
+    )
     if recovery is not None:
         summary = train_against_teachers(model, tokenizer, [source], recovery, recovery.train, ctx,
                                          keep_best=recovery.keep_best, description=f"{description} recovery")

@@ -14,18 +14,20 @@ import math
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from compbench.artifact import ModelArtifact, save_hf_artifact
-from compbench.compressors.base import COMPRESSORS, CompressContext, Compressor
+from compbench.compressors.base import CompressContext, Compressor
 from compbench.compressors.recovery import RecoveryParams, score_and_recover
-from compbench.formats import LOW_RANK_SPEC
-from compbench.torch_modules import ENCODER_LINEARS, check_pattern, factorised_linear, linear_modules, replace_module
+from compbench.models.artifact import ModelArtifact, save_hf_artifact
+from compbench.models.formats.low_rank import LOW_RANK_SPEC
+from compbench.models.surgery import ENCODER_LINEARS, check_pattern, factorised_linear, linear_modules, replace_module
 
 
 class SvdParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rank: int | None = Field(None, ge=1, description="the same rank for every selected layer")
-    energy: float | None = Field(None, gt=0, le=1, description="share of the squared singular values to keep, per layer")
+    energy: float | None = Field(
+        None, gt=0, le=1, description="share of the squared singular values to keep, per layer"
+    )
     ratio: float | None = Field(None, gt=0, lt=1, description="share of each layer's parameters to keep")
     modules: str = Field(ENCODER_LINEARS, description="regex over Linear module names (default: the encoder's)")
     recovery: RecoveryParams | None = None
@@ -65,7 +67,6 @@ def factorise(linear: torch.nn.Linear, rank: int, singular: tuple) -> torch.nn.S
     return pair
 
 
-@COMPRESSORS.register
 class Svd(Compressor):
     name = "svd"
     Params = SvdParams
@@ -84,8 +85,14 @@ class Svd(Compressor):
                 continue
             replace_module(module, name, factorise(linear, rank, tuple(t.float() for t in singular)))
             ranks[name] = rank
-        ctx.reporter.log(f"  svd: {len(ranks)} layers factorised, {len(left_dense)} left dense (rank would not save parameters)")
-        record = {"ranks": ranks, "left_dense": left_dense, **score_and_recover(module, tokenizer, model, params.recovery, ctx, "svd")}
+        ctx.reporter.log(
+            f"  svd: {len(ranks)} layers factorised, {len(left_dense)} left dense (rank would not save parameters)"
+        )
+        record = {
+            "ranks": ranks,
+            "left_dense": left_dense,
+            **score_and_recover(module, tokenizer, model, params.recovery, ctx, "svd"),
+        }
         artifact = save_hf_artifact(ctx.work_dir, module, tokenizer, task=model.task, lineage=[record])
         if ranks:
             (ctx.work_dir / LOW_RANK_SPEC).write_text(json.dumps({"ranks": ranks}, indent=1))

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from compbench.artifact import ModelArtifact, save_hf_artifact
-from compbench.compressors import CompressContext, Compressor
-from compbench.errors import UnsupportedError, UsageError
+from compbench.common.errors import UnsupportedError, UsageError
+from compbench.compressors.base import CompressContext, Compressor
+from compbench.models.artifact import ModelArtifact, save_hf_artifact
 
 __all__ = ["LayerDrop", "LayerDropParams"]
 __version__ = "0.1.0"
@@ -30,7 +30,8 @@ class LayerDropParams(BaseModel):
 
     keep: list[int] | None = Field(None, min_length=1, description="encoder layer indices to keep (0 = the bottom "
                                    "layer); they run in their original order")
-    drop_top: int | None = Field(None, ge=1, description="drop the top N encoder layers (Sajjad et al.'s best strategy)")
+    drop_top: int | None = Field(None, ge=1, description="drop the top N encoder layers "
+                                 "(Sajjad et al.'s best strategy)")
 
     @field_validator("keep")
     @classmethod
@@ -47,7 +48,8 @@ class LayerDropParams(BaseModel):
     def _exactly_one(self) -> "LayerDropParams":
         if (self.keep is None) == (self.drop_top is None):
             given = "both" if self.keep is not None else "neither"
-            raise ValueError(f"give exactly one of keep (layer indices, e.g. [0, 2, 4]) or drop_top (a count); got {given}")
+            raise ValueError("give exactly one of keep (layer indices, e.g. [0, 2, 4]) or drop_top (a count); "
+                             f"got {given}")
         return self
 
 
@@ -75,7 +77,8 @@ class LayerDrop(Compressor):
         config = module.config
         config.num_hidden_layers = len(keep)
         if getattr(config, "pruned_heads", None):   # keyed by layer index: follow the layers, forget dropped ones
-            config.pruned_heads = {new: config.pruned_heads[old] for new, old in enumerate(keep) if old in config.pruned_heads}
+            config.pruned_heads = {new: config.pruned_heads[old] for new, old in enumerate(keep)
+                                   if old in config.pruned_heads}
 
         record = {"kept_layers": keep, "dropped_layers": [i for i in range(len(layers)) if i not in keep],
                   "layers_before": len(layers), "layers_after": len(keep),

@@ -1,0 +1,1 @@
+"""What every other part of compbench may use: errors, hashing, registries, progress, machine facts, atomic files."""

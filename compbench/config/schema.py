@@ -1,0 +1,214 @@
+"""The suite file's schema (pydantic): every section rejects unknown keys, names are checked
+against the registries, and a compressor's ``params`` / a backend's ``options`` against that
+plugin's own settings model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from compbench.common.errors import UsageError
+from compbench.common.plugins import BACKENDS, COMPRESSORS
+from compbench.common.registry import unknown_name_message
+from compbench.config.backends import DEVICES, PROFILES, BackendOptions
+from compbench.config.error_lines import FieldError, ParamsError
+from compbench.config.measure import MeasureConfig
+from compbench.config.training import TrainConfig
+from compbench.tasks.glue import get_task, task_names
+
+BASELINE = "baseline"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _known_task(name: str) -> str:
+    try:
+        get_task(name)
+    except UsageError as exc:   # pydantic reports only ValueError/AssertionError with the field's location
+        raise ValueError(str(exc)) from None
+    return name
+
+
+TaskName = Annotated[str, AfterValidator(_known_task)]
+
+
+class DataConfig(Strict):
+    dir: str | None = Field(
+        None, description="local GLUE folder (parquet or TSV layout, relative to the suite file) or 'hub'"
+    )
+    limit_train: int | None = Field(None, ge=1, description="seeded subset of the training rows")
+    limit_eval: int | None = Field(None, ge=1, description="seeded subset of the evaluation rows")
+    seed: int = 0
+
+
+class StepConfig(Strict):
+    compressor: str = Field(description="a registered compressor; `compbench list` shows them")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("compressor")
+    @classmethod
+    def _known_compressor(cls, name: str) -> str:
+        if name not in COMPRESSORS:
+            raise ValueError(COMPRESSORS.unknown_name_message(name))
+        return name
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> "StepConfig":
+        params_model = COMPRESSORS.get(self.compressor).Params
+        self.params, errors = _validated_params(params_model, self.params)
+        if errors:
+            raise ParamsError(params_model, errors)
+        return self
+
+
+class RunnerConfig(Strict):
+    """How cells are run: the suite's ``runner:`` section (the command line overrides it)."""
+
+    isolation: Literal["subprocess", "inline"] = Field(
+        "subprocess",
+        description="each build and each cell in a fresh process (subprocess) or in the runner's own (inline)",
+    )
+    cell_timeout: float | None = Field(
+        3600.0, gt=0, description="seconds one cell's measurement may take (subprocess isolation)"
+    )
+    build_timeout: float | None = Field(
+        None, gt=0, description="seconds one pipeline's build may take, training included"
+    )
+
+
+class PipelineConfig(Strict):
+    name: str = Field(min_length=1, description="unique within the suite")
+    steps: list[StepConfig] = Field(default_factory=list)
+    backends: list[str] | None = Field(
+        None,
+        description="measure only on these backends: a name (torch), a name and "
+        "device (torch:cuda) or a backend's label (torch:cuda:default); "
+        "default: every backend",
+    )
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, names: list[str] | None) -> list[str] | None:
+        for index, entry in enumerate(names or []):
+            name, _, rest = entry.partition(":")
+            device = rest.split(":")[0]
+            if name not in BACKENDS:
+                raise FieldError((index,), BACKENDS.unknown_name_message(name))
+            if device and device not in DEVICES:
+                raise FieldError((index,), unknown_name_message("device", device, list(DEVICES)))
+        return names
+
+    def runs_on(self, backend: BackendOptions) -> bool:
+        return self.backends is None or any(entry in (backend.name, f"{backend.name}:{backend.device}", backend.label)
+                                            for entry in self.backends)
+
+    @model_validator(mode="after")
+    def _baseline_is_uncompressed(self) -> "PipelineConfig":
+        if self.name == BASELINE and self.steps:
+            raise FieldError(("steps",), f"the pipeline name {BASELINE!r} is reserved for the uncompressed teacher "
+                                         "and takes no steps; give this pipeline another name")
+        return self
+
+
+class BackendConfig(BackendOptions):
+    @field_validator("name")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        if name not in BACKENDS:
+            raise ValueError(BACKENDS.unknown_name_message(name))
+        return name
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, profile: str) -> str:
+        if profile not in PROFILES:
+            raise ValueError(unknown_name_message("profile", profile, sorted(PROFILES)))
+        return profile
+
+    @model_validator(mode="after")
+    def _valid_options(self) -> "BackendConfig":
+        options_model = BACKENDS.get(self.name).Options
+        _, errors = _validated_params(options_model, self.options)   # kept as written: it names the cell
+        if errors:
+            raise ParamsError(options_model, errors, field="options")
+        return self
+
+
+# List fields whose entries must differ: field -> (what an entry is, its identity, where in the entry that lives).
+_UNIQUE_ENTRIES = {
+    "tasks": ("task", lambda task: task, ()),
+    "pipelines": ("pipeline name", lambda pipeline: pipeline.name, ("name",)),
+    "backends": ("backend", lambda backend: backend.label, ()),
+}
+
+
+class Suite(Strict):
+    name: str = Field(min_length=1, description="names the run folders")
+    description: str = ""
+    model: str = Field("minilm-l6", description="base model: packaged alias, local folder or hub id")
+    tasks: list[TaskName] = Field(min_length=1, description=f"GLUE tasks, from: {', '.join(task_names())}")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TrainConfig = Field(default_factory=TrainConfig)
+    pipelines: list[PipelineConfig] = Field(default_factory=list)
+    backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig(name="torch")], min_length=1)
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    seed: int = 0
+    cache_dir: str | None = Field(None, description="where built artifacts are kept (default ~/.cache/compbench)")
+
+    @field_validator(*_UNIQUE_ENTRIES)
+    @classmethod
+    def _no_duplicates(cls, entries: list, info: ValidationInfo) -> list:
+        what, identity, inner = _UNIQUE_ENTRIES[info.field_name]
+        first_index: dict = {}
+        for index, entry in enumerate(entries):
+            first = first_index.setdefault(identity(entry), index)
+            if first != index:
+                raise FieldError(
+                    (index, *inner), f"duplicate {what} {identity(entry)!r}: {info.field_name}[{first}] has it already"
+                )
+        return entries
+
+    @model_validator(mode="after")
+    def _add_baseline(self) -> "Suite":
+        if not any(p.name == BASELINE for p in self.pipelines):
+            self.pipelines.insert(0, PipelineConfig(name=BASELINE))
+        return self
+
+    # Set by load_suite: the folder relative paths in the suite are resolved against.
+    _base_dir: Path = Path(".")
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self._base_dir / path).resolve()
+
+
+def _validated_params(model: type[BaseModel], params: dict) -> tuple[dict, list[dict]]:
+    """``params`` checked against a compressor's Params model: (validated values, pydantic-style errors)."""
+    errors = []
+    if (
+        model.model_config.get("extra", "ignore") == "ignore"
+    ):  # pydantic's default: a misspelt key would vanish silently
+        known = {key for name, field in model.model_fields.items() for key in (name, field.alias) if key}
+        errors = [
+            {"type": "extra_forbidden", "loc": (key,), "input": value}
+            for key, value in params.items()
+            if key not in known
+        ]
+    try:
+        return model.model_validate(params).model_dump(), errors
+    except ValidationError as exc:
+        return params, errors + exc.errors()

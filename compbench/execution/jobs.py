@@ -1,0 +1,183 @@
+"""The units of work a run hands to an executor, and doing one of them.
+
+A run is three kinds of job: a **build** makes the artifact at the end of one (task, pipeline)
+(the teacher for the baseline), through the content-addressed store; a **peak** job measures
+the machine's dense matmul rate for one (device, threads, dtype), the roof that cells' achieved
+GFLOP/s are read against; a **measure** job measures one cell (task, pipeline, backend) on that
+artifact and yields its rows. A job is plain data (JSON), so it runs the same in this process,
+in a fresh subprocess or on a Ray worker: ``run_job`` rebuilds the suite, data and store from
+``RunSettings``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from compbench.cache.store import ArtifactStore
+from compbench.common.errors import DataNotFoundError, Failures, UnsupportedError, UsageError
+from compbench.common.progress import Reporter
+from compbench.compressors.chain import PipelineBuild
+from compbench.config.cells import Cell, expand
+from compbench.config.loading import load_suite
+from compbench.config.schema import Suite
+from compbench.config.settings import RunSettings
+from compbench.measurement.cell import CellMeasurement
+from compbench.models.artifact import ModelArtifact
+from compbench.models.references import ResolvedModel, resolve_model
+from compbench.tasks.data import TaskData, load_task_data
+from compbench.tasks.glue import get_task
+from compbench.tasks.sources import DataSource, resolve_data_source
+from compbench.training.finetune import finetuned_teacher
+
+BUILD, MEASURE, PEAK = "build", "measure", "peak"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str                  # BUILD, PEAK or MEASURE
+    task: str
+    pipeline: str
+    backend: str | None = None   # a measure job's backend label; a peak job's ``device:threads:dtype``
+    artifact_hash: str | None = None   # a measure job's artifact
+    cpus: int = 1              # what the job asks of a Ray cluster: cores ...
+    gpus: int = 0              # ... and GPUs
+
+    def timeout(self, settings: RunSettings) -> float | None:
+        """Seconds this job may take in its own process (builds and measurements have their own limits)."""
+        return settings.build_timeout if self.kind == BUILD else settings.cell_timeout
+
+    @property
+    def label(self) -> str:
+        if self.kind == PEAK:
+            return f"matmul peak {self.backend}"
+        return f"{self.task}/{self.pipeline}" + (f"/{self.backend}" if self.backend else "")
+
+
+def peak_job(device: str, threads: int, dtype: str) -> Job:
+    return Job(PEAK, "", "", f"{device}:{threads}:{dtype}", cpus=threads, gpus=1 if device.startswith("cuda") else 0)
+
+
+@dataclass
+class JobResult:
+    job: Job
+    status: str                            # ok, failed or skipped
+    reason: str | None = None
+    artifact_hash: str | None = None       # a build's artifact
+    rows: list[dict] = field(default_factory=list)   # a measure job's rows
+    tracebacks: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "job": asdict(self.job)}
+
+    @classmethod
+    def from_json(cls, value: dict) -> "JobResult":
+        return cls(**{**value, "job": Job(**value["job"])})
+
+
+def load_run_suite(settings: RunSettings) -> Suite:
+    suite = load_suite(settings.suite_file)
+    suite._base_dir = Path(settings.base_dir)
+    return suite
+
+
+def data_source(suite: Suite, data_dir: str | None) -> DataSource:
+    """Where the suite's data comes from (the command line's folder first); a usage error if it is not there."""
+    suite_dir = suite.data.dir
+    if suite_dir and suite_dir != "hub":
+        suite_dir = str(suite.resolve_path(suite_dir))
+    try:
+        return resolve_data_source(data_dir, suite_dir)
+    except DataNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class RunContext:
+    """A run's suite, data source, base model and store, rebuilt from ``RunSettings`` in
+    whichever process does the job; task data and pipeline builders are kept per task."""
+
+    def __init__(self, settings: RunSettings, reporter: Reporter) -> None:
+        self.settings, self.reporter = settings, reporter
+        self.suite = load_run_suite(settings)
+        self.source: DataSource = data_source(self.suite, settings.data_dir)
+        self.base_model: ResolvedModel = resolve_model(self.suite.model, self.suite.resolve_path("."))
+        self.store = ArtifactStore(Path(settings.cache_dir))
+        self._data: dict[str, TaskData] = {}
+        self._builders: dict[str, PipelineBuild] = {}
+
+    def task_data(self, task: str) -> TaskData:
+        if task not in self._data:
+            self._data[task] = load_task_data(
+                get_task(task),
+                self.source,
+                seed=self.suite.data.seed,
+                limit_train=self.settings.limit_train,
+                limit_eval=self.settings.limit_eval,
+            )
+        return self._data[task]
+
+    def teacher(self, task: str, seed: int | None = None) -> ModelArtifact:
+        recipe = self.suite.teacher if seed is None else self.suite.teacher.model_copy(update={"seed": seed})
+        return finetuned_teacher(self.base_model, self.task_data(task), recipe, self.store, self.reporter)
+
+    def builder(self, task: str) -> PipelineBuild:
+        if task not in self._builders:
+            self._builders[task] = PipelineBuild(
+                self.teacher(task), self.task_data(task), self.store, seed=self.suite.seed, device="cpu",
+                reporter=self.reporter, max_seq_len=self.suite.teacher.max_seq_len,
+                retrain_teacher=lambda seed: self.teacher(task, seed))
+        return self._builders[task]
+
+    def pipeline(self, name: str):
+        return next(p for p in self.suite.pipelines if p.name == name)
+
+    def cell(self, job: Job) -> Cell:
+        return next(c for c in expand(self.suite) if c.task == job.task and c.pipeline.name == job.pipeline
+                    and c.backend.label == job.backend)
+
+
+def run_job(context: RunContext, job: Job) -> JobResult:
+    """Do ``job``; every error becomes the result's status and reason, never an exception."""
+    start = time.perf_counter()
+    failures = Failures()
+    try:
+        result = JOB_KINDS[job.kind](context, job, failures)
+    except (UnsupportedError, DataNotFoundError) as exc:
+        result = JobResult(job, "skipped", str(exc))
+    except Exception as exc:
+        result = JobResult(job, "failed", failures.describe(job.label, exc))
+    result.tracebacks = failures.tracebacks
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _build(context: RunContext, job: Job, failures: Failures) -> JobResult:
+    artifact = context.builder(job.task).run(context.pipeline(job.pipeline))
+    return JobResult(job, "ok", artifact_hash=artifact.hash)
+
+
+def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
+    cell = context.cell(job)
+    artifact = context.store.get(job.artifact_hash)
+    if artifact is None:
+        raise FileNotFoundError(f"artifact {job.artifact_hash} is not in the cache {context.store.root}")
+    measurement = CellMeasurement(context.suite, context.settings.run_id, context.store, context.reporter, failures)
+    rows = measurement.measure(cell, artifact, context.task_data(job.task))
+    return JobResult(job, "ok", rows=rows)
+
+
+def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:
+    from compbench.measurement.peak import measure_matmul_peak
+
+    device, threads, dtype = job.backend.rsplit(":", 2)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return JobResult(job, "skipped", "CUDA is not available on the machine that got this job")
+    return JobResult(job, "ok", rows=[measure_matmul_peak(device, int(threads), dtype).to_json()])
+
+
+JOB_KINDS = {BUILD: _build, MEASURE: _measure, PEAK: _peak}

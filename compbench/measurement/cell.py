@@ -1,0 +1,143 @@
+"""Measuring one cell: a built artifact on one backend -> one result row per timed shape.
+
+A cell's rows hold its accuracy (scored through the session that is timed), its size as
+deployed, its logit parity against PyTorch fp32, and per shape its latency and FLOPs. The
+result cache stores them under :func:`cell_key`, which covers everything they depend on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from compbench.backends.base import Session
+from compbench.cache.store import ArtifactStore
+from compbench.common import envinfo
+from compbench.common.errors import Failures, UnsupportedError
+from compbench.common.hashing import stable_hash
+from compbench.common.plugins import BACKENDS
+from compbench.common.progress import Reporter
+from compbench.config.cells import Cell, shapes
+from compbench.config.schema import Suite
+from compbench.measurement.accuracy import evaluate_session
+from compbench.measurement.flops import flops_per_example
+from compbench.measurement.parity import parity_max_abs_diff
+from compbench.measurement.timing import time_shape
+from compbench.models.artifact import ModelArtifact, files_size
+from compbench.results.rows import cell_row, closed_rows
+from compbench.tasks.data import TaskData
+from compbench.tasks.encoding import timing_batch
+
+# Bump when measuring changes what a row says for the same model and settings.
+MEASURE_VERSION = "2"   # 2: p10, every timed call, labels, seeds, FLOPs
+
+
+@lru_cache(maxsize=1)
+def machine_fingerprint() -> dict:
+    info = envinfo.collect()
+    return {key: info[key] for key in ("cpu", "cpu_count", "cpu_affinity", "gpus", "packages", "python")}
+
+
+def cell_key(suite: Suite, cell: Cell, artifact_hash: str, data_fingerprint: str) -> str:
+    """The result cache's key of a cell: the model, backend and measure settings, rows, seed, machine, code version."""
+    return stable_hash({
+        "version": MEASURE_VERSION, "artifact": artifact_hash, "backend": cell.backend.model_dump(),
+        "threads": cell.backend.resolved_threads(), "measure": suite.measure.model_dump(), "data": data_fingerprint,
+        "max_seq_len": suite.teacher.max_seq_len, "seed": suite.seed, "machine": machine_fingerprint(),
+    })
+
+
+def size_of(artifact: ModelArtifact, session: Session) -> dict:
+    """Parameters as stored, and the bytes of the files the session deployed."""
+    params, nonzero = artifact.parameter_counts()
+    return {"size_bytes": files_size(session.deployed_files), "params": params, "nonzero_params": nonzero}
+
+
+class CellMeasurement:
+    """Measures cells of one run: accuracy through the timed session, size, latency per shape,
+    and logit parity against PyTorch fp32."""
+
+    def __init__(self, suite: Suite, run_id: str, store: ArtifactStore, reporter: Reporter, failures: Failures) -> None:
+        self.suite, self.run_id, self.store, self.reporter, self.failures = suite, run_id, store, reporter, failures
+
+    def measure(self, cell: Cell, artifact: ModelArtifact, data: TaskData) -> list[dict]:
+        backend = BACKENDS.get(cell.backend.name)()
+        availability = backend.availability(cell.backend)
+        if not availability.ok:
+            return self._closed(cell, "skipped", availability.reason)
+        self.reporter.log(f"{cell.cell_id}: measuring")
+        try:
+            session = backend.load(artifact, cell.backend)
+        except UnsupportedError as exc:
+            return self._closed(cell, "skipped", str(exc))
+        except Exception as exc:
+            return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
+        try:
+            return self._measure_session(cell, session, artifact, data)
+        finally:
+            session.close()
+
+    def _measure_session(self, cell: Cell, session: Session, artifact: ModelArtifact, data: TaskData) -> list[dict]:
+        try:
+            tokenizer = artifact.tokenizer()
+            common = self._shape_independent(cell, session, artifact, tokenizer, data)
+        except Exception as exc:
+            return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
+        flops = self._flops(artifact)
+        return [self._timed_row(cell, session, tokenizer, data, batch_size, seq_len, common, flops)
+                for batch_size, seq_len in shapes(self.suite)]
+
+    def _shape_independent(self, cell: Cell, session: Session, artifact: ModelArtifact, tokenizer,
+                           data: TaskData) -> dict:
+        """What every row of the cell shares: accuracy, size, parity, provenance."""
+        suite = self.suite
+        accuracy, logits = evaluate_session(
+            session, tokenizer, data, suite.teacher.max_seq_len, suite.measure, suite.seed
+        )
+        parity = parity_max_abs_diff(cell.backend, artifact, data, logits, self.store, suite.teacher.max_seq_len,
+                                     suite.measure.eval_batch_size)
+        return {
+            **size_of(artifact, session),
+            **accuracy,
+            "artifact": str(artifact.path),
+            "artifact_hash": artifact.hash,
+            "artifact_format": artifact.format,
+            "artifact_precision": artifact.precision,
+            "parity_max_abs_diff": parity,
+            "lineage": artifact.lineage,
+            "data_source": data.source,
+            "train_rows": len(data.train),
+            "seeds": self._seeds(),
+        }
+
+    def _timed_row(self, cell: Cell, session: Session, tokenizer, data: TaskData, batch_size: int, seq_len: int,
+                   common: dict, flops: dict[int, int]) -> dict:
+        """The row of one shape: latency on real rows padded to ``seq_len``, throughput and FLOPs."""
+        row = cell_row(self.run_id, cell, batch_size, seq_len, **common)
+        try:
+            timing_rows = next(iter(data.eval.values()))
+            batch = timing_batch(tokenizer, data.task, timing_rows, batch_size, seq_len, seed=self.suite.seed)
+            timing = time_shape(session, batch, self.suite.measure)
+            latency = timing["latency_ms"]
+            row.update(timing, status="ok", flops=flops[seq_len] * batch_size if seq_len in flops else None,
+                       throughput_per_s=batch_size * 1000.0 / latency["mean"])
+            self.reporter.log(f"  batch {batch_size} x {seq_len}: p50 {latency['p50']:.2f} ms, "
+                              f"p90 {latency['p90']:.2f} ms (n={latency['n']})")
+        except Exception as exc:
+            row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} batch {batch_size}", exc))
+        return row
+
+    def _flops(self, artifact: ModelArtifact) -> dict[int, int]:
+        """FLOPs per example at each timed sequence length; a model the counter cannot take gets none, not a failure."""
+        try:
+            return flops_per_example(artifact, self.store, sorted({seq for _, seq in shapes(self.suite)}))
+        except Exception as exc:
+            self.reporter.log(f"  FLOPs not counted: {type(exc).__name__}: {exc}")
+            return {}
+
+    def _seeds(self) -> dict:
+        """Every seed behind the row: the run's (builds, bootstrap, timing rows), the data subset's, the teacher's."""
+        return {"run": self.suite.seed, "data": self.suite.data.seed, "teacher": self.suite.teacher.seed,
+                "bootstrap": self.suite.seed}
+
+    def _closed(self, cell: Cell, status: str, reason: str) -> list[dict]:
+        return closed_rows(self.run_id, cell, shapes(self.suite), status, reason)

@@ -1,0 +1,257 @@
+"""The machine's compute roof: the best sustained dense matrix-product rate for one device, dtype
+and thread count, measured once per run and read against by every cell's achieved GFLOP/s
+(``results.analysis.roofline``).
+
+FLOP convention (that of ``FlopCounterMode``, see ``flops.py``): one multiply-accumulate is 2 FLOPs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from compbench.config.backends import BackendOptions
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int8": torch.int8,        # torch._int_mm or fbgemm (see _kernels): int32 accumulate
+}
+MIN_TIMED_CALLS = 3
+
+
+@dataclass(frozen=True)
+class MatmulPeak:
+    """Best sustained dense-matmul rate measured on one device, dtype and thread count."""
+
+    device: str        # "cpu" or "cuda" (or "cuda:0")
+    threads: int       # torch intra-op threads used (CPU); torch.get_num_threads() on CUDA too
+    dtype: str         # "float32", "float16", "bfloat16" or "int8" (int32 accumulate)
+    size: int          # n of the n x n x n matmul that gave the best rate
+    gflops: float      # 2*n^3 / fastest call's seconds at the best size, in GFLOP/s
+    # CUDA float32 only: torch.get_float32_matmul_precision() in effect while measuring
+    # ("highest" = true fp32; "high"/"medium" allow TF32/bf16 inner products). None otherwise.
+    matmul_precision: str | None = None
+
+    def to_json(self) -> dict:
+        """Plain JSON-serialisable dict of all fields."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict) -> MatmulPeak:
+        """Inverse of :meth:`to_json`; unknown keys are ignored, ``matmul_precision`` is optional."""
+        required = [f.name for f in fields(cls) if f.name != "matmul_precision"]
+        missing = [name for name in required if name not in value]
+        if missing:
+            raise ValueError(f"MatmulPeak.from_json: missing field(s) {', '.join(missing)}")
+        precision = value.get("matmul_precision")
+        return cls(
+            device=str(value["device"]),
+            threads=int(value["threads"]),
+            dtype=str(value["dtype"]),
+            size=int(value["size"]),
+            gflops=float(value["gflops"]),
+            matmul_precision=None if precision is None else str(precision),
+        )
+
+
+def _resolve_dtype(dtype: str) -> torch.dtype:
+    """Map a dtype name to ``torch.dtype``; ValueError listing the valid names otherwise."""
+    try:
+        return DTYPES[dtype]
+    except (KeyError, TypeError):
+        valid = ", ".join(repr(name) for name in DTYPES)
+        raise ValueError(f"unsupported dtype {dtype!r} for measure_matmul_peak; valid: {valid}") from None
+
+
+def _resolve_device(device: str) -> torch.device:
+    """Parse ``device``; only CPU and CUDA are supported, and CUDA must be available."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"invalid device {device!r}: {error}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r} for measure_matmul_peak; valid: 'cpu', 'cuda', 'cuda:N'")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"CUDA is not available (torch {torch.__version__}); cannot measure matmul peak on {device!r}"
+        )
+    return resolved
+
+
+def _time_cpu_calls(fn: Callable[[], object], min_seconds: float, min_calls: int) -> list[float]:
+    """Seconds of each call of a synchronous ``fn``, timed until ``min_seconds`` total and ``min_calls`` calls."""
+    times: list[float] = []
+    total_ns = 0
+    budget_ns = int(min_seconds * 1e9)
+    while len(times) < min_calls or total_ns < budget_ns:
+        start = time.perf_counter_ns()
+        fn()
+        elapsed = time.perf_counter_ns() - start
+        total_ns += elapsed
+        times.append(elapsed / 1e9)
+    return times
+
+
+def _time_cuda_calls(fn: Callable[[], object], min_seconds: float, min_calls: int) -> list[float]:
+    """Seconds of each call of an asynchronous CUDA ``fn``, from CUDA event pairs (device time).
+
+    Calls are enqueued in rounds, each call between its own pair of events; the stream is
+    synchronised before any elapsed time is read. Rounds double until the summed device time
+    reaches ``min_seconds`` (and at least ``min_calls`` calls were timed).
+    """
+    times: list[float] = []
+    round_size = min_calls
+    while len(times) < min_calls or sum(times) < min_seconds:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(round_size)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        times.extend(start.elapsed_time(end) / 1e3 for start, end in events)   # ms -> s
+        round_size = min(round_size * 2, 4096)
+    return times
+
+
+def _kernels(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """The matrix-product kernels timed for ``dtype``: ``torch.matmul`` for floats; for int8
+    ``torch._int_mm`` and, on CPU, fbgemm's dynamic quantized Linear.
+
+    ``torch._int_mm`` (int8 x int8 -> int32) is fast where the CPU has VNNI, but on an AVX2-only
+    CPU it takes a generic path about 100x slower than fbgemm, the kernel dynamic-INT8 Linear
+    layers actually run (measured on an AMD EPYC without AVX-512: 2.5 against 240 GOP/s on 2
+    threads). The int8 roof is the faster of the two.
+    """
+    if dtype is not torch.int8:
+        return ["matmul"]
+    fbgemm = device.type == "cpu" and "fbgemm" in torch.backends.quantized.supported_engines
+    return ["_int_mm", *(["fbgemm"] if fbgemm else [])]
+
+
+def _matmul(n: int, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> Callable[[], object]:
+    a, b = (torch.randn(n, n, generator=generator).to(device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    return lambda: torch.matmul(a, b, out=out)
+
+
+def _int_mm(n: int, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> Callable[[], object]:
+    a, b = (torch.randint(-128, 128, (n, n), generator=generator, dtype=torch.int8).to(device) for _ in range(2))
+    return lambda: torch._int_mm(a, b)
+
+
+def _fbgemm_linear(
+    n: int, device: torch.device, dtype: torch.dtype, generator: torch.Generator
+) -> Callable[[], object]:
+    """fbgemm's dynamic-INT8 Linear (what ``quantize_dynamic`` models run): activations quantized per call."""
+    weight = torch.randn(n, n, generator=generator)
+    packed = torch.ops.quantized.linear_prepack(torch.quantize_per_tensor(weight, float(weight.abs().max()) / 127, 0,
+                                                                          torch.qint8), None)
+    x = torch.randn(n, n, generator=generator)
+    return lambda: torch.ops.quantized.linear_dynamic(x, packed)
+
+
+# kernel name -> factory of one n x n x n product on inputs allocated once
+PRODUCTS: dict[str, Callable[[int, torch.device, torch.dtype, torch.Generator], Callable[[], object]]] = {
+    "matmul": _matmul, "_int_mm": _int_mm, "fbgemm": _fbgemm_linear,
+}
+
+
+def _product(kernel: str, n: int, device: torch.device, dtype: torch.dtype) -> Callable[[], object]:
+    generator = torch.Generator().manual_seed(n)          # local RNG: the global seed is untouched
+    return PRODUCTS[kernel](n, device, dtype, generator)
+
+
+def _fastest_call(call: Callable[[], object], device: torch.device, min_seconds: float, warmup: int) -> float:
+    """Seconds of the fastest timed call of ``call``, after ``warmup`` untimed ones."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            times = _time_cuda_calls(call, min_seconds, MIN_TIMED_CALLS)
+        else:
+            times = _time_cpu_calls(call, min_seconds, MIN_TIMED_CALLS)
+    return min(times)      # a peak: other work on the machine only ever slows a call down
+
+
+def measure_matmul_peak(device: str = "cpu", threads: int | None = None, dtype: str = "float32",
+                        sizes: Sequence[int] = (512, 1024, 2048), min_seconds: float = 0.3,
+                        warmup: int = 2) -> MatmulPeak:
+    """Best sustained dense-matmul GFLOP/s over square sizes ``sizes`` on ``device``.
+
+    For each size ``n`` (ascending) inputs are allocated once, ``warmup`` untimed calls run, then
+    calls are timed until at least ``min_seconds`` and 3 calls; the size's rate is
+    ``2*n**3 / seconds of the fastest call``. A larger size is skipped when one call of it (extrapolated as
+    n**3 from the last size measured) would take more than ``min_seconds``. On CPU ``threads`` (default: the current
+    ``torch.get_num_threads()``) is set for the measurement and restored afterwards. On CUDA the
+    time is device time from CUDA events; TF32 settings are not touched, and for float32 the
+    precision in effect is recorded in ``matmul_precision``.
+    """
+    torch_dtype = _resolve_dtype(dtype)
+    resolved = _resolve_device(device)
+    ordered = sorted({int(n) for n in sizes})
+    if not ordered or ordered[0] < 1:
+        raise ValueError(f"sizes must be a non-empty sequence of positive ints, got {tuple(sizes)!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if min_seconds < 0 or warmup < 0:
+        raise ValueError(f"min_seconds and warmup must be >= 0, got {min_seconds} and {warmup}")
+
+    previous_threads = torch.get_num_threads()
+    on_cuda = resolved.type == "cuda"
+    # CUDA: host threads do not drive the matmul; the current count is recorded as is.
+    used_threads = previous_threads if threads is None or on_cuda else threads
+    precision = torch.get_float32_matmul_precision() if on_cuda and torch_dtype is torch.float32 else None
+    # torch.cuda.device(...) makes the index current for events/streams and restores it on exit.
+    with torch.cuda.device(resolved) if on_cuda else contextlib.nullcontext():
+        if not on_cuda:
+            torch.set_num_threads(used_threads)
+        try:
+            best = _best_rate(ordered, resolved, torch_dtype, min_seconds, warmup)
+        finally:
+            if not on_cuda:
+                torch.set_num_threads(previous_threads)
+    return MatmulPeak(device=str(device), threads=used_threads, dtype=dtype, size=best[1],
+                      gflops=best[0], matmul_precision=precision)
+
+
+def _best_rate(sizes: Sequence[int], device: torch.device, dtype: torch.dtype,
+               min_seconds: float, warmup: int) -> tuple[float, int]:
+    """(best GFLOP/s, its n) over ascending ``sizes`` and the dtype's kernels.
+
+    For each kernel the smallest size is always measured. A larger size is skipped (with all
+    after it) when one call of it, extrapolated as n**3 from the kernel's last measured size, would
+    exceed ``min_seconds``: such sizes would cost several seconds and add nothing once the rate
+    has saturated.
+    """
+    best: tuple[float, int] | None = None
+    for kernel in _kernels(device, dtype):
+        last: tuple[int, float] | None = None        # (n, fastest call's seconds) of the last measured size
+        for n in sizes:
+            if last is not None and last[1] * (n / last[0]) ** 3 > min_seconds:
+                break
+            seconds = _fastest_call(_product(kernel, n, device, dtype), device, min_seconds, warmup)
+            rate = 2.0 * n**3 / seconds / 1e9 if seconds > 0 else 0.0
+            if best is None or rate > best[0]:
+                best = (rate, n)
+            last = (n, seconds)
+    assert best is not None
+    return best
+
+
+PEAK_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+
+
+def peak_key(options: BackendOptions, artifact_precision: str) -> tuple[str, int, str]:
+    """The (device, threads, dtype) whose matmul peak a cell's achieved rate is read against: the
+    precision its arithmetic runs in (an int8 model's against the int8 peak, fp16 weights or a fp16
+    backend against the fp16 peak), fp32 otherwise."""
+    precision = artifact_precision.split("-")[0] if options.precision == "fp32" else options.precision
+    return options.device, options.resolved_threads(), PEAK_DTYPES.get(precision, "float32")

@@ -1,0 +1,87 @@
+"""``ModelArtifact``: the common model interface every compressor and backend shares.
+
+An artifact is a folder holding the model in one declared format, its tokenizer, and
+``compbench.json`` (task, label count, format, lineage, content hash). The store
+(``cache.store``) writes it aside and renames it into place, so a folder that exists is whole.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from compbench.common.errors import CompbenchError, UnsupportedError
+from compbench.models.formats import FORMATS, ArtifactFormat
+
+META_FILE = "compbench.json"
+
+
+@dataclass
+class ModelArtifact:
+    path: Path
+    task: str
+    num_labels: int
+    format: str
+    hash: str
+    lineage: list[dict] = field(default_factory=list)
+    precision: str = "fp32"   # of the stored weights: fp32, fp16, int8-dynamic, int8-static, int8-bnb, ...
+
+    @classmethod
+    def load(cls, path: Path | str) -> "ModelArtifact":
+        path = Path(path)
+        meta = json.loads((path / META_FILE).read_text())
+        return cls(path=path, **meta)
+
+    def write_meta(self) -> None:
+        meta = {k: v for k, v in asdict(self).items() if k != "path"}
+        (self.path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @property
+    def model_format(self) -> ArtifactFormat:
+        try:
+            return FORMATS[self.format]
+        except KeyError:
+            raise CompbenchError(
+                f"{self.path / META_FILE}: unknown model format {self.format!r}; known: {', '.join(FORMATS)}"
+            ) from None
+
+    def deployed_files(self) -> list[Path]:
+        return self.model_format.deployed_files(self.path)
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of what would be deployed (weights and model config, not the tokenizer)."""
+        return files_size(self.deployed_files())
+
+    def onnx_files(self) -> list[Path]:
+        """The model as ONNX (exported on first use and cached in the artifact), then external data."""
+        if self.format == "hf" and self.precision != "fp32":
+            raise UnsupportedError(f"{self.precision} weights are not exported to ONNX here; "
+                                   "quantize for onnxruntime with ort-dynamic or ort-static")
+        return self.model_format.onnx_files(self.path)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(parameters, non-zero parameters) as stored."""
+        return self.model_format.parameter_counts(self.path)
+
+    def torch_model(self, device: str = "cpu"):
+        return self.model_format.load_torch(self.path, device)
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path)
+
+
+def files_size(paths: list[Path]) -> int:
+    return sum(Path(p).stat().st_size for p in paths)
+
+
+def save_hf_artifact(
+    folder: Path, model, tokenizer, *, task: str, lineage: list[dict], precision: str = "fp32"
+) -> ModelArtifact:
+    """Write a PyTorch model + tokenizer as an ``hf`` artifact (hash filled in by the store)."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return ModelArtifact(path=folder, task=task, num_labels=model.config.num_labels, format="hf", hash="",
+                         lineage=lineage, precision=precision)

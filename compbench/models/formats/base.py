@@ -1,0 +1,82 @@
+"""The on-disk format interface: what is deployed, how it is counted, how it loads into PyTorch
+or is exported to ONNX; formats register by name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from compbench.common.errors import UnsupportedError
+from compbench.common.files import atomic_path
+from compbench.models.onnx_export import ONNX_FILE, export_module
+
+FORMATS: dict[str, "ArtifactFormat"] = {}
+
+
+def register_format(cls: type["ArtifactFormat"]) -> type["ArtifactFormat"]:
+    FORMATS[cls.name] = cls()
+    return cls
+
+
+class ArtifactFormat(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def deployed_files(self, folder: Path) -> list[Path]:
+        """The files a deployment of this model ships (weights and model config)."""
+
+    @abstractmethod
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        """(parameters, non-zero parameters) as stored."""
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        raise UnsupportedError(f"a model in the {self.name!r} format cannot be loaded into PyTorch")
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        """The ONNX model file first, then any external-data files it references."""
+        raise UnsupportedError(f"a model in the {self.name!r} format cannot be exported to ONNX")
+
+
+def cached_onnx_export(folder: Path, export: Callable[[Path], str]) -> list[Path]:
+    """Exported once, on first use, into ``<artifact>/onnx/`` (written aside, then renamed);
+    ``export(tmp_folder)`` writes the model there and returns which exporter made it."""
+    target = folder / "onnx"
+    if not (target / ONNX_FILE).is_file():
+        with atomic_path(target, folder=True) as tmp:
+            (tmp / "exporter.txt").write_text(export(tmp) + "\n")
+    return onnx_model_files(target / ONNX_FILE)
+
+
+class TorchModuleFormat(ArtifactFormat):
+    """Formats whose PyTorch module is rebuilt in code (not by ``from_pretrained``): ONNX comes
+    from exporting that module."""
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        def export(tmp: Path) -> str:
+            export_module(self.load_torch(folder), tmp)
+            return "torch.onnx"
+        return cached_onnx_export(folder, export)
+
+
+def model_from_config(folder: Path):
+    """The folder's architecture with fresh weights, for formats that load their own state."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
+
+
+def onnx_model_files(model_file: Path) -> list[Path]:
+    """The ONNX file and the external-data files its initializers point to."""
+    import onnx
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    external = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [model_file] + sorted(model_file.parent / name for name in external)

@@ -1,0 +1,43 @@
+"""``hf``: a ``save_pretrained`` folder with safetensors weights (fp32, fp16, or a bitsandbytes
+checkpoint); ONNX through optimum's exporter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compbench.models.formats.base import ArtifactFormat, cached_onnx_export, register_format
+from compbench.models.onnx_export import export_onnx
+
+
+@register_format
+class HuggingFaceFormat(ArtifactFormat):
+    """``save_pretrained`` folder with safetensors weights (also bitsandbytes int8 checkpoints)."""
+
+    name = "hf"
+
+    def deployed_files(self, folder: Path) -> list[Path]:
+        return sorted(folder.glob("*.safetensors")) + [folder / "config.json"]
+
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        from safetensors import safe_open
+
+        total = nonzero = 0
+        for weights in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(weights), framework="pt") as tensors:
+                for key in tensors.keys():
+                    tensor = tensors.get_tensor(key)
+                    total += tensor.numel()
+                    nonzero += int(tensor.count_nonzero())
+        return total, nonzero
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        if getattr(AutoConfig.from_pretrained(folder), "quantization_config", None):   # bitsandbytes: placed at load
+            # dtype "auto": the stored dtype; transformers' default here casts the unquantized layers to fp16
+            return AutoModelForSequenceClassification.from_pretrained(folder, device_map=device, dtype="auto")
+        return AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto").to(device)
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        return cached_onnx_export(folder, lambda tmp: export_onnx(folder, tmp))

@@ -1,0 +1,85 @@
+"""``torch-int8-dynamic``: a PyTorch dynamic-quantized model (INT8 Linear weights, activations
+quantized at run time), and the quantization that builds and rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from compbench.common.errors import UnsupportedError
+from compbench.models.formats.base import ArtifactFormat, model_from_config, register_format
+
+QUANTIZED_STATE = "quantized_state.pt"
+QUANTIZATION_SPEC = "quantization.json"   # what was quantized, so loading rebuilds the same modules
+
+
+@register_format
+class TorchDynamicInt8Format(ArtifactFormat):
+    """A PyTorch dynamic-quantized model: INT8 ``nn.Linear`` weights, fp32 elsewhere.
+
+    Stored as the quantized state dict next to the fp32 config; loading rebuilds the module
+    from the config, applies the same quantization, and loads the INT8 state.
+    """
+
+    name = "torch-int8-dynamic"
+
+    def deployed_files(self, folder: Path) -> list[Path]:
+        return [folder / QUANTIZED_STATE, folder / QUANTIZATION_SPEC, folder / "config.json"]
+
+    def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        import torch
+
+        total = nonzero = 0
+        for value in load_quantized_state(folder).values():
+            tensors = value if isinstance(value, tuple) else (value,)
+            for tensor in tensors:
+                if isinstance(tensor, torch.Tensor) and tensor.dtype not in (torch.int64,) and tensor.numel() > 1:
+                    plain = tensor.int_repr() if tensor.is_quantized else tensor
+                    total += plain.numel()
+                    nonzero += int(plain.count_nonzero())
+        return total, nonzero
+
+    def load_torch(self, folder: Path, device: str = "cpu"):
+        model = model_from_config(folder)
+        spec = json.loads((folder / QUANTIZATION_SPEC).read_text())
+        model = quantize_dynamic_int8(model.eval(), embeddings=spec["embeddings"])
+        model.load_state_dict(load_quantized_state(folder))
+        return model
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        raise UnsupportedError("PyTorch dynamic-quantized modules do not export to ONNX; "
+                               "use quantize method ort-dynamic for onnxruntime")
+
+
+def load_quantized_state(folder: Path) -> dict:
+    import torch
+
+    with quiet_torch_quantization():   # packed INT8 params need the full unpickler: our own files only
+        return torch.load(folder / QUANTIZED_STATE, weights_only=False)
+
+
+def quantize_dynamic_int8(model, embeddings: bool):
+    """PyTorch dynamic quantization: every ``nn.Linear`` to INT8 weights with activations
+    quantized at run time, and (``embeddings``) embedding tables to 8-bit weight-only."""
+    import torch
+    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
+
+    spec = {torch.nn.Linear: default_dynamic_qconfig}
+    if embeddings:
+        spec[torch.nn.Embedding] = float_qparams_weight_only_qconfig
+    with quiet_torch_quantization():
+        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
+@contextmanager
+def quiet_torch_quantization():
+    """torch.ao.quantization still works in torch 2.13 but warns that torchao replaces it;
+    those warnings (and its TypedStorage one on load) say nothing about this run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+        warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated")
+        yield

@@ -1,0 +1,83 @@
+"""Export a Hugging Face model folder to ONNX: optimum's exporter first, torch.onnx as the fallback.
+
+Both give dynamic batch and sequence axes and the inputs ``input_ids``, ``attention_mask``
+(and ``token_type_ids`` where the model has them), output ``logits``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+ONNX_FILE = "model.onnx"
+
+log = logging.getLogger(__name__)
+
+
+def export_onnx(model_folder: Path, output_folder: Path) -> str:
+    """Write ``output_folder/model.onnx``; returns which exporter made it."""
+    with quiet_tracing():
+        return _export(model_folder, output_folder)
+
+
+def export_module(model, output_folder: Path) -> None:
+    """``torch.onnx.export`` of a loaded sequence-classification module (any structure inside)."""
+    with quiet_tracing():
+        _export_module(model, output_folder)
+
+
+@contextmanager
+def quiet_tracing():
+    with warnings.catch_warnings():
+        # tracing BERT's attention mask always warns that a Python value becomes a constant: expected here
+        warnings.filterwarnings("ignore", message=r"torch\.tensor results are registered as constants")
+        yield
+
+
+def _export(model_folder: Path, output_folder: Path) -> str:
+    try:
+        _export_with_optimum(model_folder, output_folder)
+        return "optimum"
+    except Exception as exc:  # optimum does not know every architecture; torch.onnx covers the rest
+        log.warning(
+            "optimum could not export %s (%s: %s); falling back to torch.onnx.export",
+            model_folder,
+            type(exc).__name__,
+            exc,
+        )
+        for leftover in output_folder.iterdir():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        _export_with_torch(model_folder, output_folder)
+        return "torch.onnx"
+
+
+def _export_with_optimum(model_folder: Path, output_folder: Path) -> None:
+    from optimum.exporters.onnx import main_export
+
+    main_export(str(model_folder), output_folder, task="text-classification", device="cpu",
+                do_validation=False, local_files_only=True)
+
+
+def _export_with_torch(model_folder: Path, output_folder: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    _export_module(AutoModelForSequenceClassification.from_pretrained(model_folder), output_folder)
+
+
+def _export_module(model, output_folder: Path) -> None:
+    import torch
+
+    model = model.eval()
+    model.config.return_dict = False
+    # models without segment embeddings (DistilBERT, ...) have no type_vocab_size and take no token_type_ids
+    names = ["input_ids", "attention_mask"] + (
+        ["token_type_ids"] if getattr(model.config, "type_vocab_size", 0) > 0 else []
+    )
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+    axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
+    axes["logits"] = {0: "batch_size"}
+    torch.onnx.export(model, example, output_folder / ONNX_FILE, input_names=names, output_names=["logits"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False)

@@ -1,0 +1,41 @@
+"""Finding and swapping submodules of a PyTorch model, shared by the pruning and SVD compressors."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+ENCODER_LINEARS = r"encoder\.layer\.\d+\."   # default: every Linear of every transformer layer
+
+
+def linear_modules(model: torch.nn.Module, pattern: str) -> dict[str, torch.nn.Linear]:
+    """The ``nn.Linear`` modules whose qualified name matches ``pattern`` (``re.search``), in order."""
+    regex = re.compile(pattern)
+    found = {name: module for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and regex.search(name)}
+    if not found:
+        raise ValueError(f"modules: no nn.Linear matches '{pattern}'; the model's Linear layers are named like "
+                         f"{next((n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)), '(none)')!r}")
+    return found
+
+
+def replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def factorised_linear(in_features: int, out_features: int, rank: int, bias: bool) -> torch.nn.Sequential:
+    """``x -> B (A x) + b`` with ``A: rank x in`` and ``B: out x rank``: two plain Linears."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(in_features, rank, bias=False), torch.nn.Linear(rank, out_features, bias=bias)
+    )
+
+
+def check_pattern(pattern: str) -> str:
+    """For params validators: a regular expression that compiles."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression ({exc})") from None
+    return pattern

@@ -1,0 +1,1 @@
+"""Results: the row contract, results.jsonl, numbers relative to the teacher, CSV, markdown, plots. No torch."""

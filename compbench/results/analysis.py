@@ -1,0 +1,203 @@
+"""Numbers a reader decides from, computed from result rows alone: each measurement against the
+uncompressed teacher on the same backend (metric delta with a paired bootstrap interval,
+accuracy gates, size ratio, speed-up with a noise flag) and against the machine's matmul peak.
+
+The baseline of a row is the ``baseline`` pipeline's row on the row's ``fp32_backend_label`` (a
+fp16 backend compares with the fp32 teacher on that device), at the same batch size and
+sequence length. Rows without one get empty relative columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from compbench.config.schema import BASELINE
+from compbench.tasks.metrics import paired_bootstrap_delta
+
+GATES = {"keeps_99": 0.99, "keeps_99_9": 0.999}   # MLPerf-style: share of the baseline metric kept
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def latency_range(latency: dict | None) -> tuple[float, float] | None:
+    """The p10..p90 range of the timed calls (min..p90 for rows measured before p10 was kept)."""
+    if not latency:
+        return None
+    low = latency.get("p10", latency.get("min"))
+    return (low, latency["p90"]) if low is not None else None
+
+
+def ranges_overlap(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool | None:
+    if a is None or b is None:
+        return None
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def ratio(numerator, denominator) -> float | None:
+    if numerator is None or denominator in (None, 0):
+        return None
+    return float(numerator) / float(denominator)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """``metric(row) - metric(baseline)`` on the same rows with its paired 95% bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes zero."""
+        return self.low > 0 or self.high < 0
+
+
+@lru_cache(maxsize=4096)
+def _paired_delta(metric: str, baseline: tuple, predictions: tuple, labels: tuple, seed: int) -> Delta:
+    value, interval = paired_bootstrap_delta(metric, np.asarray(baseline), np.asarray(predictions), np.asarray(labels),
+                                             n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    return Delta(value, interval.low, interval.high)
+
+
+def paired_delta(row: dict, baseline: dict) -> Delta | None:
+    """The paired delta of ``row`` against ``baseline``, where both were scored on the same labelled rows."""
+    labels, predictions, reference = row.get("labels"), row.get("predictions"), baseline.get("predictions")
+    if not labels or not predictions or not reference or baseline.get("labels") != labels:
+        return None
+    if row["metric_name"] != baseline.get("metric_name") or len(predictions) != len(reference):
+        return None
+    seed = (row.get("seeds") or {}).get("bootstrap", 0)
+    return _paired_delta(row["metric_name"], tuple(reference), tuple(predictions), tuple(labels), seed)
+
+
+def baseline_index(rows: list[dict], pipeline: str = BASELINE) -> dict[tuple, dict]:
+    """ok rows of ``pipeline`` by (task, backend label, batch size, sequence length)."""
+    return {(r["task"], r["backend_label"], r["batch_size"], r["seq_len"]): r
+            for r in rows if r["status"] == "ok" and r["pipeline"] == pipeline}
+
+
+def baseline_of(row: dict, baselines: dict[tuple, dict]) -> dict | None:
+    return baselines.get((row["task"], row["fp32_backend_label"], row["batch_size"], row["seq_len"]))
+
+
+def relative_to_baseline(row: dict, baseline: dict | None) -> dict:
+    """The relative columns of one ok row (all None without a baseline)."""
+    out = {"baseline_metric": None, **delta_columns(None), "metric_kept": None, **dict.fromkeys(GATES),
+           "size_ratio": None, "speedup_p50": None, "speedup_overlap": None}
+    if baseline is None or row["status"] != "ok":
+        return out
+    out["baseline_metric"] = baseline["metric"]
+    delta = paired_delta(row, baseline)
+    if delta is not None:
+        out.update(delta_columns(delta))
+    elif row.get("metric") is not None and baseline.get("metric") is not None:
+        out["metric_delta"] = row["metric"] - baseline["metric"]
+    if row.get("metric") is not None and baseline.get("metric") and baseline["metric"] > 0:
+        kept = row["metric"] / baseline["metric"]
+        out["metric_kept"] = kept
+        out.update({gate: bool(kept >= share - 1e-12) for gate, share in GATES.items()})
+    out["size_ratio"] = ratio(row.get("size_bytes"), baseline.get("size_bytes"))
+    latency, base_latency = row.get("latency_ms") or {}, baseline.get("latency_ms") or {}
+    out["speedup_p50"] = ratio(base_latency.get("p50"), latency.get("p50"))
+    out["speedup_overlap"] = ranges_overlap(latency_range(latency), latency_range(base_latency))
+    return out
+
+
+def delta_columns(delta: Delta | None, prefix: str = "") -> dict:
+    """``<prefix>metric_delta``, its interval and whether it excludes zero (all None without a delta)."""
+    names = [f"{prefix}metric_delta{part}" for part in ("", "_ci95_low", "_ci95_high", "_significant")]
+    if delta is None:
+        return dict.fromkeys(names)
+    return dict(zip(names, (delta.value, delta.low, delta.high, delta.significant)))
+
+
+def achieved_gflops(flops: int | float | None, seconds: float | None) -> float | None:
+    """``flops / seconds`` in GFLOP/s; None if an input is None or ``seconds <= 0``."""
+    if flops is None or seconds is None or seconds <= 0:
+        return None
+    return flops / seconds / 1e9
+
+
+def percent_of_peak(achieved: float | None, peak_gflops: float | None) -> float | None:
+    """``achieved`` as a percentage of ``peak_gflops``; None if an input is None or the peak is <= 0."""
+    if achieved is None or peak_gflops is None or peak_gflops <= 0:
+        return None
+    return 100.0 * achieved / peak_gflops
+
+
+def roofline(row: dict) -> dict:
+    """Achieved GFLOP/s at the median latency, and its share of the run's measured matmul peak."""
+    flops, latency, peak = row.get("flops"), row.get("latency_ms") or {}, row.get("roofline_peak") or {}
+    p50 = latency.get("p50")
+    achieved = achieved_gflops(flops or None, p50 / 1e3 if p50 else None)
+    return {"gflop_per_batch": flops / 1e9 if flops else None, "achieved_gflops": achieved,
+            "peak_gflops": peak.get("gflops"), "peak_dtype": peak.get("dtype"),
+            "pct_of_peak": percent_of_peak(achieved, peak.get("gflops"))}
+
+
+def analyse(rows: list[dict], reference: str | None = None) -> list[dict]:
+    """Each row with every relative and roofline column added; with a ``reference`` pipeline, also
+    ``reference_metric_delta[_ci95_low|_high]`` against that pipeline's row."""
+    baselines = baseline_index(rows)
+    references = baseline_index(rows, reference) if reference else {}
+    return [{**row, "is_baseline": is_baseline(row),
+             **relative_to_baseline(row, baseline_of(row, baselines)), **roofline(row),
+             **(reference_delta(row, baseline_of(row, references)) if reference else {})} for row in rows]
+
+
+def reference_delta(row: dict, other: dict | None) -> dict:
+    """The paired metric delta of ``row`` against another pipeline's row on the same backend and shape."""
+    delta = paired_delta(row, other) if other is not None and row["status"] == "ok" else None
+    return delta_columns(delta, "reference_")
+
+
+def is_baseline(row: dict) -> bool:
+    """Whether the row is the teacher on its own fp32 backend: the row others are measured against."""
+    return row["pipeline"] == BASELINE and row["fp32_backend_label"] == row["backend_label"]
+
+
+def geometric_mean(values) -> float | None:
+    finite = [v for v in values if v is not None and v > 0 and np.isfinite(v)]
+    return float(np.exp(np.mean(np.log(finite)))) if finite else None
+
+
+def cells_of(analysed: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """ok rows grouped by (task, pipeline, backend label), in the order first seen."""
+    cells: dict[tuple[str, str, str], list[dict]] = {}
+    for row in analysed:
+        if row["status"] == "ok":
+            cells.setdefault((row["task"], row["pipeline"], row["backend_label"]), []).append(row)
+    return cells
+
+
+def summary_records(analysed: list[dict]) -> list[dict]:
+    """One record per (pipeline, backend) across tasks: mean metric and delta, how many tasks
+    pass each gate, the geometric-mean size ratio and speed-up per shape."""
+    by_model: dict[tuple[str, str], list[list[dict]]] = {}
+    for (_, pipeline, label), rows in cells_of(analysed).items():
+        by_model.setdefault((pipeline, label), []).append(rows)
+    shapes = sorted({(r["batch_size"], r["seq_len"]) for r in analysed if r["status"] == "ok"})
+    records = []
+    for (pipeline, label), cells in by_model.items():
+        firsts = [rows[0] for rows in cells]   # metric, size and gates are the same at every shape
+        record = {
+            "pipeline": pipeline, "backend_label": label, "tasks": len(cells),
+            "mean_metric": float(np.mean([r["metric"] for r in firsts])),
+            "mean_metric_delta": _mean(r["metric_delta"] for r in firsts),
+            **{gate: sum(bool(r[gate]) for r in firsts) if any(r[gate] is not None for r in firsts) else None
+               for gate in GATES},
+            "geomean_size_ratio": geometric_mean(r["size_ratio"] for r in firsts),
+        }
+        for batch, seq in shapes:
+            record[f"geomean_speedup_b{batch}_s{seq}"] = geometric_mean(
+                r["speedup_p50"] for rows in cells for r in rows if (r["batch_size"], r["seq_len"]) == (batch, seq))
+        records.append(record)
+    return records
+
+
+def _mean(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None

@@ -1,0 +1,128 @@
+"""``compbench compare RUN_A RUN_B``: for each measurement present in both runs, how metric,
+latency and size changed, flagged where the change exceeds the noise.
+
+- Metric: when both rows scored the same labelled rows, the change gets a 95% paired bootstrap
+  interval and is flagged when it excludes zero; otherwise it is flagged only when the two
+  runs' 95% intervals do not overlap.
+- Latency: B's p50 over A's, flagged when the two p10..p90 ranges do not overlap.
+- Size: B's bytes over A's, flagged on any change (sizes are exact).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from compbench.results.analysis import latency_range, paired_delta, ranges_overlap, ratio
+from compbench.results.report import RunReport, markdown_table
+
+MATCH_KEYS = ("task", "pipeline", "backend_label", "batch_size", "seq_len")
+
+
+def _ok_by_key(rows: list[dict]) -> dict[tuple, dict]:
+    """ok rows by ``MATCH_KEYS``."""
+    return {tuple(r[key] for key in MATCH_KEYS): r for r in rows if r["status"] == "ok"}
+
+
+def compare_rows(row_a: dict, row_b: dict) -> dict:
+    """The change from ``row_a`` to ``row_b`` (one measurement in each run)."""
+    out = {"metric_name": row_a["metric_name"], "metric_a": row_a["metric"], "metric_b": row_b["metric"],
+           "metric_change": row_b["metric"] - row_a["metric"], "metric_change_ci95_low": None,
+           "metric_change_ci95_high": None, "metric_paired": False}
+    delta = paired_delta(row_b, row_a)
+    if delta is not None:
+        out.update(metric_change_ci95_low=delta.low, metric_change_ci95_high=delta.high, metric_paired=True,
+                   metric_change_significant=delta.significant)
+    else:
+        out["metric_change_significant"] = ranges_overlap(tuple(row_a["metric_ci95"] or ()) or None,
+                                                          tuple(row_b["metric_ci95"] or ()) or None) is False
+    latency_a, latency_b = row_a["latency_ms"], row_b["latency_ms"]
+    out.update(
+        p50_ms_a=latency_a["p50"],
+        p50_ms_b=latency_b["p50"],
+        latency_ratio=ratio(latency_b["p50"], latency_a["p50"]),
+        latency_change_significant=ranges_overlap(latency_range(latency_a), latency_range(latency_b)) is False,
+    )
+    out.update(size_bytes_a=row_a["size_bytes"], size_bytes_b=row_b["size_bytes"],
+               size_ratio=ratio(row_b["size_bytes"], row_a["size_bytes"]),
+               size_changed=row_a["size_bytes"] != row_b["size_bytes"],
+               same_artifact=row_a.get("artifact_hash") == row_b.get("artifact_hash"))
+    return out
+
+
+class RunComparison:
+    def __init__(self, name_a: str, rows_a: list[dict], name_b: str, rows_b: list[dict],
+                 env_a: dict | None = None, env_b: dict | None = None) -> None:
+        self.name_a, self.name_b = name_a, name_b
+        ok_a, ok_b = _ok_by_key(rows_a), _ok_by_key(rows_b)
+        self.records = [
+            {**dict(zip(MATCH_KEYS, key)), **compare_rows(ok_a[key], ok_b[key])} for key in ok_a if key in ok_b
+        ]
+        self.only_a = [_key_text(key) for key in ok_a if key not in ok_b]
+        self.only_b = [_key_text(key) for key in ok_b if key not in ok_a]
+        self.same_machine = _machine(env_a) == _machine(env_b)
+
+    @classmethod
+    def from_run_dirs(cls, run_a: Path, run_b: Path) -> "RunComparison":
+        a, b = RunReport.from_run_dir(run_a), RunReport.from_run_dir(run_b)
+        return cls(Path(run_a).name, a.rows, Path(run_b).name, b.rows, a.env, b.env)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records)
+
+    def render(self, fmt: str) -> str:
+        if fmt == "csv":
+            return self.frame().to_csv(index=False)
+        if fmt == "json":
+            return json.dumps({"run_a": self.name_a, "run_b": self.name_b, "same_machine": self.same_machine,
+                               "cells": self.records, "only_in_a": self.only_a, "only_in_b": self.only_b}, indent=1)
+        return self.markdown()
+
+    def markdown(self) -> str:
+        lines = [f"# compbench compare: {self.name_a} → {self.name_b}", "",
+                 f"{len(self.records)} measurements in both runs; {len(self.only_a)} only in {self.name_a}, "
+                 f"{len(self.only_b)} only in {self.name_b}.", "",
+                 "Metric change: B − A with a 95% paired bootstrap interval where both scored the same rows; "
+                 "▲/▼ when the change is beyond the noise. Latency: B's p50 / A's p50, ▲/▼ when the p10–p90 ranges "
+                 "do not overlap (▼ = slower). Size: B / A, ◆ when the bytes differ.", ""]
+        if not self.same_machine:
+            lines += ["**The two runs were made on different machines or library versions** (env.json differs): "
+                      "latency changes compare machines, not models.", ""]
+        if self.records:
+            lines += [markdown_table([self._table_row(r) for r in self.records]), ""]
+        for name, keys in ((self.name_a, self.only_a), (self.name_b, self.only_b)):
+            if keys:
+                lines += [f"Only in {name}: " + ", ".join(f"`{k}`" for k in keys), ""]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _table_row(record: dict) -> dict:
+        change = record["metric_change"]
+        mark = (" ▲" if change > 0 else " ▼") if record["metric_change_significant"] else ""
+        interval = (f" [{record['metric_change_ci95_low']:+.3f}, {record['metric_change_ci95_high']:+.3f}]"
+                    if record["metric_paired"] else " (unpaired)")
+        slower = record["latency_ratio"] is not None and record["latency_ratio"] > 1
+        latency_mark = ((" ▼" if slower else " ▲") if record["latency_change_significant"] else "")
+        return {
+            "pipeline": record["pipeline"], "backend": record["backend_label"],
+            "shape": f"{record['task']} {record['batch_size']}×{record['seq_len']}",
+            f"{record['metric_name']} A → B": f"{record['metric_a']:.4f} → {record['metric_b']:.4f}",
+            "change (95% CI)": f"{change:+.4f}{interval}{mark}",
+            "p50 ms A → B": f"{record['p50_ms_a']:.2f} → {record['p50_ms_b']:.2f}",
+            "latency B/A": f"{record['latency_ratio']:.2f}×{latency_mark}",
+            "size B/A": f"{record['size_ratio']:.2f}×" + (" ◆" if record["size_changed"] else ""),
+        }
+
+
+def _key_text(key: tuple) -> str:
+    task, pipeline, label, batch, seq = key
+    return f"{task}/{pipeline}/{label} {batch}×{seq}"
+
+
+def _machine(env: dict | None) -> tuple | None:
+    if not env:
+        return None
+    return (env.get("cpu"), env.get("cpu_count"), json.dumps(env.get("gpus"), sort_keys=True),
+            json.dumps(env.get("packages"), sort_keys=True))

@@ -1,0 +1,353 @@
+"""Reports from ``results.jsonl`` alone: ``results.csv``, ``report.md`` and ``plots/``.
+
+``report.md`` opens with a summary across tasks, then per task two tables: each model and
+backend's metric against the teacher's (paired interval, gates, size), and each timed shape's
+latency against the teacher's on the same backend (spread, speed-up, roofline), then plots.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from compbench.results.analysis import GATES, analyse, cells_of, latency_range, summary_records
+from compbench.results.pareto import pareto_mask
+from compbench.results.rows import read_labels, read_rows
+from compbench.results.table import tidy_frame
+
+TEXT_COLUMNS = ("pipeline", "backend", "shape")
+PLOTS_DIR = "plots"
+
+
+class RunReport:
+    """Every report of one run, built from its rows."""
+
+    def __init__(self, rows: list[dict], env: dict | None = None, reference: str | None = None) -> None:
+        self.rows, self.env, self.reference = rows, env or {}, reference
+        self.analysed = analyse(rows, reference)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path, reference: str | None = None) -> "RunReport":
+        run_dir = Path(run_dir)
+        rows = with_labels(read_rows(run_dir / "results.jsonl"), run_dir)
+        env_path = run_dir / "env.json"
+        return cls(rows, json.loads(env_path.read_text()) if env_path.is_file() else {}, reference)
+
+    def frame(self) -> pd.DataFrame:
+        """One tidy row per measurement (``results.csv``); built once."""
+        return self._frame
+
+    @cached_property
+    def _frame(self) -> pd.DataFrame:
+        return tidy_frame(self.analysed)
+
+    @property
+    def pipelines(self) -> list[str]:
+        return sorted({row["pipeline"] for row in self.rows})
+
+    def write(self, run_dir: Path) -> None:
+        """results.csv, plots/ and report.md (which links the plots) into ``run_dir``."""
+        from compbench.results.plots import write_plots
+
+        run_dir = Path(run_dir)
+        frame = self.frame()
+        frame.to_csv(run_dir / "results.csv", index=False)
+        plots = write_plots(frame[frame["status"] == "ok"], run_dir / PLOTS_DIR)
+        links = {task: [path.relative_to(run_dir) for path in paths] for task, paths in plots.items()}
+        (run_dir / "report.md").write_text(self.markdown(links))
+
+    def markdown(self, plots: dict[str, list[Path]] | None = None) -> str:
+        return markdown_report(self.analysed, self.env, plots or {}, self.reference)
+
+    def json(self) -> dict:
+        frame = self.frame()
+        return {"run_ids": sorted({r["run_id"] for r in self.rows}),
+                "summary": summary_records(self.analysed),
+                "rows": json.loads(frame.to_json(orient="records"))}
+
+    def render(self, fmt: str) -> str:
+        if fmt == "csv":
+            return self.frame().to_csv(index=False)
+        if fmt == "json":
+            return json.dumps(self.json(), indent=1)
+        return self.markdown()
+
+
+def write_reports(run_dir: Path, reference: str | None = None) -> RunReport:
+    report = RunReport.from_run_dir(run_dir, reference)
+    report.write(run_dir)
+    return report
+
+
+def with_labels(rows: list[dict], run_dir: Path) -> list[dict]:
+    """Rows measured before rows carried their labels take them from the run's ``labels/<task>.json``."""
+    labels: dict[str, dict] = {}
+    for row in rows:
+        if row.get("predictions") and not row.get("labels"):
+            by_split = labels.setdefault(row["task"], read_labels(run_dir, row["task"]))
+            row["labels"] = by_split.get(row.get("eval_split"))
+    return rows
+
+
+# ---------------------------------------------------------------------- markdown
+
+READING_GUIDE = (
+    "How to read this: every number is measured in this run folder's rows (`results.jsonl`). "
+    "**Metric**: the task's official metric on its validation split, with a 95% bootstrap interval. "
+    "**Δ**: the difference to the uncompressed teacher on the same backend (fp32), scored on the same rows, with a "
+    "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss), no mark means "
+    "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric. "
+    "**Latency**: ms per batch at fixed threads after warm-up (p50, and the p10–p90 spread of the timed calls); "
+    "**speed-up** is the teacher's p50 over the model's on the same backend and shape, marked ≈ when the two "
+    "p10–p90 ranges overlap (not a clear difference). **% of peak**: the model's FLOPs for the shape over its "
+    "p50, against this run's measured dense matmul peak on that device and thread count in the precision the model "
+    "computes in (int8 models against the faster int8 rate of `torch._int_mm` and fbgemm's INT8 Linear, counting "
+    "2 operations per multiply-add). "
+    "★ marks the Pareto front (no other row is both better in metric and smaller / faster at that shape)."
+)
+
+
+def markdown_report(analysed: list[dict], env: dict, plots: dict[str, list[Path]] | None = None,
+                    reference: str | None = None) -> str:
+    run_ids = sorted({r["run_id"] for r in analysed})
+    lines = [f"# compbench report: {', '.join(run_ids) or '(no rows)'}", ""]
+    lines += machine_lines(env, analysed)
+    lines += [READING_GUIDE, ""]
+    lines += reuse_note(analysed)
+    lines += summary_section(analysed)
+    for task in dict.fromkeys(r["task"] for r in analysed):
+        lines += task_section(task, [r for r in analysed if r["task"] == task], (plots or {}).get(task, []), reference)
+    return "\n".join(lines) + "\n"
+
+
+def machine_lines(env: dict, analysed: list[dict]) -> list[str]:
+    lines = []
+    if env:
+        packages = env.get("packages", {})
+        gpus = ", ".join(g.get("name", "?") for g in env.get("gpus") or []) or "none"
+        lines.append(f"Machine: {env.get('cpu')} ({env.get('cpu_count')} logical CPUs); GPUs: {gpus}; python "
+                     f"{env.get('python')}; torch {packages.get('torch')}; onnxruntime {packages.get('onnxruntime')}.")
+    peaks = {json.dumps(r["roofline_peak"], sort_keys=True) for r in analysed if r.get("roofline_peak")}
+    if peaks:
+        described = [
+            f"{p['device']} {p['threads']} thread(s) {p['dtype']}: {p['gflops']:.1f} GFLOP/s (n={p['size']})"
+            for p in sorted((json.loads(p) for p in peaks), key=lambda p: (p["device"], p["threads"], p["dtype"]))
+        ]
+        lines.append(
+            "Dense matmul peak measured in this run (fastest n×n×n product; torch.matmul; for int8 the faster of "
+            "torch._int_mm and fbgemm's INT8 Linear): "
+            + "; ".join(described)
+            + "."
+        )
+    return [*lines, ""] if lines else []
+
+
+def reuse_note(rows: list[dict]) -> list[str]:
+    """Say so when some cells' timings come from the result cache (an earlier run on this machine)."""
+    reused = {r["cell_id"]: r["measured_in_run"] for r in rows
+              if r["status"] == "ok" and r.get("measured_in_run") not in (None, r["run_id"])}
+    if not reused:
+        return []
+    cells = {r["cell_id"] for r in rows if r["status"] == "ok"}
+    return [
+        f"Reused measurements: {len(reused)} of {len(cells)} measured cells come from the result cache, measured "
+        f"on this machine (same CPU, GPUs and library versions) in run(s) {', '.join(sorted(set(reused.values())))}. "
+        "Timings from different runs can differ with the machine's load; `compbench run --remeasure` times every "
+        "cell in one run.",
+        "",
+    ]
+
+
+def summary_section(analysed: list[dict]) -> list[str]:
+    records = summary_records(analysed)
+    if not records:
+        return []
+    tasks = sorted({r["task"] for r in analysed if r["status"] == "ok"})
+    speedup_columns = [key for key in records[0] if key.startswith("geomean_speedup_")]
+    table = []
+    for record in records:
+        out = {"pipeline": record["pipeline"], "backend": record["backend_label"], "tasks": str(record["tasks"]),
+               "mean metric": f"{record['mean_metric']:.4f}", "mean Δ": _signed(record["mean_metric_delta"])}
+        for gate, share in GATES.items():
+            out[f"≥{share * 100:g}%"] = "" if record[gate] is None else f"{record[gate]}/{record['tasks']}"
+        out["size × (geomean)"] = _times(record["geomean_size_ratio"])
+        for key in speedup_columns:
+            batch, seq = key.removeprefix("geomean_speedup_b").split("_s")
+            out[f"speed-up b{batch}×{seq}"] = _times(record[key])
+        table.append(out)
+    return [f"## Summary across tasks ({', '.join(tasks)})", "",
+            "Mean metric and Δ over the tasks each row was measured on (metrics of different tasks are averaged as "
+            "they are: read per-task tables for anything finer); gates: tasks passing; size ratio and speed-up: "
+            "geometric means over tasks against the teacher on the same backend.", "",
+            markdown_table(table), ""]
+
+
+def task_section(task: str, rows: list[dict], plots: list[Path], reference: str | None = None) -> list[str]:
+    ok = [r for r in rows if r["status"] == "ok"]
+    lines = [f"## {task}", ""]
+    teacher = next((r["lineage"][0] for r in ok if r.get("lineage")), None)
+    if teacher:
+        lines += [f"Teacher: {teacher['base']} fine-tuned on {teacher['train_rows']} rows, {teacher['steps']} steps "
+                  f"({teacher['seconds']:.0f}s); data: {ok[0].get('data_source')}; evaluated on "
+                  f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}; seeds {ok[0].get('seeds')}.", ""]
+    if ok:
+        cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
+        lines += [f"### {ok[0]['metric_name']} and size", "", markdown_table(accuracy_table(cells, reference)), ""]
+        lines += storage_notes(cells)
+        lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
+        missing = sorted({r["backend_label"] for r in ok if r["baseline_metric"] is None})
+        if missing:
+            lines += [
+                f"No teacher row on {', '.join(f'`{m}`' for m in missing)}: relative columns are empty there.",
+                "",
+            ]
+    lines += [f"![{task}: {path.stem}]({path.as_posix()})" for path in plots]
+    lines += [""] if plots else []
+    return lines + not_measured(rows)
+
+
+def not_measured(rows: list[dict]) -> list[str]:
+    """Skipped and failed cells, one line per (status, reason) with the cells it applies to."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            cells = by_reason.setdefault((row["status"], row["reason"] or ""), [])
+            if row["cell_id"] not in cells:
+                cells.append(row["cell_id"])
+    if not by_reason:
+        return []
+    lines = ["Not measured:", ""]
+    for (status, reason), cells in by_reason.items():
+        named = ", ".join(f"`{cell}`" for cell in cells)
+        lines.append(
+            f"- **{status}**: {reason} ({named})" if len(cells) > 1 else f"- `{cells[0]}`: **{status}**: {reason}"
+        )
+    return [*lines, ""]
+
+
+def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict]:
+    """One line per model and backend: metric, Δ (to the teacher, and to a ``reference`` pipeline
+    when one is named), gates, size (none of these depend on the shape)."""
+    front = pareto_mask([r["size_bytes"] for r in cells], [r["metric"] for r in cells])
+    metric_name = cells[0]["metric_name"]
+    table = []
+    for row, on_front in zip(cells, front):
+        low, high = row["metric_ci95"] or (float("nan"), float("nan"))
+        table.append({
+            "pipeline": row["pipeline"] + (" ★" if on_front else ""),
+            "backend": row["backend_label"],
+            f"{metric_name} (95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
+            "Δ vs teacher (95% CI)": delta_text(row),
+            **({f"Δ vs {reference} (95% CI)": delta_text(row, "reference_")} if reference else {}),
+            **{f"≥{share * 100:g}%": _gate(row[gate]) for gate, share in GATES.items()},
+            "size MB": f"{row['size_bytes'] / 1e6:.1f}",
+            "size ×": _times(row["size_ratio"]),
+            "params M": f"{row['params'] / 1e6:.2f}",
+            "non-zero M": f"{row['nonzero_params'] / 1e6:.2f}" if row.get("nonzero_params") is not None else "",
+            "parity": "" if row.get("parity_max_abs_diff") is None else f"{row['parity_max_abs_diff']:.1e}",
+        })
+    return table
+
+
+def latency_table(ok: list[dict]) -> list[dict]:
+    """One line per timed shape: latency and its spread, speed-up, throughput, roofline; ★ on each shape's front."""
+    ordered = sorted(ok, key=lambda r: (r["batch_size"], r["seq_len"]))
+    front = {}
+    for shape in dict.fromkeys((r["batch_size"], r["seq_len"]) for r in ordered):
+        at_shape = [r for r in ordered if (r["batch_size"], r["seq_len"]) == shape]
+        front.update({id(r): f for r, f in zip(at_shape, pareto_mask([r["latency_ms"]["p50"] for r in at_shape],
+                                                                     [r["metric"] for r in at_shape]))})
+    table = []
+    for row in ordered:
+        latency = row["latency_ms"]
+        low, high = latency_range(latency)
+        table.append({
+            "pipeline": row["pipeline"] + (" ★" if front[id(row)] else ""),
+            "backend": row["backend_label"],
+            "shape": f"{row['batch_size']}×{row['seq_len']}",
+            "p50 ms": f"{latency['p50']:.2f}",
+            "p10–p90 ms": f"{low:.2f}–{high:.2f}",
+            "n": str(latency["n"]),
+            "speed-up": _speedup(row),
+            "throughput /s": f"{row['throughput_per_s']:.1f}",
+            "GFLOP/s": "" if row["achieved_gflops"] is None else f"{row['achieved_gflops']:.1f}",
+            "% of peak": "" if row["pct_of_peak"] is None else f"{row['pct_of_peak']:.0f}%",
+            **device_columns(row),
+        })
+    if not any(row.get("h2d_copy_ms") is not None or row.get("gpu_memory") for row in ordered):
+        table = [{k: v for k, v in line.items() if k not in DEVICE_COLUMNS} for line in table]
+    return table
+
+
+DEVICE_COLUMNS = ("H2D copy ms", "GPU peak alloc MB", "GPU peak reserved MB")
+
+
+def device_columns(row: dict) -> dict:
+    """GPU cells: the host-to-device copy of the batch (timed apart from the compute above) and peak memory."""
+    memory = row.get("gpu_memory") or {}
+    values = (row.get("h2d_copy_ms"), memory.get("allocated_bytes"), memory.get("reserved_bytes"))
+    return {"H2D copy ms": "" if values[0] is None else f"{values[0]:.3f}",
+            "GPU peak alloc MB": "" if values[1] is None else f"{values[1] / 1e6:.0f}",
+            "GPU peak reserved MB": "" if values[2] is None else f"{values[2] / 1e6:.0f}"}
+
+
+def delta_text(row: dict, prefix: str = "") -> str:
+    """``row[prefix + "metric_delta"]`` with its interval and mark (prefix ``reference_``: the reference pipeline)."""
+    if row["is_baseline"] and not prefix:
+        return "(teacher)"
+    value, low, high, significant = (row.get(f"{prefix}metric_delta{part}")
+                                     for part in ("", "_ci95_low", "_ci95_high", "_significant"))
+    if value is None:
+        return ""
+    if low is None:
+        return f"{_signed(value)} (no paired rows)"
+    mark = (" ▲" if value > 0 else " ▼") if significant else ""
+    return f"{_signed(value)} [{_signed(low, 3)}, {_signed(high, 3)}]{mark}"
+
+
+def _speedup(row: dict) -> str:
+    if row["is_baseline"]:
+        return "(teacher)"
+    if row["speedup_p50"] is None:
+        return ""
+    return ("≈" if row["speedup_overlap"] else "") + f"{row['speedup_p50']:.2f}×"
+
+
+def _gate(value) -> str:
+    return "" if value is None else ("✓" if value else "✗")
+
+
+def _times(value) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+def _signed(value, digits: int = 4) -> str:
+    return "" if value is None else f"{value:+.{digits}f}"
+
+
+# What a reader must know about a storage format to read its size and latency right.
+FORMAT_NOTES = {
+    "hf-sparse": "stored sparse (a bitmask of the non-zero positions plus the non-zero values), which is the "
+                 "size shown where the backend loaded that file (PyTorch); ONNX Runtime loads a dense export. "
+                 "Every backend runs these models on dense kernels: sparsity makes them smaller on disk, not faster.",
+    "hf-low-rank": "Linear layers factorised into two smaller Linears (SVD); runs as ordinary dense layers.",
+}
+
+
+def storage_notes(rows: list[dict]) -> list[str]:
+    notes = []
+    for fmt in dict.fromkeys(r.get("artifact_format") for r in rows):
+        if fmt in FORMAT_NOTES:
+            pipelines = ", ".join(dict.fromkeys(r["pipeline"] for r in rows if r.get("artifact_format") == fmt))
+            notes += [f"- `{fmt}` ({pipelines}): {FORMAT_NOTES[fmt]}"]
+    return [*notes, ""] if notes else []
+
+
+def markdown_table(records: list[dict]) -> str:
+    """A pipe table; values are pre-formatted strings (kept as written), text left, numbers right."""
+    table = pd.DataFrame(records)
+    align = ["left" if column in TEXT_COLUMNS else "right" for column in table.columns]
+    return table.to_markdown(index=False, disable_numparse=True, colalign=align)

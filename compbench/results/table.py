@@ -1,0 +1,105 @@
+"""Analysed rows as one flat record per measurement, with stable column names (``results.csv``).
+
+The columns are documented in the README ("results.csv columns"); ``COLUMNS`` fixes their
+order. Row keys a plugin adds that are plain values follow, sorted; nested values that a
+table cannot hold (predictions, labels, lineage, every timed call) stay in ``results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+LATENCY_FIELDS = ("p10", "p50", "p90", "p99", "mean", "std", "min", "cold")
+SEED_FIELDS = ("run", "data", "teacher", "bootstrap")
+
+COLUMNS = (
+    "run_id",
+    "cell_id",
+    "task",
+    "pipeline",
+    "backend_label",
+    "fp32_backend_label",
+    "backend",
+    "device",
+    "profile",
+    "precision",
+    "threads",
+    "batch_size",
+    "seq_len",
+    "status",
+    "reason",
+    "metric_name",
+    "metric",
+    "metric_ci95_low",
+    "metric_ci95_high",
+    "is_baseline",
+    "baseline_metric",
+    "metric_delta",
+    "metric_delta_ci95_low",
+    "metric_delta_ci95_high",
+    "metric_delta_significant",
+    "metric_kept",
+    "keeps_99",
+    "keeps_99_9",
+    "size_bytes",
+    "size_ratio",
+    "params",
+    "nonzero_params",
+    *(f"latency_{name}_ms" for name in LATENCY_FIELDS),
+    "latency_n",
+    "throughput_per_s",
+    "speedup_p50",
+    "speedup_overlap",
+    "gflop_per_batch",
+    "achieved_gflops",
+    "peak_gflops",
+    "peak_dtype",
+    "pct_of_peak",
+    "h2d_copy_ms",
+    "gpu_peak_allocated_bytes",
+    "gpu_peak_reserved_bytes",
+    "parity_max_abs_diff",
+    "eval_split",
+    "eval_rows",
+    *(f"seed_{name}" for name in SEED_FIELDS),
+    "artifact",
+    "artifact_hash",
+    "artifact_format",
+    "artifact_precision",
+    "measured_in_run",
+    "steps",
+)
+NESTED = ("predictions", "labels", "lineage", "latency_ms", "latency_samples_ms", "metrics", "metric_ci95", "steps",
+          "seeds", "roofline_peak", "flops", "gpu_memory")
+
+
+def flat_record(row: dict) -> dict:
+    """One analysed row (``analysis.analyse``) as flat columns."""
+    out = {key: value for key, value in row.items() if key not in NESTED and not isinstance(value, (dict, list))}
+    latency = row.get("latency_ms") or {}
+    for name in LATENCY_FIELDS:
+        out[f"latency_{name}_ms"] = latency.get(name)
+    out["latency_n"] = latency.get("n")
+    out["metric_ci95_low"], out["metric_ci95_high"] = row.get("metric_ci95") or (None, None)
+    for name, value in (row.get("metrics") or {}).items():
+        out[f"metric_{name.replace('/', '_')}"] = value
+    seeds = row.get("seeds") or {}
+    for name in SEED_FIELDS:
+        out[f"seed_{name}"] = seeds.get(name)
+    memory = row.get("gpu_memory") or {}
+    out["gpu_peak_allocated_bytes"], out["gpu_peak_reserved_bytes"] = (
+        memory.get("allocated_bytes"),
+        memory.get("reserved_bytes"),
+    )
+    out["steps"] = json.dumps(row.get("steps") or [])
+    return out
+
+
+def tidy_frame(analysed: list[dict]) -> pd.DataFrame:
+    """The documented columns in order, then each task's extra metrics and any plugin keys (sorted)."""
+    records = [flat_record(row) for row in analysed]
+    present = dict.fromkeys(key for record in records for key in record)
+    extra = sorted(key for key in present if key not in COLUMNS)
+    return pd.DataFrame(records, columns=[*COLUMNS, *extra])

@@ -1,0 +1,103 @@
+"""The rows one benchmark cell trains and evaluates on: loaded from a source, unlabelled rows dropped,
+seeded subsets taken, and a content fingerprint that cache keys use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import pandas as pd
+
+from compbench.common.errors import DataNotFoundError, UsageError
+from compbench.tasks.glue import TaskSpec
+from compbench.tasks.sources import MALFORMED_LINES_ATTR, DataSource
+
+
+@dataclass
+class TaskData:
+    """The rows one benchmark cell trains and evaluates on."""
+
+    task: TaskSpec
+    train: pd.DataFrame
+    eval: dict[str, pd.DataFrame]
+    source: str
+    fingerprint: str
+    # split -> rows dropped before subsetting: malformed TSV lines plus rows without a label.
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _check_limit(name: str, value: int | None) -> None:
+    """Limits are None or a positive int."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _drop_unlabelled(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Remove rows whose label is missing or -1 (GLUE test style); (rows kept, count dropped)."""
+    keep = frame["label"].notna() & (frame["label"] >= 0)
+    return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def _check_labels(task: TaskSpec, frame: pd.DataFrame, where: str) -> None:
+    """A split must keep some rows, with classification labels in 0..num_labels-1."""
+    if frame.empty:
+        raise DataNotFoundError(f"{where} has no labelled rows")
+    if not task.is_regression and int(frame["label"].max()) >= task.num_labels:
+        raise DataNotFoundError(
+            f"{where} has label {int(frame['label'].max())}, but {task.name} has {task.num_labels} labels"
+        )
+
+
+def _subset(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample without replacement of ``limit`` rows, or all rows (in file order)."""
+    if limit is None or limit >= len(frame):
+        return frame
+    return frame.sample(n=limit, random_state=seed).reset_index(drop=True)
+
+
+def _load_one(task: TaskSpec, source: DataSource, split: str, limit: int | None,
+              seed: int) -> tuple[pd.DataFrame, int]:
+    """One split, cleaned and subset; (rows, count dropped)."""
+    raw = source.load_split(task, split)
+    malformed = int(raw.attrs.get(MALFORMED_LINES_ATTR, 0))
+    rows, unlabelled = _drop_unlabelled(raw)
+    _check_labels(task, rows, f"{task.name}/{split} in {source.description}")
+    return _subset(rows, limit, seed), malformed + unlabelled
+
+
+def frame_digest(frame: pd.DataFrame) -> bytes:
+    """Content digest of a frame: column names, dtypes and per-row value hashes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([[str(c), str(t)] for c, t in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.digest()
+
+
+def fingerprint(task: TaskSpec, splits: Mapping[str, pd.DataFrame], *, limit_train: int | None,
+                limit_eval: int | None, seed: int) -> str:
+    """sha256 hex over the task name, limits, seed and the selected rows of every split."""
+    digest = hashlib.sha256()
+    args = {"task": task.name, "limit_train": limit_train, "limit_eval": limit_eval, "seed": seed}
+    digest.update(json.dumps(args, sort_keys=True).encode())
+    for split, frame in splits.items():
+        digest.update(split.encode() + b"\0" + frame_digest(frame))
+    return digest.hexdigest()
+
+
+def load_task_data(task: TaskSpec, source: DataSource, *, limit_train: int | None = None,
+                   limit_eval: int | None = None, seed: int = 0) -> TaskData:
+    """Train and eval rows of ``task``, unlabelled rows dropped, limits applied by seeded sampling."""
+    _check_limit("limit_train", limit_train)
+    _check_limit("limit_eval", limit_eval)
+    train, dropped_train = _load_one(task, source, "train", limit_train, seed)
+    dropped = {"train": dropped_train}
+    evals: dict[str, pd.DataFrame] = {}
+    for split in task.eval_splits:
+        evals[split], dropped[split] = _load_one(task, source, split, limit_eval, seed)
+    digest = fingerprint(task, {"train": train, **evals}, limit_train=limit_train,
+                         limit_eval=limit_eval, seed=seed)
+    return TaskData(task, train, evals, source.description, digest, dropped)

@@ -1,0 +1,87 @@
+"""Turning task rows into model inputs, and running a model over them in batches.
+
+Tokenisation happens here, once, the same way for every backend: a session only ever
+sees ``dict[str, np.ndarray]`` of int64 ``input_ids``/``attention_mask``/``token_type_ids``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from compbench.tasks.glue import TaskSpec
+
+Batch = dict[str, np.ndarray]
+RunFn = Callable[[Batch], np.ndarray]
+
+
+@dataclass
+class EncodedRows:
+    """Tokenised rows (unpadded), their labels, and optional further per-row training targets
+    (for example a teacher's logits, computed once and looked up per batch)."""
+
+    features: list[dict[str, list[int]]]
+    labels: np.ndarray
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def texts_of(task: TaskSpec, rows: pd.DataFrame) -> tuple[list[str], ...]:
+    return tuple(rows[field].astype(str).tolist() for field in task.text_fields)
+
+
+def encode_rows(tokenizer, task: TaskSpec, rows: pd.DataFrame, max_seq_len: int) -> EncodedRows:
+    """Tokenise ``rows`` with truncation to ``max_seq_len`` and no padding."""
+    encoded = tokenizer(*texts_of(task, rows), truncation=True, max_length=max_seq_len)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    features = [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+    dtype = np.float32 if task.is_regression else np.int64
+    return EncodedRows(features=features, labels=rows["label"].to_numpy(dtype=dtype))
+
+
+def pad_batch(tokenizer, features: list[dict[str, list[int]]], length: int | None = None) -> Batch:
+    """Pad (right) to the longest row (``length=None``) or to exactly ``length`` tokens."""
+    width = length if length is not None else max(len(f["input_ids"]) for f in features)
+    pad_values = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    batch = {}
+    for key in features[0]:
+        column = np.full((len(features), width), pad_values[key], dtype=np.int64)
+        for i, feature in enumerate(features):
+            values = feature[key][:width]
+            column[i, : len(values)] = values
+        batch[key] = column
+    return batch
+
+
+def iter_batches(
+    tokenizer, rows: EncodedRows, batch_size: int, *, shuffle: bool = False, seed: int = 0
+) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+    """Batches padded to their longest row, with the matching ``labels`` and other targets."""
+    order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
+    for start in range(0, len(rows), batch_size):
+        index = order[start : start + batch_size]
+        targets = {"labels": rows.labels[index], **{name: values[index] for name, values in rows.targets.items()}}
+        yield pad_batch(tokenizer, [rows.features[i] for i in index]), targets
+
+
+def predict_logits(run: RunFn, tokenizer, rows: EncodedRows, batch_size: int) -> np.ndarray:
+    """Logits for every row, in order; rows are length-sorted so batches pad little."""
+    order = np.argsort([len(f["input_ids"]) for f in rows.features], kind="stable")
+    sorted_rows = EncodedRows([rows.features[i] for i in order], rows.labels[order])
+    chunks = [np.asarray(run(batch)) for batch, _ in iter_batches(tokenizer, sorted_rows, batch_size)]
+    logits = np.concatenate(chunks, axis=0)
+    out = np.empty_like(logits)
+    out[order] = logits
+    return out
+
+
+def timing_batch(tokenizer, task: TaskSpec, rows: pd.DataFrame, batch_size: int, seq_len: int, seed: int) -> Batch:
+    """``batch_size`` real rows padded (or truncated) to exactly ``seq_len`` tokens."""
+    picked = rows.sample(n=batch_size, replace=batch_size > len(rows), random_state=seed)
+    encoded = encode_rows(tokenizer, task, picked, max_seq_len=seq_len)
+    return pad_batch(tokenizer, encoded.features, length=seq_len)

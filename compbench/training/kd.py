@@ -1,0 +1,74 @@
+"""The knowledge-distillation loss (Hinton et al. 2015) and its variants.
+
+Loss: ``alpha * T^2 * D(p_teacher^T, p_student^T) + (1 - alpha) * CE(student, labels)`` with D
+the forward KL (default), reverse KL or Jensen-Shannon divergence; for regression (STS-B)
+``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, labels)``. ``targets:
+teacher_labels`` is black-box: only the teachers' predicted labels. Several teachers'
+temperature-softened distributions are averaged. ``alpha: 0`` needs no teacher at all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+Divergence = Literal["forward_kl", "reverse_kl", "js"]
+
+
+class TeacherSignal(BaseModel):
+    """How much of the teacher a model learns from, and in what form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher signal; 0 = hard labels only")
+    divergence: Divergence = "forward_kl"
+    targets: Literal["soft", "teacher_labels"] = Field(
+        "soft", description="soft: white-box probabilities; teacher_labels: black-box"
+    )
+
+
+def divergence(name: Divergence, student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of D(teacher || student) (forward), D(student || teacher) (reverse), or JS."""
+    kl = lambda log_p, log_q: F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")  # noqa: E731  KL(p || q)
+    if name == "forward_kl":
+        return kl(teacher_log_probs, student_log_probs)
+    if name == "reverse_kl":
+        return kl(student_log_probs, teacher_log_probs)
+    mixture = torch.logsumexp(torch.stack([student_log_probs, teacher_log_probs]), dim=0) - torch.log(torch.tensor(2.0))
+    return 0.5 * kl(teacher_log_probs, mixture) + 0.5 * kl(student_log_probs, mixture)
+
+
+def ensemble_log_probs(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log of the mean over teachers (dim 1) of softmax(logits / T)."""
+    log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return torch.logsumexp(log_probs, dim=1) - math.log(teacher_logits.shape[1])
+
+
+def distillation_loss(
+    student_logits, teacher_logits, labels, params: "TeacherSignal", regression: bool
+) -> torch.Tensor:
+    """``alpha * teacher term + (1 - alpha) * label term``; with ``alpha == 0`` no teacher is needed.
+
+    ``teacher_logits`` is (batch, classes) for one teacher or (batch, teachers, classes) for several.
+    """
+    label_term = (
+        F.mse_loss(student_logits.squeeze(-1), labels) if regression else F.cross_entropy(student_logits, labels)
+    )
+    if params.alpha == 0:
+        return label_term
+    if teacher_logits.dim() == 2:
+        teacher_logits = teacher_logits.unsqueeze(1)
+    if regression:
+        teacher_term = F.mse_loss(student_logits.squeeze(-1), teacher_logits.mean(dim=1).squeeze(-1))
+    elif params.targets == "teacher_labels":
+        teacher_term = F.cross_entropy(student_logits, ensemble_log_probs(teacher_logits, 1.0).argmax(dim=-1))
+    else:
+        t = params.temperature
+        teacher_term = t * t * divergence(params.divergence, F.log_softmax(student_logits / t, dim=-1),
+                                          ensemble_log_probs(teacher_logits, t))
+    return params.alpha * teacher_term + (1 - params.alpha) * label_term

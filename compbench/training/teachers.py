@@ -1,0 +1,74 @@
+"""Training against teachers: each teacher's logits on the training rows, computed once and kept
+beside the teacher, and the shared loop run with the distillation loss (used by ``distill`` and by
+recovery fine-tuning after pruning and SVD)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from compbench.common.files import save_array_atomically
+from compbench.common.hashing import stable_hash
+from compbench.config.training import TrainConfig
+from compbench.models.artifact import ModelArtifact
+from compbench.tasks.encoding import EncodedRows, encode_rows, predict_logits
+from compbench.training.evaluation import INFERENCE_BATCH_SIZE, module_runner, validation_evaluator
+from compbench.training.kd import TeacherSignal, distillation_loss
+from compbench.training.loop import fit
+
+TEACHER_LOGITS_DIR = "teacher-logits"     # inside the teacher's artifact folder
+
+
+def teacher_logits(teacher: ModelArtifact, data, max_seq_len: int, reporter) -> np.ndarray:
+    """A teacher's logits for every training row, from the rows as the teacher's own tokenizer
+    encodes them; computed once per (teacher, training rows, length) and kept in the teacher's
+    artifact folder, so every pipeline distilling from it reuses them."""
+    cache = (
+        teacher.path / TEACHER_LOGITS_DIR / f"{stable_hash({'data': data.fingerprint, 'max_seq_len': max_seq_len})}.npy"
+    )
+    if cache.is_file():
+        reporter.log(f"  teacher logits for the training rows from cache ({teacher.path.name})")
+        return np.load(cache)
+    tokenizer = teacher.tokenizer()
+    rows = encode_rows(tokenizer, data.task, data.train, max_seq_len)
+    reporter.log(f"  teacher logits for {len(rows)} training rows ({teacher.path.name})")
+    logits = predict_logits(module_runner(teacher.torch_model()), tokenizer, rows, batch_size=INFERENCE_BATCH_SIZE)
+    try:
+        save_array_atomically(cache, logits)
+    except OSError:          # a read-only shared cache: compute again next time
+        pass
+    return logits
+
+
+def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[ModelArtifact], signal: TeacherSignal,
+                           config: TrainConfig, ctx, *, keep_best: bool, matcher=None, description: str) -> dict:
+    """Train ``model`` in place on the task's training rows with the distillation loss (plus
+    ``matcher``'s intermediate-layer loss, if given); returns the lineage summary.
+
+    ``config.max_seq_len`` follows the teacher's (``ctx.max_seq_len``) unless set explicitly.
+    """
+    task = ctx.data.task
+    if "max_seq_len" not in config.model_fields_set:
+        config = config.model_copy(update={"max_seq_len": ctx.max_seq_len})
+    rows = encode_rows(tokenizer, task, ctx.data.train, config.max_seq_len)
+    if signal.alpha > 0:
+        logits = np.stack(
+            [teacher_logits(teacher, ctx.data, config.max_seq_len, ctx.reporter) for teacher in teachers], axis=1
+        )
+        rows = EncodedRows(rows.features, rows.labels, {"teacher_logits": logits})
+
+    def loss_fn(module, batch):
+        teacher = batch.pop("teacher_logits", None)
+        labels = batch.pop("labels")
+        outputs = module(**batch, **(matcher.output_flags if matcher else {}))
+        loss = distillation_loss(outputs.logits, teacher, labels, signal, task.is_regression)
+        return loss + matcher(outputs, batch) if matcher else loss
+
+    evaluate, split = validation_evaluator(ctx.data, tokenizer, config.max_seq_len)
+    result = fit(model, tokenizer, rows, config, loss_fn=loss_fn, evaluate=evaluate, keep_best=keep_best,
+                 auxiliary=matcher, reporter=ctx.reporter, description=f"{task.name} {description}")
+    ctx.reporter.log(f"  {task.name} {description}: best epoch {result.best_epoch}, history "
+                     + ", ".join(f"{h['score']:.4f}" for h in result.history))
+    return {"train_rows": len(rows), "steps": result.steps, "seconds": round(result.seconds, 1),
+            "best_epoch": result.best_epoch, "history": result.history, "eval_split": split,
+            "teachers": len(teachers) if signal.alpha > 0 else 0}
