@@ -66,57 +66,68 @@ def run_isolated(settings: RunSettings, job: Job, log_path: Path, on_event: Call
     log_path.parent.mkdir(parents=True, exist_ok=True)
     context = _fork_context()
     receive, send = context.Pipe(duplex=False)
-    process = context.Process(
-        target=serve,
-        args=({"settings": asdict(settings), "job": asdict(job)}, send, str(log_path)),
-        name=f"compbench {job.label}",
-    )
-    result: dict = {}
-
-    def read_events() -> None:
-        while True:
-            try:
-                event = receive.recv()
-            except (EOFError, OSError):
-                return
-            if event.get("event") == "result":
-                result.update(event["result"])
-                continue
-            try:
-                on_event(event)
-            except Exception:    # a display problem must not lose the job's result
-                pass
-
+    request = {"settings": asdict(settings), "job": asdict(job)}
+    process = context.Process(target=serve, args=(request, send, str(log_path)), name=f"compbench {job.label}")
+    reader = _EventReader(receive, on_event)
     timeout = job.timeout(settings)
     start = time.perf_counter()
     process.start()
     send.close()                  # the child holds the only writing end: EOF when it exits
-    reader = threading.Thread(target=read_events, daemon=True)
     reader.start()
     try:
-        process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-            reader.join(timeout=5)
-            return JobResult(
-                job,
-                "failed",
-                f"timed out after {timeout:g} s (the {job.kind} timeout); its process was killed",
-                seconds=time.perf_counter() - start,
-            )
-    except BaseException:         # Ctrl-C, or the run stopping early: the job goes with it
-        process.kill()
-        process.join()
-        raise
+        finished = _wait(process, timeout)
     finally:
         if close := getattr(on_event, "close_all", None):
             close()
-    reader.join(timeout=30)
+    reader.join(timeout=30 if finished else 5)
     receive.close()
-    if result:
-        return JobResult.from_json(result)
-    return JobResult(job, "failed", _exit_reason(process.exitcode, log_path), seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    if not finished:
+        reason = f"timed out after {timeout:g} s (the {job.kind} timeout); its process was killed"
+        return JobResult(job, "failed", reason, seconds=seconds)
+    if reader.result:
+        return JobResult.from_json(reader.result)
+    return JobResult(job, "failed", _exit_reason(process.exitcode, log_path), seconds=seconds)
+
+
+class _EventReader(threading.Thread):
+    """Reads a job's events from its pipe until the job's end closes it: the result is kept, every
+    other event (log lines, progress) goes to ``on_event``."""
+
+    def __init__(self, receive, on_event: Callable[[dict], None]) -> None:
+        super().__init__(daemon=True)
+        self.receive, self.on_event = receive, on_event
+        self.result: dict = {}
+
+    def run(self) -> None:
+        while True:
+            try:
+                event = self.receive.recv()
+            except (EOFError, OSError):
+                return
+            if event.get("event") == "result":
+                self.result.update(event["result"])
+                continue
+            try:
+                self.on_event(event)
+            except Exception:    # a display problem must not lose the job's result
+                pass
+
+
+def _wait(process, timeout: float | None) -> bool:
+    """Whether ``process`` ended within ``timeout``; it is killed when not, and when the wait itself is
+    interrupted (Ctrl-C, or the run stopping early), which is raised on."""
+    try:
+        process.join(timeout)
+    except BaseException:
+        process.kill()
+        process.join()
+        raise
+    if process.is_alive():
+        process.kill()
+        process.join()
+        return False
+    return True
 
 
 def _exit_reason(exitcode: int | None, log_path: Path) -> str:
