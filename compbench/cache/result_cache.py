@@ -20,15 +20,16 @@ class ResultCache:
     def __init__(self, root: Path) -> None:
         self.dir = Path(root) / RESULTS_DIR
 
-    def get(self, key: str, run_id: str) -> list[dict] | None:
-        """The cached rows of a cell, relabelled for ``run_id``, or None."""
+    def get(self, key: str) -> list[dict] | None:
+        """The cached rows stored under ``key``, or None. They keep the identity of the cell that stored
+        them: the caller gives them its own (``results.rows.as_rows_of``)."""
         path = self.dir / f"{key}.json"
         try:
             rows = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
         os.utime(path)     # last used: what ``compbench cache prune --older-than`` goes by
-        return [{**row, "run_id": run_id} for row in rows]
+        return rows
 
     def put(self, key: str, rows: list[dict]) -> None:
         """Keep a cell's rows when all of them are ``ok`` (failures are always tried again)."""

@@ -43,7 +43,7 @@ from compbench.execution.plan import (
 from compbench.measurement.cell import cell_key
 from compbench.measurement.peak import peak_key
 from compbench.results.report import write_reports
-from compbench.results.rows import ResultsFile, closed_rows, read_rows, write_labels
+from compbench.results.rows import ResultsFile, as_rows_of, closed_rows, read_rows, write_labels
 from compbench.training.finetune import teacher_key
 
 ArtifactHashes = dict[tuple[str, str], str]     # (task, pipeline) -> the artifact its cells measure
@@ -282,9 +282,9 @@ class SuiteRun:
         jobs, served = {}, 0
         for cell, artifact_hash in planned:
             key = cell_key(self.suite, cell, artifact_hash, context.task_data(cell.task).fingerprint)
-            cached = None if self.settings.remeasure else self.result_cache.get(key, self.run_id)
+            cached = None if self.settings.remeasure else self.result_cache.get(key)
             if cached is not None:
-                self._write_cell(cell, cached)
+                self._write_cell(cell, as_rows_of(cell, self.run_id, cached))
                 served += 1
                 continue
             job = Job(MEASURE, cell.task, cell.pipeline.name, cell.backend.label, artifact_hash,

@@ -31,16 +31,27 @@ def empty_row(**values) -> dict:
     return row
 
 
-def cell_row(run_id: str, cell: Cell, batch_size: int, seq_len: int, **values) -> dict:
-    """A row of ``cell`` at one shape, with its identity filled in and ``values`` added."""
+def cell_identity(run_id: str, cell: Cell, batch_size: int, seq_len: int) -> dict:
+    """Which measurement a row is: the run, the cell (task, pipeline and its steps, backend entry) and the shape."""
     options = cell.backend
-    return empty_row(
+    return dict(
         run_id=run_id, cell_id=cell.cell_id, task=cell.task, pipeline=cell.pipeline.name,
         steps=[{"compressor": s.compressor, "params": s.params} for s in cell.pipeline.steps],
         backend=options.name, profile=options.profile, device=options.device, precision=options.precision,
         backend_label=options.label, fp32_backend_label=options.fp32_label,
-        threads=options.resolved_threads(), batch_size=batch_size, seq_len=seq_len, **values,
+        threads=options.resolved_threads(), batch_size=batch_size, seq_len=seq_len,
     )
+
+
+def cell_row(run_id: str, cell: Cell, batch_size: int, seq_len: int, **values) -> dict:
+    """A row of ``cell`` at one shape, with its identity filled in and ``values`` added."""
+    return empty_row(**{**values, **cell_identity(run_id, cell, batch_size, seq_len)})
+
+
+def as_rows_of(cell: Cell, run_id: str, rows: list[dict]) -> list[dict]:
+    """Measured rows (from the result cache, which may have stored them for another pipeline with the same
+    model) as rows of ``cell`` in this run: the measurement kept, the identity the asking cell's."""
+    return [{**row, **cell_identity(run_id, cell, row["batch_size"], row["seq_len"])} for row in rows]
 
 
 def closed_rows(run_id: str, cell: Cell, shapes: list[tuple[int, int]], status: str, reason: str) -> list[dict]:

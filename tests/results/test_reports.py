@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from result_rows import LABELS, N_ROWS, latency, predictions, row
 
 from compbench.cli import main
 from compbench.results.analysis import analyse, summary_records
 from compbench.results.report import RunReport, write_reports
 from compbench.results.rows import ROW_KEYS, ResultsFile, empty_row, read_rows
 from compbench.results.table import COLUMNS
+
+from result_rows import LABELS, N_ROWS, latency, predictions, row
 
 
 def write_run(folder, rows: list[dict]) -> None:
