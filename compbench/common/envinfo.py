@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
 PACKAGES = ("compbench", "torch", "transformers", "optimum", "optimum-onnx", "onnxruntime", "onnxruntime-gpu", "onnx",
@@ -23,14 +24,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def package_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return versions
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """The installed version of each distribution in ``names`` (None where it is not installed)."""
+    return {name: _version(name) for name in names}
+
+
+@lru_cache(maxsize=None)
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def gpu_info() -> list[dict]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from compbench.common.errors import UnsupportedError
 from compbench.common.progress import Reporter
 from compbench.models.artifact import ModelArtifact
+from compbench.models.references import ResolvedModel, resolve_model
 from compbench.tasks.data import TaskData
 
 
@@ -32,6 +33,8 @@ class CompressContext:
     max_seq_len: int = 128      # tokens per row, as the teacher was trained
     # The task teacher fine-tuned as the suite says but with another seed (cached); for multi-teacher.
     retrain_teacher: Callable[[int], ModelArtifact] | None = None
+    # A model reference (alias, folder relative to the suite's, hub id) as the suite means it.
+    resolve_model: Callable[[str], ResolvedModel] = resolve_model
 
     def teacher_with_seed(self, seed: int) -> ModelArtifact:
         if self.retrain_teacher is None:
@@ -54,6 +57,12 @@ class Compressor(ABC):
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
+
+    @classmethod
+    def key_material(cls, params: BaseModel, resolve_model: Callable[[str], ResolvedModel]) -> dict:
+        """What else the output depends on that ``params`` only names (e.g. the content of a model folder a
+        parameter points to): it goes into the step's cache key. Default: nothing."""
+        return {}
 
     @abstractmethod
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:

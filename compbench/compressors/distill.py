@@ -53,9 +53,14 @@ class Distill(Compressor):
     Params = DistillParams
     code_version = "1"
 
+    @classmethod
+    def key_material(cls, params: DistillParams, resolve_model) -> dict:
+        """A student ``model`` reference is its content (a local folder's weights), not its name."""
+        return {"student_model": resolve_model(params.student.model).identity} if params.student.model else {}
+
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         params = self.params
-        student, tokenizer = build_student(model, params.student, seed=params.train.seed)
+        student, tokenizer = build_student(model, params.student, seed=params.train.seed, resolve=ctx.resolve_model)
         matcher = None
         if params.hidden_weight > 0 or params.attention_weight > 0:
             check_same_vocabulary(tokenizer, model.tokenizer())

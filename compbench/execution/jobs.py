@@ -126,6 +126,7 @@ class RunContext:
         if task not in self._builders:
             self._builders[task] = PipelineBuild(
                 self.teacher(task), self.task_data(task), self.store, seed=self.suite.seed, device="cpu",
+                base_dir=self.suite.resolve_path("."),
                 reporter=self.reporter, max_seq_len=self.suite.teacher.max_seq_len,
                 retrain_teacher=lambda seed: self.teacher(task, seed))
         return self._builders[task]

@@ -24,7 +24,7 @@ from compbench.common.errors import DataNotFoundError
 from compbench.common.files import write_atomically
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
-from compbench.compressors.chain import planned_hash
+from compbench.compressors.chain import StepInputs, planned_hash
 from compbench.config.cells import Cell, expand, shapes
 from compbench.config.loading import load_suite, suite_yaml
 from compbench.config.schema import Suite
@@ -218,8 +218,9 @@ class SuiteRun:
         if teacher_cached:
             self.reporter.log(f"{task}: teacher from cache ({context.store.path_for(teacher_hash)})")
         needed = []
+        inputs = StepInputs(data.fingerprint, self.suite.seed, self.suite.resolve_path("."))
         for pipeline in pipelines_to_measure(self.suite, task_cells):
-            expected = planned_hash(teacher_hash, pipeline, data.fingerprint)
+            expected = planned_hash(teacher_hash, pipeline, inputs)
             if context.store.get(expected) is not None:
                 artifacts[(task, pipeline.name)] = expected
             else:

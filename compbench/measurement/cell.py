@@ -7,13 +7,15 @@ result cache stores them under :func:`cell_key`, which covers everything they de
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
+from pathlib import Path
 
 from compbench.backends.base import Session
 from compbench.cache.store import ArtifactStore
 from compbench.common import envinfo
 from compbench.common.errors import Failures, UnsupportedError
-from compbench.common.hashing import stable_hash
+from compbench.common.hashing import files_hash, stable_hash
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
 from compbench.config.cells import Cell, shapes
@@ -29,6 +31,11 @@ from compbench.tasks.encoding import timing_batch
 
 # Bump when measuring changes what a row says for the same model and settings.
 MEASURE_VERSION = "2"   # 2: p10, every timed call, labels, seeds, FLOPs
+# The code a measurement runs, relative to the package: any change to it measures again (the package's own
+# version number never changes between commits, so it cannot stand for the code).
+MEASURING_CODE = ("measurement", "backends", "tasks", "models", "results/rows.py", "config/measure.py",
+                  "config/backends.py")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @lru_cache(maxsize=1)
@@ -37,12 +44,23 @@ def machine_fingerprint() -> dict:
     return {key: info[key] for key in ("cpu", "cpu_count", "cpu_affinity", "gpus", "packages", "python")}
 
 
+@lru_cache(maxsize=None)
+def code_fingerprint(root: Path = PACKAGE_ROOT, parts: tuple[str, ...] = MEASURING_CODE) -> str:
+    """A hash of the source files under ``root`` that ``parts`` name (folders: every ``.py`` in them)."""
+    files = [path for part in parts for path in
+             (sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part])]
+    return files_hash(files)
+
+
 def cell_key(suite: Suite, cell: Cell, artifact_hash: str, data_fingerprint: str) -> str:
-    """The result cache's key of a cell: the model, backend and measure settings, rows, seed, machine, code version."""
+    """The result cache's key of a cell: the model, backend and measure settings, rows, seed, machine, and the
+    measuring code (compbench's and the backend's, a plugin's too)."""
+    backend_source = Path(inspect.getsourcefile(BACKENDS.get(cell.backend.name)))
     return stable_hash({
         "version": MEASURE_VERSION, "artifact": artifact_hash, "backend": cell.backend.model_dump(),
         "threads": cell.backend.resolved_threads(), "measure": suite.measure.model_dump(), "data": data_fingerprint,
         "max_seq_len": suite.teacher.max_seq_len, "seed": suite.seed, "machine": machine_fingerprint(),
+        "code": code_fingerprint(), "backend_code": files_hash([backend_source]),
     })
 
 

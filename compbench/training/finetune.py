@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from compbench.cache.store import ArtifactStore
+from compbench.common.envinfo import package_versions
 from compbench.common.hashing import stable_hash
 from compbench.common.progress import Reporter
 from compbench.config.training import TrainConfig
@@ -16,6 +17,8 @@ from compbench.training.loop import fit, seed_everything
 
 # Bump when fine-tuning changes what it produces for the same inputs (part of the cache key).
 FINETUNE_VERSION = "2"
+# Libraries whose versions the trained weights depend on (a new one trains again).
+TRAINING_LIBRARIES = ("torch", "transformers", "safetensors", "numpy")
 
 
 def teacher_key(base: ResolvedModel, data: TaskData, config: TrainConfig) -> str:
@@ -23,6 +26,7 @@ def teacher_key(base: ResolvedModel, data: TaskData, config: TrainConfig) -> str
     return stable_hash({
         "kind": "finetune", "version": FINETUNE_VERSION, "base": base.identity, "task": data.task.name,
         "train_rows": frame_digest(data.train).hex(), "config": config.model_dump(),
+        "libraries": package_versions(TRAINING_LIBRARIES),
     })
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compbench.models.artifact import ModelArtifact
-from compbench.models.references import resolve_model
+from compbench.models.references import ResolvedModel, resolve_model
 from compbench.tasks.glue import get_task
 from compbench.training.finetune import load_base_for_task
 
@@ -60,11 +60,13 @@ class StudentSpec(BaseModel):
         return self
 
 
-def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int):
-    """(student module, tokenizer) for the teacher's task."""
+def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int,
+                  resolve: Callable[[str], ResolvedModel] = resolve_model):
+    """(student module, tokenizer) for the teacher's task; ``resolve`` finds a ``model`` reference (the
+    suite's relative folders resolve against the suite's folder)."""
     torch.manual_seed(seed)
     if spec.model is not None:
-        return load_base_for_task(resolve_model(spec.model).location, get_task(teacher.task))
+        return load_base_for_task(resolve(spec.model).location, get_task(teacher.task))
     teacher_module = teacher.torch_model()
     if spec.layers is not None:
         student = layer_subset(teacher_module, spec.layers)

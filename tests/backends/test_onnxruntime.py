@@ -23,7 +23,7 @@ from compbench.config.backends import BackendOptions
 from compbench.config.loading import validate_suite
 from compbench.measurement.cell import size_of
 from compbench.models.artifact import META_FILE, ModelArtifact
-from compbench.models.formats.base import FORMATS
+from compbench.models.formats.base import FORMATS, onnx_export_dir
 from compbench.models.onnx_export import ONNX_FILE, _export_with_torch
 from compbench.tasks.data import load_task_data
 from compbench.tasks.encoding import timing_batch
@@ -90,10 +90,10 @@ def test_hf_artifact_exports_once_with_dynamic_axes(tiny_artifact, tmp_path):
     fresh = copy_without_onnx(tiny_artifact, tmp_path / "tiny")
     assert not (fresh.path / "onnx").exists()
     files = fresh.onnx_files()
-    model_file = fresh.path / "onnx" / ONNX_FILE
+    model_file = onnx_export_dir(fresh.path) / ONNX_FILE
     assert files == [model_file]
-    assert (fresh.path / "onnx" / "exporter.txt").read_text().strip() == "optimum"
-    assert not list(fresh.path.glob(".onnx-*")), "the temporary export folder was left behind"
+    assert (model_file.parent / "exporter.txt").read_text().strip() == "optimum"
+    assert not list(fresh.path.rglob(".*-*")), "the temporary export folder was left behind"
     mtime = model_file.stat().st_mtime_ns
     assert fresh.onnx_files() == files
     assert model_file.stat().st_mtime_ns == mtime
@@ -157,7 +157,7 @@ def test_session_ignores_padding_like_pytorch(ort_session, fresh, sst2):
 
 
 def test_deployed_files_and_size(ort_session, fresh):
-    onnx_file, config = fresh.path / "onnx" / ONNX_FILE, fresh.path / "config.json"
+    onnx_file, config = onnx_export_dir(fresh.path) / ONNX_FILE, fresh.path / "config.json"
     assert ort_session.deployed_files == [onnx_file, config]
     size = size_of(fresh, ort_session)
     assert size["size_bytes"] == onnx_file.stat().st_size + config.stat().st_size
@@ -260,7 +260,7 @@ def test_external_data_is_deployed_and_counted(external, fresh):
     assert (folder / ONNX_FILE).stat().st_size < 100_000 < (folder / "model.onnx_data").stat().st_size
     assert external.size_bytes() == sum(p.stat().st_size for p in external.deployed_files())
     assert external.onnx_files() == [folder / ONNX_FILE, folder / "model.onnx_data"]
-    inline = FORMATS["onnx"].parameter_counts(fresh.path / "onnx")
+    inline = FORMATS["onnx"].parameter_counts(onnx_export_dir(fresh.path))
     assert external.parameter_counts() == inline
     assert inline[0] > 1_000_000
 

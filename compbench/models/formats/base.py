@@ -8,8 +8,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, ClassVar
 
+from compbench.common.envinfo import package_versions
 from compbench.common.errors import UnsupportedError
 from compbench.common.files import atomic_path
+from compbench.common.hashing import stable_hash
 from compbench.models.onnx_export import ONNX_FILE, export_module
 
 FORMATS: dict[str, "ArtifactFormat"] = {}
@@ -39,10 +41,19 @@ class ArtifactFormat(ABC):
         raise UnsupportedError(f"a model in the {self.name!r} format cannot be exported to ONNX")
 
 
+# The exporters' libraries: a graph exported with other versions of them is exported again.
+EXPORT_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxscript")
+
+
+def onnx_export_dir(folder: Path) -> Path:
+    """``<artifact>/onnx/<key>/``: the export of this artifact by this machine's exporter versions."""
+    return folder / "onnx" / stable_hash(package_versions(EXPORT_LIBRARIES), length=12)
+
+
 def cached_onnx_export(folder: Path, export: Callable[[Path], str]) -> list[Path]:
-    """Exported once, on first use, into ``<artifact>/onnx/`` (written aside, then renamed);
-    ``export(tmp_folder)`` writes the model there and returns which exporter made it."""
-    target = folder / "onnx"
+    """Exported once per exporter version, on first use, into ``onnx_export_dir`` (written aside, then
+    renamed); ``export(tmp_folder)`` writes the model there and returns which exporter made it."""
+    target = onnx_export_dir(folder)
     if not (target / ONNX_FILE).is_file():
         with atomic_path(target, folder=True) as tmp:
             (tmp / "exporter.txt").write_text(export(tmp) + "\n")
