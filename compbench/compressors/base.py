@@ -42,18 +42,59 @@ class CompressContext:
         return self.retrain_teacher(seed)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """How a model is stored: its on-disk format (``models.formats``) and the precision of its weights."""
+
+    format: str
+    precision: str
+
+    def __str__(self) -> str:
+        return f"{self.format} ({self.precision})"
+
+
+TEACHER = Stored("hf", "fp32")      # what every pipeline starts from: the fine-tuned teacher
+
+
 class Compressor(ABC):
+    """Takes a model stored one of the ways it declares (``accepts``) and writes a new one (``produces``);
+    the suite's pipelines are checked against both before anything is built."""
+
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     # Bump when the compressor's output changes for the same inputs: it is part of the cache key.
     code_version: ClassVar[str] = "1"
-    # Stored precisions of input models it can work from; others give an UnsupportedError (skipped cells).
+    # The formats and precisions of input models it works from (a chain that feeds it others is refused),
+    # and what it writes; compressors whose answer depends on their params override accepts / produces.
+    input_formats: ClassVar[tuple[str, ...]] = ("hf",)
     input_precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    output: ClassVar[Stored] = TEACHER
+
+    @classmethod
+    def accepts(cls, params: BaseModel) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(formats, precisions) of the input models this step can take."""
+        return cls.input_formats, cls.input_precisions
+
+    @classmethod
+    def produces(cls, params: BaseModel) -> Stored:
+        """How the model this step writes is stored (what the next step receives)."""
+        return cls.output
+
+    @classmethod
+    def refusal(cls, params: BaseModel, given: Stored | None) -> str | None:
+        """Why this step cannot take a model stored as ``given`` (None: the teacher); None when it can."""
+        given = given or TEACHER
+        formats, precisions = cls.accepts(params)
+        if given.format in formats and given.precision in precisions:
+            return None
+        method = getattr(params, "method", None)
+        return (f"{cls.name}{f' (method {method})' if method else ''} takes models stored as "
+                f"{' or '.join(formats)} at {' or '.join(precisions)}; it would be given {given}")
 
     def check_input(self, model: ModelArtifact) -> None:
-        if model.precision not in self.input_precisions:
-            raise UnsupportedError(f"{self.name} takes {' or '.join(self.input_precisions)} models; "
-                                   f"this one is already {model.precision}")
+        problem = self.refusal(self.params, Stored(model.format, model.precision))
+        if problem:
+            raise UnsupportedError(problem)
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params

@@ -52,6 +52,9 @@ class Distill(Compressor):
     name = "distill"
     Params = DistillParams
     code_version = "1"
+    # the teacher runs in PyTorch (its logits, layer matching) and layer-subset students copy its layers:
+    # plain or sparse-stored weights (loaded dense), not factorised ones
+    input_formats = ("hf", "hf-sparse")
 
     @classmethod
     def key_material(cls, params: DistillParams, resolve_model) -> dict:

@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from compbench.common.errors import UnsupportedError
-from compbench.compressors.base import CompressContext, Compressor, check_method_params
+from compbench.compressors.base import CompressContext, Compressor, Stored, check_method_params
 from compbench.compressors.recovery import RecoveryParams, score_and_recover
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.models.formats.sparse import save_sparse_state
@@ -72,6 +72,11 @@ class Prune(Compressor):
     name = "prune"
     Params = PruneParams
     code_version = "1"
+    input_formats = ("hf", "hf-sparse")     # dense Linear layers (sparse-stored ones load dense)
+
+    @classmethod
+    def produces(cls, params: PruneParams) -> Stored:
+        return Stored("hf-sparse" if params.method == "magnitude" else "hf", "fp32")
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         module, tokenizer = model.torch_model(), model.tokenizer()

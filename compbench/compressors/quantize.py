@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compbench.common.errors import UnsupportedError
-from compbench.compressors.base import CompressContext, Compressor, check_method_params
+from compbench.compressors.base import CompressContext, Compressor, Stored, check_method_params
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.models.formats.torch_int8 import QUANTIZATION_SPEC, QUANTIZED_STATE, quantize_dynamic_int8
 from compbench.models.onnx_export import ONNX_FILE
@@ -79,6 +79,17 @@ class QuantizeParams(BaseModel):
         return self
 
 
+# What each method takes (input formats) and writes. The PyTorch methods rebuild plain modules (a sparse-stored
+# model loads dense; factorised layers would be lost); the ONNX Runtime methods read the model's ONNX export,
+# which every PyTorch-loadable format has; bitsandbytes loads the folder with from_pretrained (plain hf only).
+METHOD_IO: dict[str, tuple[tuple[str, ...], Stored]] = {
+    "dynamic": (("hf", "hf-sparse"), Stored("torch-int8-dynamic", "int8-dynamic")),
+    "ort-dynamic": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int8-dynamic")),
+    "ort-static": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int8-static")),
+    "bnb-int8": (("hf",), Stored("hf", "int8-bnb")),
+    "fp16": (("hf", "hf-sparse"), Stored("hf", "fp16")),
+    "ort-fp16": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "fp16")),
+}
 Quantizer = Callable[[ModelArtifact, QuantizeParams, CompressContext], ModelArtifact]
 METHODS: dict[str, Quantizer] = {}
 
@@ -94,6 +105,14 @@ class Quantize(Compressor):
     name = "quantize"
     Params = QuantizeParams
     code_version = "4"
+
+    @classmethod
+    def accepts(cls, params: QuantizeParams) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return METHOD_IO[params.method][0], ("fp32",)
+
+    @classmethod
+    def produces(cls, params: QuantizeParams) -> Stored:
+        return METHOD_IO[params.method][1]
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         return METHODS[self.params.method](model, self.params, ctx)

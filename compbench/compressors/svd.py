@@ -14,7 +14,7 @@ import math
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from compbench.compressors.base import CompressContext, Compressor
+from compbench.compressors.base import CompressContext, Compressor, Stored
 from compbench.compressors.recovery import RecoveryParams, score_and_recover
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.models.formats.low_rank import LOW_RANK_SPEC
@@ -71,6 +71,8 @@ class Svd(Compressor):
     name = "svd"
     Params = SvdParams
     code_version = "1"
+    input_formats = ("hf", "hf-sparse")     # dense Linear layers: factorised ones are not factorised again
+    output = Stored("hf-low-rank", "fp32")  # (plain hf when no layer was worth factorising)
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         params = self.params

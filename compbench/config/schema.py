@@ -116,6 +116,21 @@ class PipelineConfig(Strict):
                                             for entry in self.backends)
 
     @model_validator(mode="after")
+    def _chain_is_possible(self) -> "PipelineConfig":
+        """Each step takes what the one before writes (the first: the teacher): an impossible chain (svd then
+        bnb-int8, which would load the factorised model as plain weights) is refused before anything is built."""
+        given = None    # the fine-tuned teacher
+        for index, step in enumerate(self.steps):
+            compressor = COMPRESSORS.get(step.compressor)
+            params = compressor.Params.model_validate(step.params)
+            problem = compressor.refusal(params, given)
+            if problem:
+                after = f"after {self.steps[index - 1].compressor}, " if index else ""
+                raise FieldError(("steps", index), f"{after}{problem}")
+            given = compressor.produces(params)
+        return self
+
+    @model_validator(mode="after")
     def _baseline_is_uncompressed(self) -> "PipelineConfig":
         if self.name == BASELINE and self.steps:
             raise FieldError(("steps",), f"the pipeline name {BASELINE!r} is reserved for the uncompressed teacher "

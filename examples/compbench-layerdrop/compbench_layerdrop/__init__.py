@@ -57,7 +57,8 @@ class LayerDrop(Compressor):
     name = "layerdrop"
     Params = LayerDropParams
     code_version = "1"                  # part of the cache key: bump when the output changes for the same input
-    input_precisions = ("fp32",)        # others (int8, fp16) are skipped by compbench with the reason
+    input_formats = ("hf",)             # plain save_pretrained folders (a chain feeding it others is refused)
+    input_precisions = ("fp32",)        # others (int8, fp16) are refused with the reason
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         if model.format != "hf":
