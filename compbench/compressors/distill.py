@@ -18,10 +18,10 @@ from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.training.kd import TeacherSignal
 from compbench.training.layer_matching import LayerMatcher
 from compbench.training.students import StudentSpec, build_student
-from compbench.training.teachers import train_against_teachers
+from compbench.training.teachers import EpochSelection, train_against_teachers
 
 
-class DistillParams(TeacherSignal):
+class DistillParams(TeacherSignal, EpochSelection):
     student: StudentSpec
     teacher_seeds: list[int] = Field(
         default_factory=list,
@@ -35,7 +35,6 @@ class DistillParams(TeacherSignal):
     layer_map: dict[int, int] | None = Field(None, description="student layer -> teacher layer for the matching; "
                                              "default: uniform, last layers meet")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, learning_rate=1e-4))
-    keep_best: bool = Field(True, description="keep the epoch with the best validation metric")
 
     @model_validator(mode="after")
     def _teacher_signal_needed(self) -> "DistillParams":
@@ -72,7 +71,7 @@ class Distill(Compressor):
             )
         teachers = [model, *(ctx.teacher_with_seed(seed) for seed in params.teacher_seeds)] if params.alpha > 0 else []
         summary = train_against_teachers(student, tokenizer, teachers, params, params.train, ctx,
-                                         keep_best=params.keep_best, matcher=matcher, description="distill")
+                                         selection=params, matcher=matcher, description="distill")
         if matcher:
             summary["layer_map"] = [
                 [student_layer, teacher_layer] for student_layer, teacher_layer in matcher.layer_map.items()

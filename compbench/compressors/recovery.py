@@ -12,15 +12,14 @@ from compbench.config.training import TrainConfig
 from compbench.models.artifact import ModelArtifact
 from compbench.training.evaluation import validation_evaluator
 from compbench.training.kd import TeacherSignal
-from compbench.training.teachers import train_against_teachers
+from compbench.training.teachers import EpochSelection, train_against_teachers
 
 
-class RecoveryParams(TeacherSignal):
+class RecoveryParams(TeacherSignal, EpochSelection):
     alpha: float = Field(
         0.0, ge=0, le=1, description="weight of distillation from the uncompressed model; 0 = labels only"
     )
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=1, learning_rate=5e-5))
-    keep_best: bool = Field(True, description="keep the epoch with the best validation metric")
 
 
 def score_and_recover(model: torch.nn.Module, tokenizer, source: ModelArtifact, recovery: RecoveryParams | None,
@@ -34,6 +33,6 @@ def score_and_recover(model: torch.nn.Module, tokenizer, source: ModelArtifact, 
     )
     if recovery is not None:
         summary = train_against_teachers(model, tokenizer, [source], recovery, recovery.train, ctx,
-                                         keep_best=recovery.keep_best, description=f"{description} recovery")
+                                         selection=recovery, description=f"{description} recovery")
         record["recovery"] = summary
     return record

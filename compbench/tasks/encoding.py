@@ -30,6 +30,11 @@ class EncodedRows:
     def __len__(self) -> int:
         return len(self.features)
 
+    def subset(self, index: np.ndarray) -> "EncodedRows":
+        """The rows at ``index``, in that order, with their labels and targets."""
+        return EncodedRows([self.features[i] for i in index], self.labels[index],
+                           {name: values[index] for name, values in self.targets.items()})
+
 
 def texts_of(task: TaskSpec, rows: pd.DataFrame) -> tuple[list[str], ...]:
     return tuple(rows[field].astype(str).tolist() for field in task.text_fields)

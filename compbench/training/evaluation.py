@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compbench.tasks.encoding import encode_rows, predict_logits
+from compbench.tasks.encoding import EncodedRows, encode_rows, predict_logits
+from compbench.tasks.glue import TaskSpec
 from compbench.tasks.metrics import compute_metrics, predictions_from_logits
 from compbench.training.loop import EvaluateFn
 
@@ -24,14 +25,17 @@ def module_runner(module: torch.nn.Module):
 
 
 def validation_evaluator(data, tokenizer, max_seq_len: int) -> tuple[EvaluateFn, str]:
-    """``evaluate(module) -> headline metric`` on the task's primary evaluation split, and its name."""
+    """``evaluate(module) -> headline metric`` on the task's primary evaluation split, and its name. For
+    what a log or lineage reports, never to choose anything (the row reports that split)."""
     split, frame = next(iter(data.eval.items()))
-    rows = encode_rows(tokenizer, data.task, frame, max_seq_len)
+    return rows_evaluator(data.task, tokenizer, encode_rows(tokenizer, data.task, frame, max_seq_len)), split
 
+
+def rows_evaluator(task: TaskSpec, tokenizer, rows: EncodedRows) -> EvaluateFn:
+    """``evaluate(module) -> headline metric`` of ``task`` on ``rows``."""
     def evaluate(module: torch.nn.Module) -> float:
-        predictions = predictions_from_logits(
-            data.task, predict_logits(module_runner(module), tokenizer, rows, INFERENCE_BATCH_SIZE)
-        )
-        return compute_metrics(data.task, predictions, rows.labels)[data.task.metric_names[0]]
+        predictions = predictions_from_logits(task, predict_logits(module_runner(module), tokenizer, rows,
+                                                                   INFERENCE_BATCH_SIZE))
+        return compute_metrics(task, predictions, rows.labels)[task.metric_names[0]]
 
-    return evaluate, split
+    return evaluate

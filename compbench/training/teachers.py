@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from compbench.common.files import save_array_atomically
 from compbench.common.hashing import stable_hash
 from compbench.config.training import TrainConfig
 from compbench.models.artifact import ModelArtifact
 from compbench.tasks.encoding import EncodedRows, encode_rows, predict_logits
-from compbench.training.evaluation import INFERENCE_BATCH_SIZE, module_runner, validation_evaluator
+from compbench.training.evaluation import INFERENCE_BATCH_SIZE, module_runner, rows_evaluator, validation_evaluator
 from compbench.training.kd import TeacherSignal, distillation_loss
 from compbench.training.loop import fit
 
@@ -40,12 +41,33 @@ def teacher_logits(teacher: ModelArtifact, data, max_seq_len: int, reporter) -> 
     return logits
 
 
+class EpochSelection(BaseModel):
+    """Which epoch's weights a trained model ends with: the last, or (``keep_best``) the one scoring best on
+    training rows held out for it, never on the evaluation split that its rows report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keep_best: bool = Field(True, description="end on the epoch that scores best on held-out training rows")
+    selection_rows: int = Field(512, ge=1, description="training rows held out (seeded) to choose the epoch on "
+                                                       "(at most a fifth of them); they are not trained on")
+
+
+def held_out(n_rows: int, wanted: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to train on, rows held out to select on): a seeded ``wanted`` of ``n_rows``, at most a fifth."""
+    count = max(1, min(wanted, n_rows // 5))
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return np.sort(order[count:]), np.sort(order[:count])
+
+
 def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[ModelArtifact], signal: TeacherSignal,
-                           config: TrainConfig, ctx, *, keep_best: bool, matcher=None, description: str) -> dict:
+                           config: TrainConfig, ctx, *, selection: EpochSelection, matcher=None,
+                           description: str) -> dict:
     """Train ``model`` in place on the task's training rows with the distillation loss (plus
     ``matcher``'s intermediate-layer loss, if given); returns the lineage summary.
 
-    ``config.max_seq_len`` follows the teacher's (``ctx.max_seq_len``) unless set explicitly.
+    ``config.max_seq_len`` follows the teacher's (``ctx.max_seq_len``) unless set explicitly. With
+    ``selection.keep_best`` a seeded slice of the training rows is held out (not trained on) and the epoch
+    that scores best there is kept; otherwise every epoch is scored on the evaluation split, for the log only.
     """
     task = ctx.data.task
     if "max_seq_len" not in config.model_fields_set:
@@ -56,6 +78,15 @@ def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[Mod
             [teacher_logits(teacher, ctx.data, config.max_seq_len, ctx.reporter) for teacher in teachers], axis=1
         )
         rows = EncodedRows(rows.features, rows.labels, {"teacher_logits": logits})
+    record: dict = {}
+    if selection.keep_best:
+        trained_on, selected_on = held_out(len(rows), selection.selection_rows, ctx.seed)
+        evaluate, split = rows_evaluator(task, tokenizer, rows.subset(selected_on)), "train (held out)"
+        record["selected_on"] = {"split": "train", "rows": len(selected_on), "seed": ctx.seed,
+                                 "rows_digest": stable_hash(ctx.data.train.iloc[selected_on].to_dict("list"))}
+        rows = rows.subset(trained_on)
+    else:
+        evaluate, split = validation_evaluator(ctx.data, tokenizer, config.max_seq_len)
 
     def loss_fn(module, batch):
         teacher = batch.pop("teacher_logits", None)
@@ -64,11 +95,10 @@ def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[Mod
         loss = distillation_loss(outputs.logits, teacher, labels, signal, task.is_regression)
         return loss + matcher(outputs, batch) if matcher else loss
 
-    evaluate, split = validation_evaluator(ctx.data, tokenizer, config.max_seq_len)
-    result = fit(model, tokenizer, rows, config, loss_fn=loss_fn, evaluate=evaluate, keep_best=keep_best,
+    result = fit(model, tokenizer, rows, config, loss_fn=loss_fn, evaluate=evaluate, keep_best=selection.keep_best,
                  auxiliary=matcher, reporter=ctx.reporter, description=f"{task.name} {description}")
-    ctx.reporter.log(f"  {task.name} {description}: best epoch {result.best_epoch}, history "
+    ctx.reporter.log(f"  {task.name} {description}: best epoch {result.best_epoch} on {split}, history "
                      + ", ".join(f"{h['score']:.4f}" for h in result.history))
     return {"train_rows": len(rows), "steps": result.steps, "seconds": round(result.seconds, 1),
-            "best_epoch": result.best_epoch, "history": result.history, "eval_split": split,
+            "best_epoch": result.best_epoch, "history": result.history, "eval_split": split, **record,
             "teachers": len(teachers) if signal.alpha > 0 else 0}
