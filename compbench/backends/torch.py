@@ -64,6 +64,7 @@ class TorchSession(Session):
     def reset_memory_peak(self) -> None:
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()     # blocks evaluation left cached are not this shape's memory
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def memory_peak(self) -> dict | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compbench.config.schema import BackendConfig, PipelineConfig, Suite
+from compbench.config.schema import BASELINE, BackendConfig, PipelineConfig, Suite
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,11 @@ class Cell:
     @property
     def cell_id(self) -> str:
         return f"{self.task}/{self.pipeline.name}/{self.backend.label}"
+
+    @property
+    def is_reference(self) -> bool:
+        """The teacher on an fp32 backend: what the cell's neighbours are compared with (and timed against)."""
+        return self.pipeline.name == BASELINE and self.backend.precision == "fp32"
 
 
 def expand(suite: Suite) -> list[Cell]:

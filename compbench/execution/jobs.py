@@ -40,7 +40,8 @@ class Job:
     task: str
     pipeline: str
     backend: str | None = None   # a measure job's backend label; a peak job's ``device:threads:dtype``
-    artifact_hash: str | None = None   # a measure job's artifact
+    artifact_hash: str | None = None   # a measure job's artifact ...
+    reference_hash: str | None = None  # ... and the teacher's, timed alongside it (None for the teacher itself)
     cpus: int = 1              # what the job asks of a Ray cluster: cores ...
     gpus: int = 0              # ... and GPUs
 
@@ -131,6 +132,15 @@ class RunContext:
                 retrain_teacher=lambda seed: self.teacher(task, seed))
         return self._builders[task]
 
+    def artifact(self, artifact_hash: str | None) -> ModelArtifact | None:
+        """The stored artifact (None for None); a job whose artifact is gone from the cache fails."""
+        if artifact_hash is None:
+            return None
+        artifact = self.store.get(artifact_hash)
+        if artifact is None:
+            raise FileNotFoundError(f"artifact {artifact_hash} is not in the cache {self.store.root}")
+        return artifact
+
     def pipeline(self, name: str):
         return next(p for p in self.suite.pipelines if p.name == name)
 
@@ -161,11 +171,9 @@ def _build(context: RunContext, job: Job, failures: Failures) -> JobResult:
 
 def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
     cell = context.cell(job)
-    artifact = context.store.get(job.artifact_hash)
-    if artifact is None:
-        raise FileNotFoundError(f"artifact {job.artifact_hash} is not in the cache {context.store.root}")
+    artifact, reference = (context.artifact(artifact_hash) for artifact_hash in (job.artifact_hash, job.reference_hash))
     measurement = CellMeasurement(context.suite, context.settings.run_id, context.store, context.reporter, failures)
-    rows = measurement.measure(cell, artifact, context.task_data(job.task))
+    rows = measurement.measure(cell, artifact, context.task_data(job.task), reference)
     return JobResult(job, "ok", rows=rows)
 
 

@@ -45,12 +45,14 @@ def pipelines_to_measure(suite: Suite, cells: list[Cell]) -> list[PipelineConfig
     return [pipeline for pipeline in suite.pipelines if pipeline.name in names]
 
 
-def with_teacher_first(needed: list[Build], suite: Suite, teacher_hash: str, teacher_cached: bool) -> list[Build]:
-    """``needed`` plus the teacher's own build when pipelines need it and no pipeline builds it already."""
-    if not needed or teacher_cached or any(build.pipeline.name == BASELINE for build in needed):
+def with_teacher_first(task: str, needed: list[Build], suite: Suite, teacher_hash: str,
+                       teacher_cached: bool) -> list[Build]:
+    """``needed`` plus the teacher's own build when it is not stored: every pipeline starts from it, and every
+    cell compared with it is timed against it."""
+    if teacher_cached or any(build.pipeline.name == BASELINE for build in needed):
         return needed
     baseline = next(p for p in suite.pipelines if p.name == BASELINE)
-    return [*needed, Build(needed[0].task, baseline, teacher_hash)]
+    return [*needed, Build(task, baseline, teacher_hash)]
 
 
 def extends(pipeline: PipelineConfig, other: PipelineConfig) -> bool:

@@ -117,6 +117,7 @@ class SuiteRun:
         self.counts: dict[str, int] = {}
         self.peaks: dict[tuple[str, int, str], dict] = {}    # (device, threads, dtype) -> this run's matmul peak
         self.peak_keys: dict[str, tuple[str, int, str]] = {}   # cell id -> the peak its rows are read against
+        self.teachers: dict[str, str] = {}                      # task -> the teacher's artifact hash
 
     # ------------------------------------------------------------------ the run
 
@@ -213,7 +214,7 @@ class SuiteRun:
             self._close(task_cells, "skipped", str(exc))
             return []
         write_labels(self.run_dir, task, {split: frame["label"].tolist() for split, frame in data.eval.items()})
-        teacher_hash = teacher_key(context.base_model, data, self.suite.teacher)
+        teacher_hash = self.teachers[task] = teacher_key(context.base_model, data, self.suite.teacher)
         teacher_cached = context.store.get(teacher_hash) is not None
         if teacher_cached:
             self.reporter.log(f"{task}: teacher from cache ({context.store.path_for(teacher_hash)})")
@@ -225,7 +226,7 @@ class SuiteRun:
                 artifacts[(task, pipeline.name)] = expected
             else:
                 needed.append(Build(task, pipeline, expected))
-        return with_teacher_first(needed, self.suite, teacher_hash, teacher_cached)
+        return with_teacher_first(task, needed, self.suite, teacher_hash, teacher_cached)
 
     def _run_builds(self, needed: list[Build], todo: list[Cell], executor: Executor, artifacts: ArtifactHashes) -> None:
         """Build in waves; a failed build closes its cells and those of every pipeline that extends it."""
@@ -282,13 +283,14 @@ class SuiteRun:
         """Write the cells the result cache holds; the measure jobs of the rest, with their cell and cache key."""
         jobs, served = {}, 0
         for cell, artifact_hash in planned:
-            key = cell_key(self.suite, cell, artifact_hash, context.task_data(cell.task).fingerprint)
+            reference = None if cell.is_reference else self.teachers[cell.task]    # timed against the teacher
+            key = cell_key(self.suite, cell, artifact_hash, context.task_data(cell.task).fingerprint, reference)
             cached = None if self.settings.remeasure else self.result_cache.get(key)
             if cached is not None:
                 self._write_cell(cell, as_rows_of(cell, self.run_id, cached))
                 served += 1
                 continue
-            job = Job(MEASURE, cell.task, cell.pipeline.name, cell.backend.label, artifact_hash,
+            job = Job(MEASURE, cell.task, cell.pipeline.name, cell.backend.label, artifact_hash, reference,
                       cpus=cell.backend.resolved_threads(), gpus=1 if cell.backend.device == "cuda" else 0)
             jobs[job] = (cell, key)
         if served:

@@ -23,11 +23,11 @@ from compbench.config.schema import Suite
 from compbench.measurement.accuracy import evaluate_session
 from compbench.measurement.flops import flops_per_example
 from compbench.measurement.parity import parity_max_abs_diff
-from compbench.measurement.timing import time_shape
+from compbench.measurement.timing import Call, cold_ms, device_costs, shape_timing, timed_calls
 from compbench.models.artifact import ModelArtifact, files_size
 from compbench.results.rows import cell_row, closed_rows
 from compbench.tasks.data import TaskData
-from compbench.tasks.encoding import timing_batch
+from compbench.tasks.encoding import Batch, timing_batch
 
 # Bump when measuring changes what a row says for the same model and settings.
 MEASURE_VERSION = "2"   # 2: p10, every timed call, labels, seeds, FLOPs
@@ -52,12 +52,13 @@ def code_fingerprint(root: Path = PACKAGE_ROOT, parts: tuple[str, ...] = MEASURI
     return files_hash(files)
 
 
-def cell_key(suite: Suite, cell: Cell, artifact_hash: str, data_fingerprint: str) -> str:
-    """The result cache's key of a cell: the model, backend and measure settings, rows, seed, machine, and the
-    measuring code (compbench's and the backend's, a plugin's too)."""
+def cell_key(suite: Suite, cell: Cell, artifact_hash: str, data_fingerprint: str, reference_hash: str | None) -> str:
+    """The result cache's key of a cell: the model (and the teacher it is timed against), backend and measure
+    settings, rows, seed, machine, and the measuring code (compbench's and the backend's, a plugin's too)."""
     backend_source = Path(inspect.getsourcefile(BACKENDS.get(cell.backend.name)))
     return stable_hash({
-        "version": MEASURE_VERSION, "artifact": artifact_hash, "backend": cell.backend.model_dump(),
+        "version": MEASURE_VERSION, "artifact": artifact_hash, "reference": reference_hash,
+        "backend": cell.backend.model_dump(),
         "threads": cell.backend.resolved_threads(), "measure": suite.measure.model_dump(), "data": data_fingerprint,
         "max_seq_len": suite.teacher.max_seq_len, "seed": suite.seed, "machine": machine_fingerprint(),
         "code": code_fingerprint(), "backend_code": files_hash([backend_source]),
@@ -71,13 +72,16 @@ def size_of(artifact: ModelArtifact, session: Session) -> dict:
 
 
 class CellMeasurement:
-    """Measures cells of one run: accuracy through the timed session, size, latency per shape,
-    and logit parity against PyTorch fp32."""
+    """Measures cells of one run: the cold call first, then accuracy through the timed session, size, logit
+    parity against PyTorch fp32, device costs with the model alone, and per shape the latency, timed
+    interleaved with the teacher on the same backend when the cell is compared with it."""
 
     def __init__(self, suite: Suite, run_id: str, store: ArtifactStore, reporter: Reporter, failures: Failures) -> None:
         self.suite, self.run_id, self.store, self.reporter, self.failures = suite, run_id, store, reporter, failures
 
-    def measure(self, cell: Cell, artifact: ModelArtifact, data: TaskData) -> list[dict]:
+    def measure(self, cell: Cell, artifact: ModelArtifact, data: TaskData,
+                reference: ModelArtifact | None = None) -> list[dict]:
+        """The cell's rows; ``reference`` (the teacher, for a cell compared with it) is timed alongside."""
         backend = BACKENDS.get(cell.backend.name)()
         availability = backend.availability(cell.backend)
         if not availability.ok:
@@ -90,56 +94,81 @@ class CellMeasurement:
         except Exception as exc:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
         try:
-            return self._measure_session(cell, session, artifact, data)
+            return self._measure_session(cell, session, artifact, data, reference)
         finally:
             session.close()
 
-    def _measure_session(self, cell: Cell, session: Session, artifact: ModelArtifact, data: TaskData) -> list[dict]:
+    def _measure_session(self, cell: Cell, session: Session, artifact: ModelArtifact, data: TaskData,
+                         reference: ModelArtifact | None) -> list[dict]:
         try:
             tokenizer = artifact.tokenizer()
+            batches = self._timing_batches(tokenizer, data)
+            cold = {shape: cold_ms(session, batch) for shape, batch in batches.items()}   # before anything else
             common = self._shape_independent(cell, session, artifact, tokenizer, data)
+            costs = {shape: device_costs(session, batch, self.suite.measure) for shape, batch in batches.items()}
         except Exception as exc:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
         flops = self._flops(artifact)
-        return [self._timed_row(cell, session, tokenizer, data, batch_size, seq_len, common, flops)
-                for batch_size, seq_len in shapes(self.suite)]
+        partner = self._reference_session(cell, reference, data)
+        try:
+            return [self._timed_row(cell, session, partner, batches[shape], shape, {**common, **costs[shape]},
+                                    cold[shape], flops) for shape in batches]
+        finally:
+            if partner is not None:
+                partner[0].close()
+
+    def _timing_batches(self, tokenizer, data: TaskData) -> dict[tuple[int, int], Batch]:
+        """Each shape's batch: real evaluation rows, padded (or cut) to the shape's length, seeded."""
+        rows = next(iter(data.eval.values()))
+        return {(b, s): timing_batch(tokenizer, data.task, rows, b, s, seed=self.suite.seed)
+                for b, s in shapes(self.suite)}
 
     def _shape_independent(self, cell: Cell, session: Session, artifact: ModelArtifact, tokenizer,
                            data: TaskData) -> dict:
         """What every row of the cell shares: accuracy, size, parity, provenance."""
         suite = self.suite
-        accuracy, logits = evaluate_session(
-            session, tokenizer, data, suite.teacher.max_seq_len, suite.measure, suite.seed
-        )
+        accuracy, logits = evaluate_session(session, tokenizer, data, suite.teacher.max_seq_len, suite.measure,
+                                            suite.seed)
         parity = parity_max_abs_diff(cell.backend, artifact, data, logits, self.store, suite.teacher.max_seq_len,
                                      suite.measure.eval_batch_size)
-        return {
-            **size_of(artifact, session),
-            **accuracy,
-            "artifact": str(artifact.path),
-            "artifact_hash": artifact.hash,
-            "artifact_format": artifact.format,
-            "artifact_precision": artifact.precision,
-            "parity_max_abs_diff": parity,
-            "lineage": artifact.lineage,
-            "data_source": data.source,
-            "train_rows": len(data.train),
-            "seeds": self._seeds(),
-        }
+        return {**size_of(artifact, session), **accuracy, "artifact": str(artifact.path),
+                "artifact_hash": artifact.hash, "artifact_format": artifact.format,
+                "artifact_precision": artifact.precision,
+                "parity_max_abs_diff": parity, "lineage": artifact.lineage, "data_source": data.source,
+                "train_rows": len(data.train), "seeds": self._seeds()}
 
-    def _timed_row(self, cell: Cell, session: Session, tokenizer, data: TaskData, batch_size: int, seq_len: int,
-                   common: dict, flops: dict[int, int]) -> dict:
-        """The row of one shape: latency on real rows padded to ``seq_len``, throughput and FLOPs."""
+    def _reference_session(self, cell: Cell, reference: ModelArtifact | None,
+                           data: TaskData) -> tuple[Session, dict[tuple[int, int], Batch]] | None:
+        """The teacher on this backend at fp32, loaded after the cell's own model has been measured alone, with
+        its own encoding of the same timing rows; None (timed alone, no speed-up) when it cannot be loaded."""
+        if reference is None:
+            return None
+        options = cell.backend.model_copy(update={"precision": "fp32"})
+        try:
+            session = BACKENDS.get(options.name)().load(reference, options)
+            return session, self._timing_batches(reference.tokenizer(), data)
+        except Exception as exc:
+            self.reporter.log(f"  the teacher could not be loaded to time against ({type(exc).__name__}: {exc}); "
+                              "timed alone, no speed-up")
+            return None
+
+    def _timed_row(self, cell: Cell, session: Session, partner, batch: Batch, shape: tuple[int, int], common: dict,
+                   cold: float, flops: dict[int, int]) -> dict:
+        """The row of one shape: latency (interleaved with the teacher when there is one), speed-up, FLOPs."""
+        batch_size, seq_len = shape
         row = cell_row(self.run_id, cell, batch_size, seq_len, **common)
         try:
-            timing_rows = next(iter(data.eval.values()))
-            batch = timing_batch(tokenizer, data.task, timing_rows, batch_size, seq_len, seed=self.suite.seed)
-            timing = time_shape(session, batch, self.suite.measure)
+            reference = Call.of(partner[0], partner[1][shape]) if partner else None
+            model_ms, reference_ms = timed_calls(Call.of(session, batch), reference, self.suite.measure)
+            timing = shape_timing(model_ms, reference_ms, cold, self.suite.measure, self.suite.seed)
             latency = timing["latency_ms"]
             row.update(timing, status="ok", flops=flops[seq_len] * batch_size if seq_len in flops else None,
                        throughput_per_s=batch_size * 1000.0 / latency["mean"])
+            speedup = timing.get("speedup")
+            against = (f", {speedup['ratio']:.2f}x the teacher [{speedup['ci95'][0]:.2f}, {speedup['ci95'][1]:.2f}]"
+                       if speedup else "")
             self.reporter.log(f"  batch {batch_size} x {seq_len}: p50 {latency['p50']:.2f} ms, "
-                              f"p90 {latency['p90']:.2f} ms (n={latency['n']})")
+                              f"p90 {latency['p90']:.2f} ms (n={latency['n']}){against}")
         except Exception as exc:
             row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} batch {batch_size}", exc))
         return row

@@ -86,7 +86,7 @@ def baseline_of(row: dict, baselines: dict[tuple, dict]) -> dict | None:
 def relative_to_baseline(row: dict, baseline: dict | None) -> dict:
     """The relative columns of one ok row (all None without a baseline)."""
     out = {"baseline_metric": None, **delta_columns(None), "metric_kept": None, **dict.fromkeys(GATES),
-           "size_ratio": None, "speedup_p50": None, "speedup_overlap": None}
+           "size_ratio": None, **speedup_columns(row, baseline)}
     if baseline is None or row["status"] != "ok":
         return out
     out["baseline_metric"] = baseline["metric"]
@@ -100,10 +100,33 @@ def relative_to_baseline(row: dict, baseline: dict | None) -> dict:
         out["metric_kept"] = kept
         out.update({gate: bool(kept >= share - 1e-12) for gate, share in GATES.items()})
     out["size_ratio"] = ratio(row.get("size_bytes"), baseline.get("size_bytes"))
-    latency, base_latency = row.get("latency_ms") or {}, baseline.get("latency_ms") or {}
-    out["speedup_p50"] = ratio(base_latency.get("p50"), latency.get("p50"))
-    out["speedup_overlap"] = ranges_overlap(latency_range(latency), latency_range(base_latency))
     return out
+
+
+SPEEDUP_COLUMNS = ("speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "speedup_significant",
+                   "speedup_interleaved", "speedup_overlap")
+
+
+def speedup_columns(row: dict, baseline: dict | None) -> dict:
+    """The teacher's median latency over the model's, its 95% interval and whether that excludes 1.
+
+    Rows carry a ``speedup`` timed interleaved with the teacher in one job (paired bootstrap interval).
+    Rows measured before that get the ratio of two cells' p50s, timed apart, without an interval: significant
+    only when the two p10-p90 ranges do not overlap (``speedup_overlap``)."""
+    out = dict.fromkeys(SPEEDUP_COLUMNS)
+    if row["status"] != "ok":
+        return out
+    measured = row.get("speedup")
+    if measured:
+        low, high = measured["ci95"]
+        return {**out, "speedup_p50": measured["ratio"], "speedup_ci95_low": low, "speedup_ci95_high": high,
+                "speedup_significant": low > 1 or high < 1, "speedup_interleaved": True}
+    if baseline is None or row is baseline:
+        return out
+    latency, base_latency = row.get("latency_ms") or {}, baseline.get("latency_ms") or {}
+    overlap = ranges_overlap(latency_range(latency), latency_range(base_latency))
+    return {**out, "speedup_p50": ratio(base_latency.get("p50"), latency.get("p50")), "speedup_interleaved": False,
+            "speedup_overlap": overlap, "speedup_significant": None if overlap is None else not overlap}
 
 
 def delta_columns(delta: Delta | None, prefix: str = "") -> dict:

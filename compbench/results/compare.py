@@ -4,7 +4,9 @@ latency and size changed, flagged where the change exceeds the noise.
 - Metric: when both rows scored the same labelled rows, the change gets a 95% paired bootstrap
   interval and is flagged when it excludes zero; otherwise it is flagged only when the two
   runs' 95% intervals do not overlap.
-- Latency: B's p50 over A's, flagged when the two p10..p90 ranges do not overlap.
+- Latency: B's median over A's with a 95% bootstrap interval over both runs' timed calls (the rule a
+  speed-up follows), flagged when the interval excludes 1; rows measured before every call was kept:
+  p50 over p50, flagged when the two p10..p90 ranges do not overlap.
 - Size: B's bytes over A's, flagged on any change (sizes are exact).
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from compbench.common.statistics import median_ratio
 from compbench.results.analysis import latency_range, paired_delta, ranges_overlap, ratio
 from compbench.results.report import RunReport, markdown_table
 
@@ -38,18 +41,27 @@ def compare_rows(row_a: dict, row_b: dict) -> dict:
     else:
         out["metric_change_significant"] = ranges_overlap(tuple(row_a["metric_ci95"] or ()) or None,
                                                           tuple(row_b["metric_ci95"] or ()) or None) is False
-    latency_a, latency_b = row_a["latency_ms"], row_b["latency_ms"]
-    out.update(
-        p50_ms_a=latency_a["p50"],
-        p50_ms_b=latency_b["p50"],
-        latency_ratio=ratio(latency_b["p50"], latency_a["p50"]),
-        latency_change_significant=ranges_overlap(latency_range(latency_a), latency_range(latency_b)) is False,
-    )
+    out.update(p50_ms_a=row_a["latency_ms"]["p50"], p50_ms_b=row_b["latency_ms"]["p50"], **latency_change(row_a, row_b))
     out.update(size_bytes_a=row_a["size_bytes"], size_bytes_b=row_b["size_bytes"],
                size_ratio=ratio(row_b["size_bytes"], row_a["size_bytes"]),
                size_changed=row_a["size_bytes"] != row_b["size_bytes"],
                same_artifact=row_a.get("artifact_hash") == row_b.get("artifact_hash"))
     return out
+
+
+def latency_change(row_a: dict, row_b: dict) -> dict:
+    """B's median latency over A's with the same rule as a speed-up: a 95% bootstrap interval (unpaired: two runs'
+    calls were not interleaved), flagged when it excludes 1. Rows without their timed calls: p50 over p50,
+    flagged when the p10-p90 ranges do not overlap."""
+    samples_a, samples_b = row_a.get("latency_samples_ms"), row_b.get("latency_samples_ms")
+    if samples_a and samples_b:
+        change = median_ratio(samples_b, samples_a, paired=False, seed=(row_a.get("seeds") or {}).get("bootstrap", 0))
+        return {"latency_ratio": change.value, "latency_ratio_ci95_low": change.low,
+                "latency_ratio_ci95_high": change.high, "latency_change_significant": change.excludes(1.0)}
+    latency_a, latency_b = row_a["latency_ms"], row_b["latency_ms"]
+    return {"latency_ratio": ratio(latency_b["p50"], latency_a["p50"]), "latency_ratio_ci95_low": None,
+            "latency_ratio_ci95_high": None,
+            "latency_change_significant": ranges_overlap(latency_range(latency_a), latency_range(latency_b)) is False}
 
 
 class RunComparison:
@@ -85,8 +97,9 @@ class RunComparison:
                  f"{len(self.records)} measurements in both runs; {len(self.only_a)} only in {self.name_a}, "
                  f"{len(self.only_b)} only in {self.name_b}.", "",
                  "Metric change: B − A with a 95% paired bootstrap interval where both scored the same rows; "
-                 "▲/▼ when the change is beyond the noise. Latency: B's p50 / A's p50, ▲/▼ when the p10–p90 ranges "
-                 "do not overlap (▼ = slower). Size: B / A, ◆ when the bytes differ.", ""]
+                 "▲/▼ when the change is beyond the noise. Latency: B's median / A's median with a 95% bootstrap "
+                 "interval over both runs' timed calls, ▲/▼ when it excludes 1 (▼ = slower; older rows: when the "
+                 "p10–p90 ranges do not overlap). Size: B / A, ◆ when the bytes differ.", ""]
         if not self.same_machine:
             lines += ["**The two runs were made on different machines or library versions** (env.json differs): "
                       "latency changes compare machines, not models.", ""]
@@ -111,7 +124,9 @@ class RunComparison:
             f"{record['metric_name']} A → B": f"{record['metric_a']:.4f} → {record['metric_b']:.4f}",
             "change (95% CI)": f"{change:+.4f}{interval}{mark}",
             "p50 ms A → B": f"{record['p50_ms_a']:.2f} → {record['p50_ms_b']:.2f}",
-            "latency B/A": f"{record['latency_ratio']:.2f}×{latency_mark}",
+            "latency B/A (95% CI)": f"{record['latency_ratio']:.2f}×" + (
+                f" [{record['latency_ratio_ci95_low']:.2f}, {record['latency_ratio_ci95_high']:.2f}]"
+                if record["latency_ratio_ci95_low"] is not None else "") + latency_mark,
             "size B/A": f"{record['size_ratio']:.2f}×" + (" ◆" if record["size_changed"] else ""),
         }
 

@@ -101,8 +101,9 @@ READING_GUIDE = (
     "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss), no mark means "
     "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric. "
     "**Latency**: ms per batch at fixed threads after warm-up (p50, and the p10–p90 spread of the timed calls); "
-    "**speed-up** is the teacher's p50 over the model's on the same backend and shape, marked ≈ when the two "
-    "p10–p90 ranges overlap (not a clear difference). **% of peak**: the model's FLOPs for the shape over its "
+    "**speed-up**: the teacher's median latency over the model's, both timed in the same job with their calls "
+    "interleaved, with a 95% paired bootstrap interval; ≈ marks an interval that holds 1: no difference. "
+    "**% of peak**: the model's FLOPs for the shape over its "
     "p50, against this run's measured dense matmul peak on that device and thread count in the precision the model "
     "computes in (int8 models against the faster int8 rate of `torch._int_mm` and fbgemm's INT8 Linear, counting "
     "2 operations per multiply-add). "
@@ -309,11 +310,16 @@ def delta_text(row: dict, prefix: str = "") -> str:
 
 
 def _speedup(row: dict) -> str:
+    """``1.53× [1.48, 1.58]``; ``≈`` before it when the interval holds 1 (no difference) or, for rows timed
+    apart from the teacher, when the p10–p90 ranges overlap."""
     if row["is_baseline"]:
         return "(teacher)"
     if row["speedup_p50"] is None:
         return ""
-    return ("≈" if row["speedup_overlap"] else "") + f"{row['speedup_p50']:.2f}×"
+    mark = "" if row["speedup_significant"] else "≈"
+    interval = (f" [{row['speedup_ci95_low']:.2f}, {row['speedup_ci95_high']:.2f}]"
+                if row["speedup_ci95_low"] is not None else "")
+    return f"{mark}{row['speedup_p50']:.2f}×{interval}"
 
 
 def _gate(value) -> str:

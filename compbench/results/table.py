@@ -51,6 +51,10 @@ COLUMNS = (
     "latency_n",
     "throughput_per_s",
     "speedup_p50",
+    "speedup_ci95_low",
+    "speedup_ci95_high",
+    "speedup_significant",
+    "speedup_interleaved",
     "speedup_overlap",
     "gflop_per_batch",
     "achieved_gflops",
@@ -72,7 +76,7 @@ COLUMNS = (
     "steps",
 )
 NESTED = ("predictions", "labels", "lineage", "latency_ms", "latency_samples_ms", "metrics", "metric_ci95", "steps",
-          "seeds", "roofline_peak", "flops", "gpu_memory")
+          "seeds", "roofline_peak", "flops", "gpu_memory", "speedup")
 
 
 def flat_record(row: dict) -> dict:

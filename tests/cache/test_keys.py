@@ -66,8 +66,9 @@ def test_a_measured_cell_depends_on_the_measuring_code(tmp_path: Path, monkeypat
 
     suite = validate_suite({"name": "k", "tasks": ["sst2"]}, "k.yaml")
     cell = cell_module.Cell("sst2", suite.pipelines[0], suite.backends[0])
-    before = cell_module.cell_key(suite, cell, "a", "rows")
-    assert cell_module.cell_key(suite, cell, "a", "rows") == before
+    before = cell_module.cell_key(suite, cell, "a", "rows", "teacher")
+    assert cell_module.cell_key(suite, cell, "a", "rows", "teacher") == before
+    assert cell_module.cell_key(suite, cell, "a", "rows", "another teacher") != before      # timed against it
     copy = tmp_path / "compbench"
     shutil.copytree(cell_module.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     fingerprint = cell_module.code_fingerprint.__wrapped__      # not the per-process cache: the files change here
@@ -77,7 +78,7 @@ def test_a_measured_cell_depends_on_the_measuring_code(tmp_path: Path, monkeypat
     changed = fingerprint(copy)
     assert changed != cell_module.code_fingerprint()
     monkeypatch.setattr(cell_module, "code_fingerprint", lambda: changed)
-    assert cell_module.cell_key(suite, cell, "a", "rows") != before
+    assert cell_module.cell_key(suite, cell, "a", "rows", "teacher") != before
 
 
 def test_an_onnx_export_is_per_exporter_version(tmp_path: Path, monkeypatch):

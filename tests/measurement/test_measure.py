@@ -10,7 +10,7 @@ from compbench.common.plugins import BACKENDS
 from compbench.config.backends import BackendOptions
 from compbench.config.measure import MeasureConfig
 from compbench.measurement.cell import size_of
-from compbench.measurement.timing import latency_stats, time_session
+from compbench.measurement.timing import Call, latency_stats, timed_calls
 from compbench.tasks.data import load_task_data
 from compbench.tasks.encoding import encode_rows, pad_batch, predict_logits, timing_batch
 from compbench.tasks.glue import get_task
@@ -64,9 +64,12 @@ def test_latency_stats_on_known_samples():
 
 def test_timing_honours_min_iters_and_min_seconds(session, tiny_artifact, sst2):
     batch = timing_batch(tiny_artifact.tokenizer(), sst2.task, sst2.eval["validation"], 2, 16, seed=0)
-    few, samples = time_session(session, batch, MeasureConfig(warmup_iters=1, min_iters=7, min_seconds=0.0))
+    config = MeasureConfig(warmup_iters=1, min_iters=7, max_iters=7, min_seconds=0.0)
+    samples, _ = timed_calls(Call.of(session, batch), None, config)
+    few = latency_stats(np.asarray(samples), 0.0)
     assert few["n"] == 7 and len(samples) == 7 and min(samples) == pytest.approx(few["min"], abs=1e-4)
-    long, _ = time_session(session, batch, MeasureConfig(warmup_iters=0, min_iters=1, min_seconds=0.3))
+    samples, _ = timed_calls(Call.of(session, batch), None, MeasureConfig(warmup_iters=0, min_iters=1, min_seconds=0.3))
+    long = latency_stats(np.asarray(samples), 0.0)
     assert long["n"] * long["mean"] >= 300.0
     assert long["p50"] <= long["p90"] <= long["p99"]
 
@@ -121,6 +124,6 @@ def test_a_cpu_session_times_on_the_host_and_has_no_device_costs(session, tiny_a
     batch = timing_batch(tiny_artifact.tokenizer(), sst2.task, sst2.eval["validation"], 2, 16, seed=0)
     assert type(session.clock()) is Clock
     assert session.transfer_ms(batch) is None and session.memory_peak() is None
-    assert device_costs(session, batch) == {}
+    assert device_costs(session, batch, MeasureConfig()) == {}
     prepared = session.prepare(batch)
     assert session.clock().time_ms(lambda: session.run_prepared(prepared)) > 0

@@ -354,3 +354,37 @@ def test_rows_written_before_rows_carried_their_backend_label_still_load(tmp_pat
         ("torch:cpu:default", "torch:cpu:default"), ("torch:cpu:default:fp16", "torch:cpu:default")]
     half = {r["cell_id"]: r for r in RunReport.from_run_dir(tmp_path).analysed}["sst2/baseline/torch:cpu:default:fp16"]
     assert half["baseline_metric"] == 1.0 and half["is_baseline"] is False
+
+
+# ---------------------------------------------------------------- interleaved speed-ups
+
+
+def test_an_interleaved_speedup_is_marked_only_when_its_interval_excludes_one():
+    """Rows timed against the teacher in one job carry the ratio and its paired interval: the report marks
+    ≈ (no difference) when the interval holds 1, however far the p50s of the two cells are apart."""
+    teacher = row("baseline", 40, 20.0)
+    same = row("same-model", 40, 20.0 / 1.3, speedup={"ratio": 1.01, "ci95": [0.98, 1.04], "pairs": 40,
+                                                       "reference_p50_ms": 20.2, "interleaved": True})
+    faster = row("int8", 44, 8.0, speedup={"ratio": 2.5, "ci95": [2.4, 2.6], "pairs": 40,
+                                           "reference_p50_ms": 20.0, "interleaved": True})
+    analysed = {r["pipeline"]: r for r in analyse([teacher, same, faster])}
+    assert analysed["same-model"]["speedup_p50"] == 1.01 and analysed["same-model"]["speedup_significant"] is False
+    assert analysed["int8"]["speedup_significant"] is True and analysed["int8"]["speedup_ci95_low"] == 2.4
+    assert analysed["int8"]["speedup_interleaved"] is True and analysed["int8"]["speedup_overlap"] is None
+    report = RunReport([teacher, same, faster]).markdown()
+    assert "≈1.01× [0.98, 1.04]" in report and "2.50× [2.40, 2.60]" in report
+    frame = RunReport([teacher, same, faster]).frame()
+    assert {"speedup_ci95_low", "speedup_ci95_high", "speedup_significant"} <= set(frame.columns)
+
+
+def test_compare_flags_latency_by_the_interval_of_the_median_ratio():
+    from compbench.results.compare import latency_change
+
+    rng = np.random.default_rng(1)
+    base = 20.0 * rng.normal(1, 0.03, 60)
+    a = row("int8", 40, 20.0, latency_samples_ms=base.tolist())
+    slower = row("int8", 40, 30.0, latency_samples_ms=(1.5 * 20.0 * rng.normal(1, 0.03, 60)).tolist())
+    noise = row("int8", 40, 20.0, latency_samples_ms=(20.0 * rng.normal(1, 0.03, 60)).tolist())   # A/A: new draws
+    flagged = latency_change(a, slower)
+    assert flagged["latency_change_significant"] and flagged["latency_ratio_ci95_low"] > 1.4
+    assert not latency_change(a, noise)["latency_change_significant"]
