@@ -13,6 +13,13 @@ PACKAGES = ("compbench", "torch", "transformers", "optimum", "optimum-onnx", "on
             "bitsandbytes", "numpy", "pandas", "scikit-learn", "scipy")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's limit), not the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as info:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from compbench.common.envinfo import usable_cores
 
 Device = Literal["cpu", "cuda"]
 DEVICES = get_args(Device)
@@ -35,7 +36,7 @@ class BackendOptions(BaseModel):
 
     def resolved_threads(self) -> int:
         profile_threads = PROFILES.get(self.profile, {}).get("threads")
-        return self.threads or profile_threads or (os.cpu_count() or 1)
+        return self.threads or profile_threads or usable_cores()
 
     @property
     def label(self) -> str:

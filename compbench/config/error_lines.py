@@ -100,6 +100,8 @@ def _describe(error: dict, model: type[BaseModel], location: list) -> str:
         return f"missing required field{about}"
     if kind == "too_short" and ctx.get("min_length") == 1:
         return f"must not be empty{about}"
+    if kind == "string_pattern_mismatch":
+        return f"not allowed{about}; got {show_value(error.get('input'))}"
     if kind in _EXPECTED:
         expected = f"must be {_EXPECTED[kind]}"
         holder = _model_at(model, location)

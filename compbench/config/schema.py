@@ -90,7 +90,8 @@ class RunnerConfig(Strict):
 
 
 class PipelineConfig(Strict):
-    name: str = Field(min_length=1, description="unique within the suite")
+    name: str = Field(min_length=1, pattern=r"^[^/\s]+$", description="unique within the suite; no '/' or spaces: "
+                      "it is part of cell ids and file names")
     steps: list[StepConfig] = Field(default_factory=list)
     backends: list[str] | None = Field(
         None,

@@ -45,6 +45,11 @@ class Job:
     cpus: int = 1              # what the job asks of a Ray cluster: cores ...
     gpus: int = 0              # ... and GPUs
 
+    @property
+    def timing(self) -> bool:
+        """Whether the job times something: no other timing may share its machine meanwhile."""
+        return self.kind in (MEASURE, PEAK)
+
     def timeout(self, settings: RunSettings) -> float | None:
         """Seconds this job may take in its own process (builds and measurements have their own limits)."""
         return settings.build_timeout if self.kind == BUILD else settings.cell_timeout
@@ -178,7 +183,7 @@ def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
 
 
 def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:
-    from compbench.measurement.peak import measure_matmul_peak
+    from compbench.measurement.peak import measure_matmul_peak, peak_sizes
 
     device, threads, dtype = job.backend.rsplit(":", 2)
     if device.startswith("cuda"):
@@ -186,7 +191,8 @@ def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:
 
         if not torch.cuda.is_available():
             return JobResult(job, "skipped", "CUDA is not available on the machine that got this job")
-    return JobResult(job, "ok", rows=[measure_matmul_peak(device, int(threads), dtype).to_json()])
+    peak = measure_matmul_peak(device, int(threads), dtype, sizes=peak_sizes(device))
+    return JobResult(job, "ok", rows=[peak.to_json()])
 
 
 JOB_KINDS = {BUILD: _build, MEASURE: _measure, PEAK: _peak}

@@ -11,7 +11,6 @@ the rest.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 from compbench.cache.result_cache import ResultCache
 from compbench.common import envinfo
+from compbench.common.envinfo import usable_cores
 from compbench.common.errors import DataNotFoundError
 from compbench.common.files import write_atomically
 from compbench.common.plugins import BACKENDS
@@ -232,7 +232,7 @@ class SuiteRun:
         """Build in waves; a failed build closes its cells and those of every pipeline that extends it."""
         self.plan.expect(BUILD, len(needed))
         failed: dict[tuple[str, str], str] = {}
-        cpus = self.settings.build_cpus or os.cpu_count() or 1
+        cpus = self.settings.build_cpus or usable_cores()
         for wave in build_waves(needed):
             jobs = []
             for build in wave:

@@ -8,6 +8,7 @@ result cache stores them under :func:`cell_key`, which covers everything they de
 from __future__ import annotations
 
 import inspect
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -93,10 +94,15 @@ class CellMeasurement:
             return self._closed(cell, "skipped", str(exc))
         except Exception as exc:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
+        start = time.time()
         try:
-            return self._measure_session(cell, session, artifact, data, reference)
+            rows = self._measure_session(cell, session, artifact, data, reference)
         finally:
             session.close()
+        held = {"start": start, "end": time.time()}        # epoch seconds: when the cell held the machine
+        for row in rows:
+            row["measured_at"] = held
+        return rows
 
     def _measure_session(self, cell: Cell, session: Session, artifact: ModelArtifact, data: TaskData,
                          reference: ModelArtifact | None) -> list[dict]:

@@ -247,6 +247,14 @@ def _best_rate(sizes: Sequence[int], device: torch.device, dtype: torch.dtype,
 
 
 PEAK_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "int8": "int8"}
+# n of the n x n x n products tried: a CPU saturates by 2048; an H100/H200 needs 8192 and more to near its peak
+# (the search stops early once one call would take longer than its time budget).
+CPU_SIZES = (512, 1024, 2048)
+CUDA_SIZES = (1024, 2048, 4096, 8192, 16384)
+
+
+def peak_sizes(device: str) -> tuple[int, ...]:
+    return CUDA_SIZES if device.startswith("cuda") else CPU_SIZES
 
 
 def peak_key(options: BackendOptions, artifact_precision: str) -> tuple[str, int, str]:

@@ -76,7 +76,7 @@ COLUMNS = (
     "steps",
 )
 NESTED = ("predictions", "labels", "lineage", "latency_ms", "latency_samples_ms", "metrics", "metric_ci95", "steps",
-          "seeds", "roofline_peak", "flops", "gpu_memory", "speedup")
+          "seeds", "roofline_peak", "flops", "gpu_memory", "speedup", "measured_at")
 
 
 def flat_record(row: dict) -> dict:

@@ -229,7 +229,9 @@ def test_a_student_distilled_from_soft_targets_alone_learns_the_task_and_is_fast
     assert record["step"] == "distill" and record["steps"] == 40 and record["params"]["alpha"] == 1.0
     assert student["metric"] > 0.6                         # no labels seen; chance is about 0.5 (measured 0.685)
     assert student["params"] < 0.85 * teacher["params"]    # 3 of 6 layers (the embeddings stay)
-    assert ok[("kd-3layer", "edge", 1)]["latency_ms"]["p50"] < 0.75 * ok[("baseline", "edge", 1)]["latency_ms"]["p50"]
+    # faster as measured against the teacher in the same job (two cells timed apart drift with the machine's load)
+    speedup = ok[("kd-3layer", "edge", 1)]["speedup"]
+    assert speedup["interleaved"] and speedup["ci95"][0] > 1.3, speedup
 
 
 def test_distillation_lowers_the_kl_from_the_teacher(first_run, glue_data: Path, cache_root: Path):

@@ -219,7 +219,9 @@ def test_a_run_killed_mid_way_resumes_to_the_same_rows(tmp_path, fault_plugin, t
 
 def test_ray_executor_gives_the_same_rows_as_the_local_one(tmp_path, fault_plugin, tiny_model, glue_data, cache_root):
     runner = Runner(tmp_path, fault_plugin, cache_root)
-    suite = runner.write_suite("ray", suite_dict(tiny_model, glue_data, [{"name": "torch"}, {"name": "onnxruntime"}],
+    # one-thread backends: Ray could place two of their timings on the 2-CPU machine at once
+    backends = [{"name": "torch", "profile": "edge"}, {"name": "onnxruntime", "profile": "edge"}]
+    suite = runner.write_suite("ray", suite_dict(tiny_model, glue_data, backends,
                                                  runner={"isolation": "inline"}))   # each Ray task in its Ray worker
     local = runner.run("run", suite, "--results-dir", runner.results, "--run-id", "local", "--no-progress",
                        "--remeasure")
@@ -238,6 +240,9 @@ def test_ray_executor_gives_the_same_rows_as_the_local_one(tmp_path, fault_plugi
     assert len(local_rows) == 6 and {r["status"] for r in ray_rows} == {"ok"}
     assert comparable(local_rows) == comparable(ray_rows)
     assert {r["measured_in_run"] for r in ray_rows} == {"ray"}
+    # no two cells were timed at the same time on this machine (the bug: Ray ran timing jobs side by side)
+    spans = sorted({(r["measured_at"]["start"], r["measured_at"]["end"]) for r in ray_rows})
+    assert len(spans) == 3 and all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans
 
 
 def test_resume_of_a_folder_that_is_not_a_run_is_a_usage_error(tmp_path, fault_plugin, cache_root):

@@ -202,3 +202,11 @@ def _timed(call, time) -> float:
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def test_a_gpu_peak_is_searched_up_to_sizes_that_saturate_an_h100():
+    """The bug: the search stopped at 2048^3, far from an H100/H200's peak; the CPU keeps its smaller sizes."""
+    from compbench.measurement.peak import peak_sizes
+
+    assert max(peak_sizes("cuda")) >= 8192 and max(peak_sizes("cuda:1")) >= 8192
+    assert max(peak_sizes("cpu")) == 2048
