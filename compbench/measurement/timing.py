@@ -8,7 +8,9 @@
 - **Speed-ups are measured, not subtracted**: a model compared with the teacher is timed interleaved with
   it in the same process and window (calls alternating, in ABBA order so neither always goes first); the
   speed-up is the ratio of the two medians with a paired bootstrap interval over the pairs. Drift of the
-  machine between two cells timed minutes apart cannot show up as a speed-up.
+  machine between two cells timed minutes apart cannot show up as a speed-up. Its ``resolution`` is the
+  timing's ``target_precision``: two instances of one model differ by up to ~2% through memory layout
+  alone (measured: an A/A pair at 0.988 [0.982, 0.998]), so a difference is claimed only beyond it.
 - Each call is timed by the session's own clock on a batch already where the model reads it (CUDA events
   for asynchronous work); the host-to-device copy and peak device memory are measured apart, with the
   model alone loaded (``device_costs``).
@@ -96,7 +98,8 @@ def shape_timing(model_ms: list[float], reference_ms: list[float], cold: float, 
     if reference_ms:
         ratio = median_ratio(reference_ms, model_ms, paired=True, resamples=config.bootstrap_resamples, seed=seed)
         out["speedup"] = {"ratio": ratio.value, "ci95": ratio.as_list(), "pairs": len(model_ms),
-                          "reference_p50_ms": float(np.median(reference_ms)), "interleaved": True}
+                          "reference_p50_ms": float(np.median(reference_ms)), "interleaved": True,
+                          "resolution": config.target_precision}
     return out
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from compbench.common.statistics import TIMING_RESOLUTION, Estimate
 from compbench.config.schema import BASELINE
 from compbench.tasks.metrics import paired_bootstrap_delta
 
@@ -110,7 +111,9 @@ SPEEDUP_COLUMNS = ("speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "spee
 def speedup_columns(row: dict, baseline: dict | None) -> dict:
     """The teacher's median latency over the model's, its 95% interval and whether that excludes 1.
 
-    Rows carry a ``speedup`` timed interleaved with the teacher in one job (paired bootstrap interval).
+    Rows carry a ``speedup`` timed interleaved with the teacher in one job (paired bootstrap interval); it is
+    significant when the whole interval lies beyond 1 +- its ``resolution`` (the timing's target precision:
+    what an A/A pair of one model can show through memory layout alone), so it always excludes 1.
     Rows measured before that get the ratio of two cells' p50s, timed apart, without an interval: significant
     only when the two p10-p90 ranges do not overlap (``speedup_overlap``)."""
     out = dict.fromkeys(SPEEDUP_COLUMNS)
@@ -119,8 +122,9 @@ def speedup_columns(row: dict, baseline: dict | None) -> dict:
     measured = row.get("speedup")
     if measured:
         low, high = measured["ci95"]
+        beyond = Estimate(measured["ratio"], low, high).beyond(1.0, measured.get("resolution", TIMING_RESOLUTION))
         return {**out, "speedup_p50": measured["ratio"], "speedup_ci95_low": low, "speedup_ci95_high": high,
-                "speedup_significant": low > 1 or high < 1, "speedup_interleaved": True}
+                "speedup_significant": beyond, "speedup_interleaved": True}
     if baseline is None or row is baseline:
         return out
     latency, base_latency = row.get("latency_ms") or {}, baseline.get("latency_ms") or {}

@@ -5,7 +5,7 @@ latency and size changed, flagged where the change exceeds the noise.
   interval and is flagged when it excludes zero; otherwise it is flagged only when the two
   runs' 95% intervals do not overlap.
 - Latency: B's median over A's with a 95% bootstrap interval over both runs' timed calls (the rule a
-  speed-up follows), flagged when the interval excludes 1; rows measured before every call was kept:
+  speed-up follows), flagged when the whole interval lies beyond 1 +- 2%; rows measured before every call was kept:
   p50 over p50, flagged when the two p10..p90 ranges do not overlap.
 - Size: B's bytes over A's, flagged on any change (sizes are exact).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from compbench.common.statistics import median_ratio
+from compbench.common.statistics import TIMING_RESOLUTION, median_ratio
 from compbench.results.analysis import latency_range, paired_delta, ranges_overlap, ratio
 from compbench.results.report import RunReport, markdown_table
 
@@ -51,13 +51,15 @@ def compare_rows(row_a: dict, row_b: dict) -> dict:
 
 def latency_change(row_a: dict, row_b: dict) -> dict:
     """B's median latency over A's with the same rule as a speed-up: a 95% bootstrap interval (unpaired: two runs'
-    calls were not interleaved), flagged when it excludes 1. Rows without their timed calls: p50 over p50,
+    calls were not interleaved), flagged when it lies beyond 1 +- the timing resolution. Rows without their
+    timed calls: p50 over p50,
     flagged when the p10-p90 ranges do not overlap."""
     samples_a, samples_b = row_a.get("latency_samples_ms"), row_b.get("latency_samples_ms")
     if samples_a and samples_b:
         change = median_ratio(samples_b, samples_a, paired=False, seed=(row_a.get("seeds") or {}).get("bootstrap", 0))
         return {"latency_ratio": change.value, "latency_ratio_ci95_low": change.low,
-                "latency_ratio_ci95_high": change.high, "latency_change_significant": change.excludes(1.0)}
+                "latency_ratio_ci95_high": change.high,
+                "latency_change_significant": change.beyond(1.0, TIMING_RESOLUTION)}
     latency_a, latency_b = row_a["latency_ms"], row_b["latency_ms"]
     return {"latency_ratio": ratio(latency_b["p50"], latency_a["p50"]), "latency_ratio_ci95_low": None,
             "latency_ratio_ci95_high": None,
@@ -98,8 +100,8 @@ class RunComparison:
                  f"{len(self.only_b)} only in {self.name_b}.", "",
                  "Metric change: B − A with a 95% paired bootstrap interval where both scored the same rows; "
                  "▲/▼ when the change is beyond the noise. Latency: B's median / A's median with a 95% bootstrap "
-                 "interval over both runs' timed calls, ▲/▼ when it excludes 1 (▼ = slower; older rows: when the "
-                 "p10–p90 ranges do not overlap). Size: B / A, ◆ when the bytes differ.", ""]
+                 "interval over both runs' timed calls, ▲/▼ when it lies beyond 1 ± 2% (▼ = slower; older rows: "
+                 "when the p10–p90 ranges do not overlap). Size: B / A, ◆ when the bytes differ.", ""]
         if not self.same_machine:
             lines += ["**The two runs were made on different machines or library versions** (env.json differs): "
                       "latency changes compare machines, not models.", ""]

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from compbench.cli import main
-from compbench.results.analysis import analyse, summary_records
+from compbench.results.analysis import analyse, speedup_columns, summary_records
 from compbench.results.report import RunReport, write_reports
 from compbench.results.rows import ROW_KEYS, ResultsFile, empty_row, read_rows
 from compbench.results.table import COLUMNS
@@ -368,6 +368,11 @@ def test_an_interleaved_speedup_is_marked_only_when_its_interval_excludes_one():
     faster = row("int8", 44, 8.0, speedup={"ratio": 2.5, "ci95": [2.4, 2.6], "pairs": 40,
                                            "reference_p50_ms": 20.0, "interleaved": True})
     analysed = {r["pipeline"]: r for r in analyse([teacher, same, faster])}
+    a_a = {"ratio": 0.9883, "ci95": [0.9815, 0.9982], "pairs": 10, "reference_p50_ms": 20.0, "interleaved": True,
+           "resolution": 0.02}      # measured: the quick suite's A/A pair on ONNX Runtime, batch 8
+    assert not speedup_columns({"status": "ok", "speedup": a_a}, None)["speedup_significant"]
+    small = {**a_a, "ratio": 1.05, "ci95": [1.03, 1.07]}
+    assert speedup_columns({"status": "ok", "speedup": small}, None)["speedup_significant"]
     assert analysed["same-model"]["speedup_p50"] == 1.01 and analysed["same-model"]["speedup_significant"] is False
     assert analysed["int8"]["speedup_significant"] is True and analysed["int8"]["speedup_ci95_low"] == 2.4
     assert analysed["int8"]["speedup_interleaved"] is True and analysed["int8"]["speedup_overlap"] is None
