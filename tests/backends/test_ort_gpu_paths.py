@@ -34,7 +34,7 @@ from compbench.compressors.chain import PipelineBuild
 from compbench.config.backends import BackendOptions
 from compbench.config.measure import MeasureConfig
 from compbench.config.schema import PipelineConfig, StepConfig
-from compbench.measurement.timing import time_session
+from compbench.measurement.timing import Call, cold_ms, latency_stats, timed_calls
 from compbench.models.artifact import ModelArtifact
 from compbench.models.formats.base import FORMATS
 from compbench.tasks.data import load_task_data
@@ -43,6 +43,14 @@ from compbench.tasks.glue import get_task
 from compbench.tasks.sources import ParquetFolderSource
 
 CUDA_IN_ORT = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+THREE_CALLS = MeasureConfig(warmup_iters=1, min_iters=3, max_iters=3, min_seconds=0)
+
+
+def timed(session, batch) -> tuple[dict, list[float]]:
+    """The cold call, then three timed calls, as a cell times them."""
+    cold = cold_ms(session, batch)
+    samples, _ = timed_calls(Call.of(session, batch), None, THREE_CALLS)
+    return latency_stats(np.asarray(samples), cold), samples
 needs_cuda = pytest.mark.skipif(not CUDA_IN_ORT, reason="needs onnxruntime-gpu (CUDAExecutionProvider) and a GPU")
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
@@ -162,7 +170,7 @@ def test_cpu_session_timing_hooks(responsive, sst2):
         assert session.memory_peak() is None
         np.testing.assert_array_equal(session.run(batch), session.session.run(None, prepared)[0])
 
-        stats, samples = time_session(session, batch, MeasureConfig(warmup_iters=1, min_iters=3, min_seconds=0))
+        stats, samples = timed(session, batch)
         assert stats["n"] == len(samples) == 3 and stats["cold"] > 0 and min(samples) > 0
     finally:
         session.close()
@@ -264,7 +272,7 @@ def test_cuda_io_binding_gives_the_logits_of_run(responsive, sst2):
             cpu.close()
         assert session.transfer_ms(batch) > 0
         assert session.clock().time_ms(lambda: session.run_prepared(prepared)) > 0
-        stats, _ = time_session(session, batch, MeasureConfig(warmup_iters=1, min_iters=3, min_seconds=0))
+        stats, _ = timed(session, batch)
         assert stats["n"] == 3
     finally:
         session.close()

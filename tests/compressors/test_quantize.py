@@ -334,11 +334,13 @@ def test_onnx_on_torch_is_unsupported(builder):
 
 
 @pytest.mark.parametrize("first", ["dynamic", "ort-dynamic"])
-def test_quantizing_twice_is_unsupported(builder, first):
-    steps = [StepConfig(compressor="quantize", params={"method": first}),
-             StepConfig(compressor="quantize", params={"method": "ort-static"})]
-    with pytest.raises(UnsupportedError, match="already int8-dynamic"):
-        builder.run(PipelineConfig(name="twice", steps=steps))
+def test_quantizing_twice_is_refused_in_the_suite_and_at_build(builder, first):
+    once, twice = (StepConfig(compressor="quantize", params={"method": method}) for method in (first, "ort-static"))
+    with pytest.raises(ValidationError, match=r"it would be given .* \(int8-dynamic\)"):
+        PipelineConfig(name="twice", steps=[once, twice])
+    quantized = builder.run(PipelineConfig(name="once", steps=[once]))
+    with pytest.raises(UnsupportedError, match=r"at fp32; it would be given .* \(int8-dynamic\)"):
+        builder.apply(quantized, twice, label="twice")
 
 
 # ---------------------------------------------------------------- parameters
