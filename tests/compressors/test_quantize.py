@@ -11,6 +11,7 @@ under what was measured on these 128 rows, noted beside it as (rel, corr, agreem
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from safetensors import safe_open
 
 from compbench.cache.store import ArtifactStore
-from compbench.common.errors import UnsupportedError, UsageError
+from compbench.common.errors import CompbenchError, UnsupportedError, UsageError
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
 from compbench.compressors import quantize as quantize_module
@@ -381,3 +382,26 @@ def test_bad_params_in_a_suite_are_one_line():
     assert str(info.value) == ("suite.yaml: pipelines[0].steps[0].params: method 'dynamic' does not use per_channel; "
                                "it reads: embeddings")
 
+
+
+class _Planted:
+    """A pickle that runs code when loaded: it creates a marker file (what a hostile cache would ship)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_in_a_cached_int8_model_runs_nothing(builder, tmp_path):
+    artifact = quantize(builder, method="dynamic")
+    planted = tmp_path / "planted"
+    shutil.copytree(artifact.path, planted)
+    marker = tmp_path / "code-ran"
+    torch.save({"state": _Planted(str(marker))}, planted / QUANTIZED_STATE)
+    with pytest.raises(CompbenchError, match=f"{planted / QUANTIZED_STATE}: refused"):
+        ModelArtifact.load(planted).torch_model()
+    with pytest.raises(CompbenchError, match="refused"):
+        ModelArtifact.load(planted).parameter_counts()
+    assert not marker.exists()

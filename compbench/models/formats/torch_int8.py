@@ -5,11 +5,12 @@ quantized at run time), and the quantization that builds and rebuilds it.
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from compbench.common.errors import UnsupportedError
+from compbench.common.errors import CompbenchError, UnsupportedError
 from compbench.models.formats.base import ArtifactFormat, model_from_config, register_format
 
 QUANTIZED_STATE = "quantized_state.pt"
@@ -57,8 +58,16 @@ class TorchDynamicInt8Format(ArtifactFormat):
 def load_quantized_state(folder: Path) -> dict:
     import torch
 
-    with quiet_torch_quantization():   # packed INT8 params need the full unpickler: our own files only
-        return torch.load(folder / QUANTIZED_STATE, weights_only=False)
+    # weights_only: torch's restricted unpickler, which rebuilds tensors (quantized and packed ones too) and
+    # nothing else; a planted pickle in a shared or shipped cache is refused instead of run
+    path = folder / QUANTIZED_STATE
+    with quiet_torch_quantization():
+        try:
+            return torch.load(path, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CompbenchError(f"{path}: refused: holds more than tensors ({first}); compbench loads no code "
+                                 "from a cache: remove the artifact folder to rebuild it") from None
 
 
 def quantize_dynamic_int8(model, embeddings: bool):
