@@ -1,6 +1,7 @@
 """Numbers a reader decides from, computed from result rows alone: each measurement against the
 uncompressed teacher on the same backend (metric delta with a paired bootstrap interval,
 accuracy gates, size ratio, speed-up with a noise flag) and against the machine's matmul peak.
+A task whose evaluation set has fewer than ``MIN_EVAL_ROWS`` rows gets no gate: its intervals mean little.
 
 The baseline of a row is the ``baseline`` pipeline's row on the row's ``fp32_backend_label`` (a
 fp16 backend compares with the fp32 teacher on that device), at the same batch size and
@@ -20,6 +21,9 @@ from compbench.tasks.metrics import paired_bootstrap_delta
 
 GATES = {"keeps_99": 0.99, "keeps_99_9": 0.999}   # MLPerf-style: share of the baseline metric kept
 BOOTSTRAP_RESAMPLES = 1000
+# Below this many evaluation rows a task's intervals mean little (with 1 row every gate passes with [1, 1]):
+# the report says so and marks no gate on it.
+MIN_EVAL_ROWS = 100
 
 
 def latency_range(latency: dict | None) -> tuple[float, float] | None:
@@ -84,8 +88,39 @@ def baseline_of(row: dict, baselines: dict[tuple, dict]) -> dict | None:
     return baselines.get((row["task"], row["fp32_backend_label"], row["batch_size"], row["seq_len"]))
 
 
-def relative_to_baseline(row: dict, baseline: dict | None) -> dict:
-    """The relative columns of one ok row (all None without a baseline)."""
+def eval_size(row: dict, labels_by_split: dict[str, list] | None = None) -> int | None:
+    """How many evaluation rows ``row`` was scored on: its labels, else its predictions, else its ``eval_rows``,
+    else the run's labels of its split (``labels/<task>.json``); None when nothing says."""
+    for key in ("labels", "predictions"):
+        if isinstance(row.get(key), list) and row[key]:
+            return len(row[key])
+    if isinstance(row.get("eval_rows"), int):
+        return row["eval_rows"]
+    labels = (labels_by_split or {}).get(row.get("eval_split"))
+    return len(labels) if labels else None
+
+
+def eval_sizes(rows: list[dict], labels_by_task: dict[str, dict[str, list]] | None = None) -> dict[str, int]:
+    """Each task's evaluation set size: the fewest rows any of its ok rows was scored on (tasks whose rows
+    say nothing about it are left out)."""
+    sizes: dict[str, int] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        size = eval_size(row, (labels_by_task or {}).get(row["task"]))
+        if size is not None:
+            sizes[row["task"]] = min(size, sizes.get(row["task"], size))
+    return sizes
+
+
+def too_small(size: int | None) -> bool:
+    """Whether an evaluation set of ``size`` rows is too small for its intervals (and gates) to mean anything."""
+    return size is not None and size < MIN_EVAL_ROWS
+
+
+def relative_to_baseline(row: dict, baseline: dict | None, gated: bool = True) -> dict:
+    """The relative columns of one ok row (all None without a baseline); gates stay None unless ``gated``
+    (a task whose evaluation set is too small)."""
     out = {"baseline_metric": None, **delta_columns(None), "metric_kept": None, **dict.fromkeys(GATES),
            "size_ratio": None, **speedup_columns(row, baseline)}
     if baseline is None or row["status"] != "ok":
@@ -99,7 +134,8 @@ def relative_to_baseline(row: dict, baseline: dict | None) -> dict:
     if row.get("metric") is not None and baseline.get("metric") and baseline["metric"] > 0:
         kept = row["metric"] / baseline["metric"]
         out["metric_kept"] = kept
-        out.update({gate: bool(kept >= share - 1e-12) for gate, share in GATES.items()})
+        if gated:
+            out.update({gate: bool(kept >= share - 1e-12) for gate, share in GATES.items()})
     out["size_ratio"] = ratio(row.get("size_bytes"), baseline.get("size_bytes"))
     return out
 
@@ -165,13 +201,18 @@ def roofline(row: dict) -> dict:
             "pct_of_peak": percent_of_peak(achieved, peak.get("gflops"))}
 
 
-def analyse(rows: list[dict], reference: str | None = None) -> list[dict]:
+def analyse(rows: list[dict], reference: str | None = None,
+            labels_by_task: dict[str, dict[str, list]] | None = None) -> list[dict]:
     """Each row with every relative and roofline column added; with a ``reference`` pipeline, also
-    ``reference_metric_delta[_ci95_low|_high]`` against that pipeline's row."""
+    ``reference_metric_delta[_ci95_low|_high]`` against that pipeline's row. Rows of a task whose evaluation
+    set has fewer than ``MIN_EVAL_ROWS`` rows get no gate (``gates_withheld``); ``labels_by_task`` (the run's
+    ``labels/<task>.json``) tells that size for rows that carry neither labels, predictions nor ``eval_rows``."""
     baselines = baseline_index(rows)
     references = baseline_index(rows, reference) if reference else {}
+    small = {task for task, size in eval_sizes(rows, labels_by_task).items() if too_small(size)}
     return [{**row, "is_baseline": is_baseline(row),
-             **relative_to_baseline(row, baseline_of(row, baselines)), **roofline(row),
+             **relative_to_baseline(row, baseline_of(row, baselines), gated=row["task"] not in small),
+             "gates_withheld": row["task"] in small, **roofline(row),
              **(reference_delta(row, baseline_of(row, references)) if reference else {})} for row in rows]
 
 
@@ -202,7 +243,8 @@ def cells_of(analysed: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
 
 def summary_records(analysed: list[dict]) -> list[dict]:
     """One record per (pipeline, backend) across tasks: mean metric and delta, how many tasks
-    pass each gate, the geometric-mean size ratio and speed-up per shape."""
+    pass each gate (of the ``gated_tasks`` whose gates are marked), the geometric-mean size ratio and
+    speed-up per shape."""
     by_model: dict[tuple[str, str], list[list[dict]]] = {}
     for (_, pipeline, label), rows in cells_of(analysed).items():
         by_model.setdefault((pipeline, label), []).append(rows)
@@ -216,6 +258,8 @@ def summary_records(analysed: list[dict]) -> list[dict]:
             "mean_metric_delta": _mean(r["metric_delta"] for r in firsts),
             **{gate: sum(bool(r[gate]) for r in firsts) if any(r[gate] is not None for r in firsts) else None
                for gate in GATES},
+            "gated_tasks": sum(any(r[gate] is not None for gate in GATES) for r in firsts),
+            "gates_withheld": sum(bool(r.get("gates_withheld")) for r in firsts),
             "geomean_size_ratio": geometric_mean(r["size_ratio"] for r in firsts),
         }
         for batch, seq in shapes:

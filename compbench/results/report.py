@@ -1,8 +1,10 @@
 """Reports from ``results.jsonl`` alone: ``results.csv``, ``report.md`` and ``plots/``.
 
-``report.md`` opens with a summary across tasks, then per task two tables: each model and
-backend's metric against the teacher's (paired interval, gates, size), and each timed shape's
-latency against the teacher's on the same backend (spread, speed-up, roofline), then plots.
+``report.md`` opens with what a reader must know before trusting any number ("Read this first": an
+evaluation set too small for its intervals, a teacher no better than a constant prediction), then a
+summary across tasks, then per task two tables: each model and backend's metric against the teacher's
+(paired interval, gates, size), and each timed shape's latency against the teacher's on the same backend
+(spread, speed-up, roofline), then plots.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from compbench.results.analysis import GATES, analyse, cells_of, latency_range, summary_records
+from compbench.results.analysis import (
+    GATES,
+    MIN_EVAL_ROWS,
+    analyse,
+    cells_of,
+    eval_sizes,
+    latency_range,
+    summary_records,
+)
 from compbench.results.pareto import pareto_mask
 from compbench.results.rows import read_labels, read_rows
 from compbench.results.table import tidy_frame
+from compbench.results.trust import trust_warnings_for
 
 TEXT_COLUMNS = ("pipeline", "backend", "shape")
 PLOTS_DIR = "plots"
@@ -25,16 +36,19 @@ PLOTS_DIR = "plots"
 class RunReport:
     """Every report of one run, built from its rows."""
 
-    def __init__(self, rows: list[dict], env: dict | None = None, reference: str | None = None) -> None:
+    def __init__(self, rows: list[dict], env: dict | None = None, reference: str | None = None,
+                 labels_by_task: dict[str, dict[str, list]] | None = None) -> None:
         self.rows, self.env, self.reference = rows, env or {}, reference
-        self.analysed = analyse(rows, reference)
+        self.labels_by_task = labels_by_task or {}      # the run's labels/<task>.json, for rows without labels
+        self.analysed = analyse(rows, reference, self.labels_by_task)
 
     @classmethod
     def from_run_dir(cls, run_dir: Path, reference: str | None = None) -> "RunReport":
         run_dir = Path(run_dir)
         rows = with_labels(read_rows(run_dir / "results.jsonl"), run_dir)
+        labels = {task: read_labels(run_dir, task) for task in dict.fromkeys(r["task"] for r in rows)}
         env_path = run_dir / "env.json"
-        return cls(rows, json.loads(env_path.read_text()) if env_path.is_file() else {}, reference)
+        return cls(rows, json.loads(env_path.read_text()) if env_path.is_file() else {}, reference, labels)
 
     def frame(self) -> pd.DataFrame:
         """One tidy row per measurement (``results.csv``); built once."""
@@ -43,6 +57,11 @@ class RunReport:
     @cached_property
     def _frame(self) -> pd.DataFrame:
         return tidy_frame(self.analysed)
+
+    @cached_property
+    def warnings(self) -> list[str]:
+        """What a reader must know before trusting the numbers (``trust.trust_warnings_for``), one line each."""
+        return trust_warnings_for(self.rows, self.labels_by_task)
 
     @property
     def pipelines(self) -> list[str]:
@@ -60,7 +79,7 @@ class RunReport:
         (run_dir / "report.md").write_text(self.markdown(links))
 
     def markdown(self, plots: dict[str, list[Path]] | None = None) -> str:
-        return markdown_report(self.analysed, self.env, plots or {}, self.reference)
+        return markdown_report(self.analysed, self.env, plots or {}, self.reference, self.warnings)
 
     def json(self) -> dict:
         frame = self.frame()
@@ -99,7 +118,8 @@ READING_GUIDE = (
     "**Metric**: the task's official metric on its validation split, with a 95% bootstrap interval. "
     "**Δ**: the difference to the uncompressed teacher on the same backend (fp32), scored on the same rows, with a "
     "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss), no mark means "
-    "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric. "
+    "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric; "
+    f"— on a task evaluated on fewer than {MIN_EVAL_ROWS} rows, where they would mean nothing. "
     "**Latency**: ms per batch at fixed threads after warm-up (p50, and the p10–p90 spread of the timed calls); "
     "**speed-up**: the teacher's median latency over the model's, both timed in the same job with their calls "
     "interleaved, with a 95% paired bootstrap interval; ≈ marks no difference: an interval that reaches into "
@@ -113,9 +133,11 @@ READING_GUIDE = (
 
 
 def markdown_report(analysed: list[dict], env: dict, plots: dict[str, list[Path]] | None = None,
-                    reference: str | None = None) -> str:
+                    reference: str | None = None, warnings: list[str] | None = None) -> str:
+    """The report; ``warnings`` (default: computed from ``analysed``, which carry their labels) open it."""
     run_ids = sorted({r["run_id"] for r in analysed})
     lines = [f"# compbench report: {', '.join(run_ids) or '(no rows)'}", ""]
+    lines += read_this_first(trust_warnings_for(analysed) if warnings is None else warnings)
     lines += machine_lines(env, analysed)
     lines += [READING_GUIDE, ""]
     lines += reuse_note(analysed)
@@ -123,6 +145,13 @@ def markdown_report(analysed: list[dict], env: dict, plots: dict[str, list[Path]
     for task in dict.fromkeys(r["task"] for r in analysed):
         lines += task_section(task, [r for r in analysed if r["task"] == task], (plots or {}).get(task, []), reference)
     return "\n".join(lines) + "\n"
+
+
+def read_this_first(warnings: list[str]) -> list[str]:
+    """The warnings a reader must see before any number, as a list under a bold heading."""
+    if not warnings:
+        return []
+    return ["**Read this first:**", "", *(f"- {warning}" for warning in warnings), ""]
 
 
 def machine_lines(env: dict, analysed: list[dict]) -> list[str]:
@@ -174,7 +203,7 @@ def summary_section(analysed: list[dict]) -> list[str]:
         out = {"pipeline": record["pipeline"], "backend": record["backend_label"], "tasks": str(record["tasks"]),
                "mean metric": f"{record['mean_metric']:.4f}", "mean Δ": _signed(record["mean_metric_delta"])}
         for gate, share in GATES.items():
-            out[f"≥{share * 100:g}%"] = "" if record[gate] is None else f"{record[gate]}/{record['tasks']}"
+            out[f"≥{share * 100:g}%"] = summary_gate(record, gate)
         out["size × (geomean)"] = _times(record["geomean_size_ratio"])
         for key in speedup_columns:
             batch, seq = key.removeprefix("geomean_speedup_b").split("_s")
@@ -182,7 +211,8 @@ def summary_section(analysed: list[dict]) -> list[str]:
         table.append(out)
     return [f"## Summary across tasks ({', '.join(tasks)})", "",
             "Mean metric and Δ over the tasks each row was measured on (metrics of different tasks are averaged as "
-            "they are: read per-task tables for anything finer); gates: tasks passing; size ratio and speed-up: "
+            "they are: read per-task tables for anything finer); gates: tasks passing, of the tasks whose gates are "
+            f"marked (— for a task evaluated on fewer than {MIN_EVAL_ROWS} rows); size ratio and speed-up: "
             "geometric means over tasks against the teacher on the same backend.", "",
             markdown_table(table), ""]
 
@@ -198,6 +228,7 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
     if ok:
         cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
         lines += [f"### {ok[0]['metric_name']} and size", "", markdown_table(accuracy_table(cells, reference)), ""]
+        lines += withheld_note(ok)
         lines += storage_notes(cells)
         lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
         missing = sorted({r["backend_label"] for r in ok if r["baseline_metric"] is None})
@@ -244,7 +275,8 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
             f"{metric_name} (95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
             "Δ vs teacher (95% CI)": delta_text(row),
             **({f"Δ vs {reference} (95% CI)": delta_text(row, "reference_")} if reference else {}),
-            **{f"≥{share * 100:g}%": _gate(row[gate]) for gate, share in GATES.items()},
+            **{f"≥{share * 100:g}%": "—" if row.get("gates_withheld") else _gate(row[gate])
+               for gate, share in GATES.items()},
             "size MB": f"{row['size_bytes'] / 1e6:.1f}",
             "size ×": _times(row["size_ratio"]),
             "params M": f"{row['params'] / 1e6:.2f}",
@@ -321,6 +353,23 @@ def _speedup(row: dict) -> str:
     interval = (f" [{row['speedup_ci95_low']:.2f}, {row['speedup_ci95_high']:.2f}]"
                 if row["speedup_ci95_low"] is not None else "")
     return f"{mark}{row['speedup_p50']:.2f}×{interval}"
+
+
+def withheld_note(ok: list[dict]) -> list[str]:
+    """Why a task's gates show — (its evaluation set is too small)."""
+    if not any(r.get("gates_withheld") for r in ok):
+        return []
+    size = min(eval_sizes(ok).values(), default=None)
+    counted = "" if size is None else f" {size} rows,"
+    return [f"Gates not marked (—): the evaluation set has{counted} fewer than {MIN_EVAL_ROWS} rows; "
+            "its intervals mean little.", ""]
+
+
+def summary_gate(record: dict, gate: str) -> str:
+    """``passing/gated`` tasks; — when every task's gates were withheld (too few rows), empty without a teacher."""
+    if record[gate] is None:
+        return "—" if record.get("gates_withheld") else ""
+    return f"{record[gate]}/{record.get('gated_tasks', record['tasks'])}"
 
 
 def _gate(value) -> str:

@@ -43,6 +43,7 @@ COLUMNS = (
     "metric_kept",
     "keeps_99",
     "keeps_99_9",
+    "gates_withheld",
     "size_bytes",
     "size_ratio",
     "params",
