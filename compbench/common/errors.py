@@ -23,6 +23,10 @@ class DataNotFoundError(CompbenchError):
     """A task's data is not where compbench looked; the message says where that was."""
 
 
+class UnreadableArtifactError(CompbenchError):
+    """A built model's file cannot be read (cut off, damaged, not its format); the message names the file."""
+
+
 class UnsupportedError(CompbenchError):
     """Something cannot run here (no CUDA, library lacks a feature); cells are skipped."""
 

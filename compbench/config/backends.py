@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from compbench.common.envinfo import usable_cores
+from compbench.config.limits import MAX_THREADS, bounded_int
 
 Device = Literal["cpu", "cuda"]
 DEVICES = get_args(Device)
@@ -23,12 +24,14 @@ PROFILES: dict[str, dict] = {
 class BackendOptions(BaseModel):
     """How a backend runs a model; one entry of the suite's ``backends:`` list."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="registered backend name, e.g. torch")
     device: Device = "cpu"
     profile: str = "default"
-    threads: int | None = Field(None, ge=1, description="intra-op threads; default: the profile's, else all cores")
+    threads: bounded_int(1, MAX_THREADS) | None = Field(
+        None, description="intra-op threads; default: the profile's, else all cores"
+    )
     precision: Precision = "fp32"
     options: dict[str, Any] = Field(
         default_factory=dict, description="backend-specific settings (see the backend's Options)"

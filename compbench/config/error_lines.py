@@ -80,6 +80,7 @@ _EXPECTED = {
     "int_type": "an integer",
     "int_parsing": "an integer",
     "int_from_float": "a whole number",
+    "int_parsing_size": "a whole number within +-9.2e18",   # a float too large for an int (1.0e+23)
     "float_type": "a number",
     "float_parsing": "a number",
     "bool_type": "true or false",

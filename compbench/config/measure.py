@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
-
-SeqLen = Annotated[int, Field(ge=8, le=512)]
+from compbench.config import limits
+from compbench.config.error_lines import FieldError
+from compbench.config.limits import (
+    MAX_BATCH_SIZE,
+    MAX_ITERS,
+    MAX_RESAMPLES,
+    MAX_SEQ_LEN,
+    MAX_TIMING_SECONDS,
+    MIN_SEQ_LEN,
+    BatchSize,
+    SeqLen,
+    bootstrap_bytes,
+    bounded_int,
+    input_bytes,
+    show_bytes,
+)
 
 
 class MeasureConfig(BaseModel):
     """The suite's ``measure:`` section."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 32], min_length=1)
-    seq_lens: list[SeqLen] = Field(
-        default_factory=lambda: [128], min_length=1, description="padded tokens per row, 8..512"
+    batch_sizes: list[BatchSize] = Field(
+        default_factory=lambda: [1, 32], min_length=1, description=f"rows per timed call, 1..{MAX_BATCH_SIZE}"
     )
-    warmup_iters: int = Field(5, ge=0, description="untimed calls before timing")
-    min_iters: int = Field(20, ge=1, description="timed calls: at least this many ...")
-    min_seconds: float = Field(2.0, ge=0, description="... and at least this long (seconds a shape is timed)")
+    seq_lens: list[SeqLen] = Field(
+        default_factory=lambda: [128], min_length=1, description=f"padded tokens per row, {MIN_SEQ_LEN}..{MAX_SEQ_LEN}"
+    )
+    warmup_iters: bounded_int(0, MAX_ITERS) = Field(5, description="untimed calls before timing")
+    min_iters: bounded_int(1, MAX_ITERS) = Field(20, description="timed calls: at least this many ...")
+    min_seconds: float = Field(2.0, ge=0, le=MAX_TIMING_SECONDS,
+                               description="... and at least this long (seconds a shape is timed)")
     target_precision: float = Field(0.02, gt=0, lt=1, description="then on until the 95% interval of the median "
                                     "(of the speed-up, when compared with the teacher) is within +- this share ...")
-    max_seconds: float = Field(10.0, gt=0, description="... or this many seconds have passed")
-    max_iters: int = Field(10_000, ge=1, description="... or this many calls")
-    eval_batch_size: int = Field(64, ge=1)
-    bootstrap_resamples: int = Field(1000, ge=100)
+    max_seconds: float = Field(10.0, gt=0, le=MAX_TIMING_SECONDS, description="... or this many seconds have passed")
+    max_iters: bounded_int(1, MAX_ITERS) = Field(10_000, description="... or this many calls")
+    eval_batch_size: BatchSize = Field(64, description="rows per call when scoring accuracy")
+    bootstrap_resamples: bounded_int(100, MAX_RESAMPLES) = Field(1000)
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> "MeasureConfig":
@@ -36,4 +52,24 @@ class MeasureConfig(BaseModel):
         if self.max_seconds < self.min_seconds:
             raise ValueError(f"max_seconds ({self.max_seconds:g}) is below min_seconds ({self.min_seconds:g}); "
                              "give max_seconds >= min_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "MeasureConfig":
+        """What can be known without the model: the largest shape's input tensors, and the bootstrap over the
+        most timed calls, each alone within this machine's memory (the model's activations come on top)."""
+        memory = limits.machine_memory_bytes()
+        if not memory:
+            return self
+        batch, seq = max(self.batch_sizes), max(self.seq_lens)
+        need = input_bytes(batch, seq)
+        if need > memory:
+            raise FieldError(("batch_sizes",), f"batch {batch} x {seq} tokens needs {show_bytes(need)} for its input "
+                             f"tensors alone, more than this machine's {show_bytes(memory)} of memory; "
+                             "give smaller batch_sizes or seq_lens")
+        need = bootstrap_bytes(self.bootstrap_resamples, self.max_iters)
+        if need > memory:
+            raise FieldError(("bootstrap_resamples",), f"{self.bootstrap_resamples} resamples of up to max_iters "
+                             f"{self.max_iters} timed calls need {show_bytes(need)}, more than this machine's "
+                             f"{show_bytes(memory)} of memory; give fewer bootstrap_resamples or a lower max_iters")
         return self

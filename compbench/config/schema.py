@@ -23,6 +23,7 @@ from compbench.common.plugins import BACKENDS, COMPRESSORS
 from compbench.common.registry import unknown_name_message
 from compbench.config.backends import DEVICES, PROFILES, BackendOptions
 from compbench.config.error_lines import FieldError, ParamsError
+from compbench.config.limits import MAX_ROWS, MAX_TIMEOUT_SECONDS, Seed, bounded_int
 from compbench.config.measure import MeasureConfig
 from compbench.config.training import TrainConfig
 from compbench.tasks.glue import get_task, task_names
@@ -31,7 +32,7 @@ BASELINE = "baseline"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _known_task(name: str) -> str:
@@ -49,9 +50,9 @@ class DataConfig(Strict):
     dir: str | None = Field(
         None, description="local GLUE folder (parquet or TSV layout, relative to the suite file) or 'hub'"
     )
-    limit_train: int | None = Field(None, ge=1, description="seeded subset of the training rows")
-    limit_eval: int | None = Field(None, ge=1, description="seeded subset of the evaluation rows")
-    seed: int = 0
+    limit_train: bounded_int(1, MAX_ROWS) | None = Field(None, description="seeded subset of the training rows")
+    limit_eval: bounded_int(1, MAX_ROWS) | None = Field(None, description="seeded subset of the evaluation rows")
+    seed: Seed = 0
 
 
 class StepConfig(Strict):
@@ -82,10 +83,11 @@ class RunnerConfig(Strict):
         description="each build and each cell in a fresh process (subprocess) or in the runner's own (inline)",
     )
     cell_timeout: float | None = Field(
-        3600.0, gt=0, description="seconds one cell's measurement may take (subprocess isolation)"
+        3600.0, gt=0, le=MAX_TIMEOUT_SECONDS,
+        description="seconds one cell's measurement may take (subprocess isolation)",
     )
     build_timeout: float | None = Field(
-        None, gt=0, description="seconds one pipeline's build may take, training included"
+        None, gt=0, le=MAX_TIMEOUT_SECONDS, description="seconds one pipeline's build may take, training included"
     )
 
 
@@ -182,7 +184,7 @@ class Suite(Strict):
     backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig(name="torch")], min_length=1)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
-    seed: int = 0
+    seed: Seed = 0
     cache_dir: str | None = Field(None, description="where built artifacts are kept (default ~/.cache/compbench)")
 
     @field_validator(*_UNIQUE_ENTRIES)

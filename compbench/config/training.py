@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compbench.config.limits import MAX_EPOCHS, MAX_STEPS, BatchSize, Seed, SeqLen, bounded_int
+
 
 class TrainConfig(BaseModel):
     """Budget and optimiser settings (the suite's ``teacher:`` section, and compressors')."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    epochs: int = Field(3, ge=1, description="passes over the training rows")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
-    batch_size: int = Field(32, ge=1)
+    epochs: bounded_int(1, MAX_EPOCHS) = Field(3, description="passes over the training rows")
+    max_steps: bounded_int(1, MAX_STEPS) | None = Field(None, description="stop after this many optimiser steps")
+    batch_size: BatchSize = Field(32)
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    max_seq_len: int = Field(128, ge=8, le=512, description="tokens kept per training/eval row")
-    seed: int = 42
+    max_seq_len: SeqLen = Field(128, description="tokens kept per training/eval row")
+    seed: Seed = 42

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+from compbench.common.errors import UsageError
 from compbench.common.files import atomic_path, to_jsonable, write_atomically
 from compbench.config.cells import Cell
 
@@ -106,17 +108,79 @@ class ResultsFile:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Every complete row; a line that is not whole JSON (a write cut off by a kill) is skipped."""
-    rows = []
+    """Every row of a results file. A last line that is not whole JSON and has no newline (a write cut off by
+    a kill) is skipped, and so are blank lines; any other line that is not a result row is a usage error
+    naming the file and the line."""
+    rows: list[dict] = []
     if not Path(path).is_file():
         return rows
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                rows.append(with_identity(json.loads(line)))
-            except json.JSONDecodeError:
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
                 continue
+            cut_off = not raw.endswith(b"\n")        # only the last line can lack one: a write a kill cut short
+            try:
+                value = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                if cut_off:
+                    continue
+                shown = _cut(repr(raw.rstrip(b"\r\n")))
+                raise _not_a_row(path, number, f"byte {exc.start + 1} of the line is not UTF-8: {shown}") from None
+            except json.JSONDecodeError:
+                if cut_off:
+                    continue
+                raise _not_a_row(path, number, f"not JSON: {_cut(repr(raw.decode('utf-8').rstrip()))}") from None
+            problem = row_problem(value)
+            if problem is not None:
+                raise _not_a_row(path, number, f"{problem}: {_shown(value)}")
+            rows.append(with_identity(value))
     return rows
+
+
+def row_problem(row: Any) -> str | None:
+    """What is wrong with ``row`` as a result row, in a few words; None when it is one (the contract's keys,
+    a known status, the identity strings and shape integers, and an ``ok`` row's numeric metric)."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [key for key in ROW_KEYS if key not in row]
+    if missing:
+        listed = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return f"lacks {listed} of the row keys"
+    if row["status"] not in STATUSES:
+        return f"status {_shown(row['status'])} is not one of {', '.join(STATUSES)}"
+    for key in ("run_id", "cell_id", "task", "pipeline"):
+        if not isinstance(row[key], str):
+            return f"{key} {_shown(row[key])} is not a string"
+    if row["cell_id"].count("/") < 2:
+        return f"cell_id {_shown(row['cell_id'])} is not task/pipeline/backend"
+    for key in ("batch_size", "seq_len"):
+        if not _is_int(row[key]):
+            return f"{key} {_shown(row[key])} is not an integer"
+    if row["status"] == "ok" and not _is_number(row["metric"]):
+        return f"an ok row's metric {_shown(row['metric'])} is not a number"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON, short."""
+    return _cut(json.dumps(value, ensure_ascii=False, default=repr))
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _not_a_row(path: Path, number: int, what: str) -> UsageError:
+    return UsageError(f"{path} line {number}: not a result row ({what}); each line must be a JSON object with the "
+                      "row keys (run_id, cell_id, ...): remove or fix the line")
 
 
 LABELS_DIR = "labels"

@@ -5,11 +5,12 @@ or is exported to ONNX; formats register by name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterator
 
 from compbench.common.envinfo import package_versions
-from compbench.common.errors import UnsupportedError
+from compbench.common.errors import UnreadableArtifactError, UnsupportedError
 from compbench.common.files import atomic_path
 from compbench.common.hashing import stable_hash
 from compbench.models.onnx_export import ONNX_FILE, export_module
@@ -91,3 +92,31 @@ def onnx_model_files(model_file: Path) -> list[Path]:
         if entry.key == "location"
     }
     return [model_file] + sorted(model_file.parent / name for name in external)
+
+
+@contextmanager
+def reading_safetensors(path: Path) -> Iterator[None]:
+    """Reading the safetensors file ``path``: a file the library cannot read (cut off, damaged, not safetensors,
+    gone) is an error naming it and saying what to do, not the library's message without a path."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise UnreadableArtifactError(
+            f"{path}: not a readable safetensors file ({reason}); remove the artifact folder {Path(path).parent} "
+            "and it is built again"
+        ) from exc
+
+
+def checked_safetensors(folder: Path) -> list[Path]:
+    """The folder's ``*.safetensors`` files, each one's header read and checked against its size (cheap: no
+    tensor is read), so that a damaged file is named before a loader that would not name it reads them."""
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    for path in files:
+        with reading_safetensors(path), safe_open(str(path), framework="pt"):
+            pass
+    return files

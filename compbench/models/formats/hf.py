@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compbench.models.formats.base import ArtifactFormat, cached_onnx_export, register_format
+from compbench.models.formats.base import (
+    ArtifactFormat,
+    cached_onnx_export,
+    checked_safetensors,
+    reading_safetensors,
+    register_format,
+)
 from compbench.models.onnx_export import export_onnx
 
 
@@ -24,7 +30,7 @@ class HuggingFaceFormat(ArtifactFormat):
 
         total = nonzero = 0
         for weights in sorted(folder.glob("*.safetensors")):
-            with safe_open(str(weights), framework="pt") as tensors:
+            with reading_safetensors(weights), safe_open(str(weights), framework="pt") as tensors:
                 for key in tensors.keys():
                     tensor = tensors.get_tensor(key)
                     total += tensor.numel()
@@ -34,10 +40,15 @@ class HuggingFaceFormat(ArtifactFormat):
     def load_torch(self, folder: Path, device: str = "cpu"):
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
+        checked_safetensors(folder)    # from_pretrained's error would not say which file
         if getattr(AutoConfig.from_pretrained(folder), "quantization_config", None):   # bitsandbytes: placed at load
             # dtype "auto": the stored dtype; transformers' default here casts the unquantized layers to fp16
             return AutoModelForSequenceClassification.from_pretrained(folder, device_map=device, dtype="auto")
         return AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto").to(device)
 
     def onnx_files(self, folder: Path) -> list[Path]:
-        return cached_onnx_export(folder, lambda tmp: export_onnx(folder, tmp))
+        def export(tmp: Path) -> str:
+            checked_safetensors(folder)    # the exporter loads them, and would not say which file is damaged
+            return export_onnx(folder, tmp)
+
+        return cached_onnx_export(folder, export)

@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compbench.models.formats.base import TorchModuleFormat, model_from_config, register_format
+from compbench.models.formats.base import (
+    TorchModuleFormat,
+    model_from_config,
+    reading_safetensors,
+    register_format,
+)
 from compbench.models.formats.hf import HuggingFaceFormat
 
 LOW_RANK_SPEC = "low_rank.json"
@@ -36,6 +41,7 @@ class LowRankFormat(TorchModuleFormat, HuggingFaceFormat):
             )
         state = {}
         for weights in sorted(folder.glob("*.safetensors")):
-            state.update(load_file(str(weights)))
+            with reading_safetensors(weights):
+                state.update(load_file(str(weights)))
         model.load_state_dict(state)
         return model.eval().to(device)

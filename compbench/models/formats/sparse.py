@@ -7,7 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compbench.models.formats.base import TorchModuleFormat, model_from_config, register_format
+from compbench.models.formats.base import (
+    TorchModuleFormat,
+    model_from_config,
+    reading_safetensors,
+    register_format,
+)
 
 SPARSE_WEIGHTS = "model.sparse.safetensors"
 SPARSE_SPEC = "sparse.json"
@@ -59,7 +64,8 @@ def load_sparse_state(folder: Path) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    stored = load_file(str(folder / SPARSE_WEIGHTS))
+    with reading_safetensors(folder / SPARSE_WEIGHTS):
+        stored = load_file(str(folder / SPARSE_WEIGHTS))
     shapes = json.loads((folder / SPARSE_SPEC).read_text())["shapes"]
     state = {name: tensor for name, tensor in stored.items() if "::" not in name}
     for name, shape in shapes.items():
