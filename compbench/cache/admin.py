@@ -3,7 +3,9 @@
 The cache folder holds ``artifacts/<hash>/`` (models: teachers and every pipeline step),
 ``results/<key>.json`` (measured cells), ``reference-logits/`` (parity references) and,
 while a build runs, ``artifacts/.<hash>-*`` temporary folders. A temporary folder left by a
-killed build is removed by ``prune`` once no process is writing it (none newer than an hour).
+killed build is removed by ``prune`` once no process is writing it (none newer than an hour); a
+folder that failed its seal (``.<hash>-damaged-*``) or has no ``compbench.json`` is never used and
+is always removed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compbench.cache.layout import ARTIFACTS_DIR, LAST_USED, REFERENCE_LOGITS_DIR, RESULTS_DIR
+from compbench.cache.store import DAMAGED
 from compbench.models.artifact import META_FILE
 
 TEMP_GRACE_SECONDS = 3600
@@ -22,7 +25,7 @@ TEMP_GRACE_SECONDS = 3600
 
 @dataclass
 class Entry:
-    kind: str              # artifact, result, reference, temp
+    kind: str              # artifact, result, reference, temp, damaged, incomplete
     path: Path
     bytes: int
     last_used: float       # epoch seconds
@@ -53,10 +56,16 @@ def entries(root: Path) -> list[Entry]:
     found: list[Entry] = []
     artifacts = root / ARTIFACTS_DIR
     for path in sorted(artifacts.iterdir()) if artifacts.is_dir() else []:
-        if path.name.startswith("."):
+        if path.name.startswith(".") and f"-{DAMAGED}-" in path.name:
+            found.append(Entry("damaged", path, folder_bytes(path), _newest_mtime(path),
+                               "did not match its seal: moved aside, built again"))
+        elif path.name.startswith("."):
             found.append(Entry("temp", path, folder_bytes(path), _newest_mtime(path), "unfinished build"))
         elif (path / META_FILE).is_file():
             found.append(_artifact_entry(path))
+        else:
+            found.append(Entry("incomplete", path, folder_bytes(path), _newest_mtime(path),
+                               f"no {META_FILE}: not used; replaced by the next build"))
     for kind, folder in (("result", RESULTS_DIR), ("reference", REFERENCE_LOGITS_DIR)):
         for path in sorted((root / folder).glob("*")) if (root / folder).is_dir() else []:
             found.append(Entry(kind, path, path.stat().st_size, path.stat().st_mtime))
@@ -69,7 +78,7 @@ def _newest_mtime(path: Path) -> float:
 
 
 def stale(entry: Entry, now: float, older_than_days: float | None, everything: bool) -> bool:
-    if everything:
+    if everything or entry.kind in ("damaged", "incomplete"):     # never used again: nothing to keep them for
         return True
     if entry.kind == "temp":
         return now - entry.last_used > TEMP_GRACE_SECONDS
@@ -113,6 +122,8 @@ def listing(root: Path) -> list[str]:
     for entry in sorted(artifacts, key=lambda e: -e.last_used):
         used = age(now - entry.last_used)
         lines.append(f"  {entry.path.name}  {human_bytes(entry.bytes):>9}  used {used:>6} ago  {entry.description}")
+    for entry in (e for e in found if e.kind in ("damaged", "incomplete")):
+        lines.append(f"  {entry.path.name}  {human_bytes(entry.bytes):>9}  {entry.kind}: {entry.description}")
     for kind, what in (("result", "measured cells"), ("reference", "parity references"), ("temp", "unfinished builds")):
         of_kind = [e for e in found if e.kind == kind]
         if of_kind:

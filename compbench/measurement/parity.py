@@ -15,9 +15,9 @@ import numpy as np
 from compbench.cache.layout import REFERENCE_LOGITS_DIR
 from compbench.cache.store import ArtifactStore
 from compbench.common.errors import UnsupportedError
-from compbench.common.files import save_array_atomically
 from compbench.common.hashing import stable_hash
 from compbench.common.plugins import BACKENDS
+from compbench.common.sealing import load_sealed_array, save_sealed_array
 from compbench.config.backends import BackendOptions
 from compbench.measurement.accuracy import split_logits
 from compbench.models.artifact import ModelArtifact
@@ -31,7 +31,8 @@ def parity_max_abs_diff(backend: BackendOptions, artifact: ModelArtifact, data: 
     if backend.name == "torch" or artifact.precision != "fp32":
         return None
     path = reference_path(store, artifact, data, max_seq_len, batch_size)
-    if not path.is_file():
+    expected = load_sealed_array(path)
+    if expected is None:
         try:
             reference = BACKENDS.get("torch")().load(artifact, BackendOptions(name="torch"))
         except UnsupportedError:       # a format PyTorch cannot load: nothing to compare with
@@ -41,13 +42,17 @@ def parity_max_abs_diff(backend: BackendOptions, artifact: ModelArtifact, data: 
             expected, _ = split_logits(reference, artifact.tokenizer(), data, rows, max_seq_len, batch_size)
         finally:
             reference.close()
-        save_array_atomically(path, expected)
-    return max_abs_difference(logits, np.load(path))
+        try:
+            save_sealed_array(path, expected)
+        except OSError:          # a cache that cannot be written: computed again next time
+            pass
+    return max_abs_difference(logits, expected)
 
 
 def reference_path(store: ArtifactStore, artifact: ModelArtifact, data: TaskData, max_seq_len: int,
                    batch_size: int) -> Path:
-    key = stable_hash({"artifact": artifact.hash, "data": data.fingerprint, "max_seq_len": max_seq_len,
+    key = stable_hash({"artifact": artifact.hash, "content": artifact.content_hash, "data": data.fingerprint,
+                       "max_seq_len": max_seq_len,
                        "eval_batch_size": batch_size})
     return store.root / REFERENCE_LOGITS_DIR / f"{key}.npy"
 

@@ -1,8 +1,9 @@
 """``ModelArtifact``: the common model interface every compressor and backend shares.
 
 An artifact is a folder holding the model in one declared format, its tokenizer, and
-``compbench.json`` (task, label count, format, lineage, content hash). The store
-(``cache.store``) writes it aside and renames it into place, so a folder that exists is whole.
+``compbench.json`` (task, label count, format, lineage, recipe hash, and the seal: each file's size
+and sha256). The store (``cache.store``) writes it aside and renames it into place, so a folder that
+exists is whole, and checks the seal before the artifact is used.
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from compbench.common.errors import CompbenchError, UnsupportedError
+from compbench.common.hashing import stable_hash
 from compbench.models.formats import FORMATS, ArtifactFormat
+from compbench.models.formats.base import ONNX_EXPORTS
 
 META_FILE = "compbench.json"
+# Folders an artifact gains after it is built, caches of what is computed from it: outside its seal
+# (each keeps its own). ONNX exports, one subfolder per exporter version; a teacher's logits on training rows.
+TEACHER_LOGITS = "teacher-logits"
+DERIVED = (ONNX_EXPORTS, TEACHER_LOGITS)
 
 
 @dataclass
@@ -26,6 +33,12 @@ class ModelArtifact:
     hash: str
     lineage: list[dict] = field(default_factory=list)
     precision: str = "fp32"   # of the stored weights: fp32, fp16, int8-dynamic, int8-static, int8-bnb, ...
+    files: dict = field(default_factory=dict)   # the seal: relative path -> {"bytes", "sha256"}
+
+    @property
+    def content_hash(self) -> str:
+        """The hash of the bytes this artifact holds (its seal): what a measurement of it names."""
+        return stable_hash(self.files) if self.files else ""
 
     @classmethod
     def load(cls, path: Path | str) -> "ModelArtifact":

@@ -8,34 +8,32 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from compbench.common.files import save_array_atomically
 from compbench.common.hashing import stable_hash
+from compbench.common.sealing import load_sealed_array, save_sealed_array
 from compbench.config.training import TrainConfig
-from compbench.models.artifact import ModelArtifact
+from compbench.models.artifact import TEACHER_LOGITS, ModelArtifact
 from compbench.tasks.encoding import EncodedRows, encode_rows, predict_logits
 from compbench.training.evaluation import INFERENCE_BATCH_SIZE, module_runner, rows_evaluator, validation_evaluator
 from compbench.training.kd import TeacherSignal, distillation_loss
 from compbench.training.loop import fit
-
-TEACHER_LOGITS_DIR = "teacher-logits"     # inside the teacher's artifact folder
 
 
 def teacher_logits(teacher: ModelArtifact, data, max_seq_len: int, reporter) -> np.ndarray:
     """A teacher's logits for every training row, from the rows as the teacher's own tokenizer
     encodes them; computed once per (teacher, training rows, length) and kept in the teacher's
     artifact folder, so every pipeline distilling from it reuses them."""
-    cache = (
-        teacher.path / TEACHER_LOGITS_DIR / f"{stable_hash({'data': data.fingerprint, 'max_seq_len': max_seq_len})}.npy"
-    )
-    if cache.is_file():
+    key = stable_hash({"data": data.fingerprint, "max_seq_len": max_seq_len, "teacher": teacher.content_hash})
+    cache = teacher.path / TEACHER_LOGITS / f"{key}.npy"
+    cached = load_sealed_array(cache)
+    if cached is not None:
         reporter.log(f"  teacher logits for the training rows from cache ({teacher.path.name})")
-        return np.load(cache)
+        return cached
     tokenizer = teacher.tokenizer()
     rows = encode_rows(tokenizer, data.task, data.train, max_seq_len)
     reporter.log(f"  teacher logits for {len(rows)} training rows ({teacher.path.name})")
     logits = predict_logits(module_runner(teacher.torch_model()), tokenizer, rows, batch_size=INFERENCE_BATCH_SIZE)
     try:
-        save_array_atomically(cache, logits)
+        save_sealed_array(cache, logits)
     except OSError:          # a read-only shared cache: compute again next time
         pass
     return logits

@@ -4,6 +4,9 @@ or is exported to ONNX; formats register by name.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +16,7 @@ from compbench.common.envinfo import package_versions
 from compbench.common.errors import UnreadableArtifactError, UnsupportedError
 from compbench.common.files import atomic_path
 from compbench.common.hashing import stable_hash
+from compbench.common.sealing import manifest_of, seal_problem, unique_aside
 from compbench.models.onnx_export import ONNX_FILE, export_module
 
 FORMATS: dict[str, "ArtifactFormat"] = {}
@@ -46,19 +50,53 @@ class ArtifactFormat(ABC):
 EXPORT_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxscript")
 
 
+ONNX_EXPORTS = "onnx"           # in an artifact's folder: its ONNX exports, one subfolder per exporter version
+EXPORT_SEAL = "seal.json"       # in an export's folder: its files' sizes and sha256
+
+
 def onnx_export_dir(folder: Path) -> Path:
     """``<artifact>/onnx/<key>/``: the export of this artifact by this machine's exporter versions."""
-    return folder / "onnx" / stable_hash(package_versions(EXPORT_LIBRARIES), length=12)
+    return folder / ONNX_EXPORTS / stable_hash(package_versions(EXPORT_LIBRARIES), length=12)
 
 
 def cached_onnx_export(folder: Path, export: Callable[[Path], str]) -> list[Path]:
-    """Exported once per exporter version, on first use, into ``onnx_export_dir`` (written aside, then
-    renamed); ``export(tmp_folder)`` writes the model there and returns which exporter made it."""
+    """Exported once per exporter version, on first use, into ``onnx_export_dir`` (written aside, sealed, then
+    renamed); ``export(tmp_folder)`` writes the model there and returns which exporter made it. An export
+    that no longer matches its seal is moved aside and made again; where the cache cannot be written
+    (read-only, full) the export goes to a temporary folder of this process instead."""
     target = onnx_export_dir(folder)
-    if not (target / ONNX_FILE).is_file():
+    problem = _export_problem(target)
+    if problem is None:
+        return onnx_model_files(target / ONNX_FILE)
+    if target.exists():
+        try:
+            os.rename(target, unique_aside(target, "damaged"))
+        except FileNotFoundError:     # another process moved it first
+            pass
+        except OSError as exc:
+            raise UnreadableArtifactError(f"{problem}; it cannot be replaced ({exc.strerror}): remove {target}") \
+                from None
+    try:
         with atomic_path(target, folder=True) as tmp:
-            (tmp / "exporter.txt").write_text(export(tmp) + "\n")
+            _sealed_export(tmp, export)
+    except OSError:
+        target = Path(tempfile.mkdtemp(prefix="compbench-onnx-"))
+        _sealed_export(target, export)
     return onnx_model_files(target / ONNX_FILE)
+
+
+def _sealed_export(folder: Path, export: Callable[[Path], str]) -> None:
+    (folder / "exporter.txt").write_text(export(folder) + "\n")
+    (folder / EXPORT_SEAL).write_text(json.dumps(manifest_of(folder, (EXPORT_SEAL,)), indent=1))
+
+
+def _export_problem(target: Path) -> str | None:
+    """What is wrong with the export in ``target`` (None: it matches its seal)."""
+    try:
+        manifest = json.loads((target / EXPORT_SEAL).read_text())
+    except (OSError, ValueError):
+        return f"{target / EXPORT_SEAL}: missing or unreadable"
+    return seal_problem(target, manifest, (EXPORT_SEAL,))
 
 
 class TorchModuleFormat(ArtifactFormat):
