@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
 import click
 
@@ -18,6 +20,36 @@ def fail_usage(message: str) -> NoReturn:
     for line in message.splitlines():
         click.echo(f"compbench: error: {line}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+class Seconds(click.ParamType):
+    """A number of seconds above 0 and at most a week (click's FloatRange lets nan and inf through)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        from compbench.config.limits import MAX_TIMEOUT_SECONDS
+
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not 0 < seconds <= MAX_TIMEOUT_SECONDS:     # false for nan too
+            self.fail(f"{value!r}: give a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()
+ROWS = click.IntRange(min=1, max=1_000_000_000)     # config.limits.MAX_ROWS (not imported: the CLI starts light)
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """A user's mistake raised inside the block ends the command with its one line and exit 2."""
+    try:
+        yield
+    except UsageError as exc:
+        fail_usage(str(exc))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,8 +68,8 @@ def main() -> None:
 )
 @click.option("--data-dir", help="GLUE data folder (parquet or TSV layout) or 'hub'; overrides COMPBENCH_DATA_DIR "
                                  "and the suite.")
-@click.option("--limit-train", type=click.IntRange(min=1), help="Use a seeded subset of this many training rows.")
-@click.option("--limit-eval", type=click.IntRange(min=1), help="Use a seeded subset of this many evaluation rows.")
+@click.option("--limit-train", type=ROWS, help="Use a seeded subset of this many training rows.")
+@click.option("--limit-eval", type=ROWS, help="Use a seeded subset of this many evaluation rows.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True)
 @click.option("--run-id", help="Name of the run folder (default: SUITE-DATE-TIME).")
@@ -50,12 +82,14 @@ def main() -> None:
 @click.option("--isolation", type=click.Choice(["subprocess", "inline"]),
               help="Each build and cell in a fresh process (default) or in the runner's own; overrides the suite's "
                    "runner.isolation.")
-@click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--cell-timeout", type=SECONDS,
               help="Seconds one cell's measurement may take (overrides runner.cell_timeout).")
-@click.option("--build-timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--build-timeout", type=SECONDS,
               help="Seconds one pipeline's build may take (overrides runner.build_timeout).")
-@click.option("--build-cpus", type=click.IntRange(min=1), help="Cores a build asks of Ray (default: this machine's).")
-@click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell (the run can be resumed).")
+@click.option("--build-cpus", type=click.IntRange(min=1, max=4096),
+              help="Cores a build asks of Ray (default: this machine's).")
+@click.option("--fail-fast/--no-fail-fast", default=None,
+              help="Stop at the first failed cell (the run can be resumed); on --resume, --no-fail-fast lifts it.")
 @click.option("--remeasure", is_flag=True,
               help="Measure every cell again instead of reusing cached cell results (models are still reused).")
 @click.option("--progress/--no-progress", default=True, help="Live view on a terminal (plain log lines elsewhere).")
@@ -162,7 +196,8 @@ def report(run_dir: Path, fmt: str, reference: str | None) -> None:
     """Rebuild results.csv, report.md and plots/ of RUN_DIR from its results.jsonl, and print the report."""
     from compbench.results.report import RunReport
 
-    built = RunReport.from_run_dir(_run_dir(run_dir), reference)
+    with usage_errors():    # a results.jsonl line that is not a row
+        built = RunReport.from_run_dir(_run_dir(run_dir), reference)
     if reference and reference not in built.pipelines:
         fail_usage(f"--reference {reference}: no such pipeline in {run_dir / 'results.jsonl'}; "
                    f"valid: {', '.join(built.pipelines)}")
@@ -179,7 +214,8 @@ def compare(run_a: Path, run_b: Path, fmt: str) -> None:
     """For measurements in both RUN_A and RUN_B: the change in metric, latency and size, flagged beyond the noise."""
     from compbench.results.compare import RunComparison
 
-    comparison = RunComparison.from_run_dirs(_run_dir(run_a), _run_dir(run_b))
+    with usage_errors():
+        comparison = RunComparison.from_run_dirs(_run_dir(run_a), _run_dir(run_b))
     click.echo(comparison.render(fmt), nl=False)
 
 

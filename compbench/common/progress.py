@@ -45,6 +45,11 @@ class Reporter:
     def log(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
+    def waiting(self, why: str | None) -> None:
+        """A wait for the machine begins (``why``) or ends (None): not the job's own time (its timeout pauses)."""
+        if why:
+            self.log(why)
+
     @contextmanager
     def bar(self, description: str, total: int) -> Iterator["Bar"]:
         handle = self.open_bar(description, total)

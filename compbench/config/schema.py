@@ -4,6 +4,7 @@ plugin's own settings model."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +45,24 @@ def _known_task(name: str) -> str:
 
 
 TaskName = Annotated[str, AfterValidator(_known_task)]
+
+# What may name a run folder: one path component, not hidden, no separators, no "..".
+RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a run folder (None: it can)."""
+    if RUN_NAME.fullmatch(name) and ".." not in name:
+        return None
+    return (f"{name!r} cannot name a run folder: use letters, digits and _ . + = - "
+            "(no path separators, no '..', not starting with '.')")
+
+
+def _run_name(name: str) -> str:
+    problem = run_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
 
 
 class DataConfig(Strict):
@@ -174,7 +193,7 @@ _UNIQUE_ENTRIES = {
 
 
 class Suite(Strict):
-    name: str = Field(min_length=1, description="names the run folders")
+    name: Annotated[str, AfterValidator(_run_name)] = Field(min_length=1, description="names the run folders")
     description: str = ""
     model: str = Field("minilm-l6", description="base model: packaged alias, local folder or hub id")
     tasks: list[TaskName] = Field(min_length=1, description=f"GLUE tasks, from: {', '.join(task_names())}")

@@ -38,6 +38,8 @@ class EventForwarder:
         kind = event.get("event")
         if kind == "log":
             self.reporter.log(event["message"])
+        elif kind == "waiting" and event.get("message"):
+            self.reporter.log(event["message"])
         elif kind == "bar":
             self.bars[event["id"]] = self.reporter.open_bar(event["description"], event["total"])
         elif kind == "advance" and event["id"] in self.bars:
@@ -66,17 +68,24 @@ def run_isolated(settings: RunSettings, job: Job, log_path: Path, on_event: Call
     log_path.parent.mkdir(parents=True, exist_ok=True)
     context = _fork_context()
     receive, send = context.Pipe(duplex=False)
+    # the lifeline: this process holds its only writing end and never writes; when this process dies (kill -9
+    # too) the job reads EOF and ends itself at once. (Its parent is the fork server, which outlives us for
+    # seconds: a parent-death signal alone left jobs running against a resumed run's timings.)
+    lifeline, lifeline_end = context.Pipe(duplex=False)
     request = {"settings": asdict(settings), "job": asdict(job)}
-    process = context.Process(target=serve, args=(request, send, str(log_path)), name=f"compbench {job.label}")
+    process = context.Process(target=serve, args=(request, send, str(log_path), lifeline),
+                              name=f"compbench {job.label}")
     reader = _EventReader(receive, on_event)
     timeout = job.timeout(settings)
     start = time.perf_counter()
     process.start()
     send.close()                  # the child holds the only writing end: EOF when it exits
+    lifeline.close()
     reader.start()
     try:
-        finished = _wait(process, timeout)
+        finished = _wait(process, timeout, reader)
     finally:
+        lifeline_end.close()
         if close := getattr(on_event, "close_all", None):
             close()
     reader.join(timeout=30 if finished else 5)
@@ -98,6 +107,13 @@ class _EventReader(threading.Thread):
         super().__init__(daemon=True)
         self.receive, self.on_event = receive, on_event
         self.result: dict = {}
+        self._waited = 0.0                       # seconds the job spent waiting for the machine, so far
+        self._waiting_since: float | None = None
+
+    def waited(self) -> float:
+        """Seconds the job has waited for the machine (another process's timing): not counted in its timeout."""
+        ongoing = time.perf_counter() - self._waiting_since if self._waiting_since is not None else 0.0
+        return self._waited + ongoing
 
     def run(self) -> None:
         while True:
@@ -108,17 +124,29 @@ class _EventReader(threading.Thread):
             if event.get("event") == "result":
                 self.result.update(event["result"])
                 continue
+            if event.get("event") == "waiting":
+                if event.get("message"):
+                    self._waiting_since = time.perf_counter()
+                elif self._waiting_since is not None:
+                    self._waited += time.perf_counter() - self._waiting_since
+                    self._waiting_since = None
             try:
                 self.on_event(event)
             except Exception:    # a display problem must not lose the job's result
                 pass
 
 
-def _wait(process, timeout: float | None) -> bool:
-    """Whether ``process`` ended within ``timeout``; it is killed when not, and when the wait itself is
-    interrupted (Ctrl-C, or the run stopping early), which is raised on."""
+def _wait(process, timeout: float | None, reader: _EventReader) -> bool:
+    """Whether ``process`` ended within ``timeout`` seconds of its own work (time spent waiting for the
+    machine not counted); it is killed when not, and when the wait itself is interrupted (Ctrl-C, or the run
+    stopping early), which is raised on."""
+    start = time.perf_counter()
     try:
-        process.join(timeout)
+        while process.is_alive():
+            left = None if timeout is None else timeout + reader.waited() - (time.perf_counter() - start)
+            if left is not None and left <= 0:
+                break
+            process.join(1.0 if left is None else min(left, 1.0))
     except BaseException:
         process.kill()
         process.join()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from compbench.cache.store import ArtifactStore
 from compbench.common.errors import DataNotFoundError, Failures, UnsupportedError, UsageError
+from compbench.common.locks import machine_timing_lock
 from compbench.common.progress import Reporter
 from compbench.compressors.chain import PipelineBuild
 from compbench.config.cells import Cell, expand
@@ -109,7 +110,7 @@ class RunContext:
         self.suite = load_run_suite(settings)
         self.source: DataSource = data_source(self.suite, settings.data_dir)
         self.base_model: ResolvedModel = resolve_model(self.suite.model, self.suite.resolve_path("."))
-        self.store = ArtifactStore(Path(settings.cache_dir))
+        self.store = ArtifactStore(Path(settings.cache_dir), warn=lambda message: reporter.log(f"warning: {message}"))
         self._data: dict[str, TaskData] = {}
         self._builders: dict[str, PipelineBuild] = {}
 
@@ -138,13 +139,11 @@ class RunContext:
         return self._builders[task]
 
     def artifact(self, artifact_hash: str | None) -> ModelArtifact | None:
-        """The stored artifact (None for None); a job whose artifact is gone from the cache fails."""
+        """The stored artifact, checked against its seal (None for None); a job whose artifact is gone from the
+        cache, or damaged, fails with why."""
         if artifact_hash is None:
             return None
-        artifact = self.store.get(artifact_hash)
-        if artifact is None:
-            raise FileNotFoundError(f"artifact {artifact_hash} is not in the cache {self.store.root}")
-        return artifact
+        return self.store.require(artifact_hash)
 
     def pipeline(self, name: str):
         return next(p for p in self.suite.pipelines if p.name == name)
@@ -191,7 +190,8 @@ def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:
 
         if not torch.cuda.is_available():
             return JobResult(job, "skipped", "CUDA is not available on the machine that got this job")
-    peak = measure_matmul_peak(device, int(threads), dtype, sizes=peak_sizes(device))
+    with machine_timing_lock(context.reporter.waiting):
+        peak = measure_matmul_peak(device, int(threads), dtype, sizes=peak_sizes(device))
     return JobResult(job, "ok", rows=[peak.to_json()])
 
 

@@ -20,14 +20,15 @@ from typing import Any
 from compbench.cache.result_cache import ResultCache
 from compbench.common import envinfo
 from compbench.common.envinfo import usable_cores
-from compbench.common.errors import DataNotFoundError
+from compbench.common.errors import CompbenchError, DataNotFoundError, UsageError
 from compbench.common.files import write_atomically
+from compbench.common.locks import run_folder_lock
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
 from compbench.compressors.chain import StepInputs, planned_hash
 from compbench.config.cells import Cell, expand, shapes
 from compbench.config.loading import load_suite, suite_yaml
-from compbench.config.schema import Suite
+from compbench.config.schema import Suite, run_name_problem
 from compbench.config.settings import RUN_FILE, RunSettings, read_run_record, resolve_settings, resume_settings
 from compbench.execution.executors import EXECUTORS, Executor
 from compbench.execution.jobs import BUILD, MEASURE, PEAK, Job, JobResult, RunContext, data_source, peak_job
@@ -40,8 +41,9 @@ from compbench.execution.plan import (
     pipelines_to_measure,
     with_teacher_first,
 )
-from compbench.measurement.cell import cell_key
+from compbench.measurement.cell import cell_key, measured_identity, served_rows_problem
 from compbench.measurement.peak import peak_key
+from compbench.models.artifact import ModelArtifact
 from compbench.results.report import write_reports
 from compbench.results.rows import ResultsFile, as_rows_of, closed_rows, read_rows, write_labels
 from compbench.training.finetune import teacher_key
@@ -66,13 +68,25 @@ class StopRun(Exception):
 
 
 def new_run_dir(results_dir: Path, suite: Suite, run_id: str | None) -> Path:
+    """A new folder under ``results_dir``, made atomically: two runs started at once never share one."""
+    name = run_id if run_id is not None else suite.name
+    problem = run_name_problem(name)
+    if problem:     # a suite name is checked when the suite is read; a Suite object built in code may skip that
+        raise UsageError(f"{'--run-id' if run_id is not None else 'the suite name'} {problem}")
     base = run_id or f"{suite.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run_dir, n = results_dir / base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = results_dir / f"{base}-{n}"
-    run_dir.mkdir(parents=True)
-    return run_dir.resolve()
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            run_dir = results_dir / (base if n == 1 else f"{base}-{n}")
+            try:
+                run_dir.mkdir()
+                return run_dir.resolve()
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise UsageError(f"cannot make a run folder in {results_dir}: {exc.strerror or exc}; "
+                         "pass --results-dir a folder you can write to") from None
+    raise UsageError(f"{results_dir}: 9999 run folders named {base}-*; pass another --run-id")
 
 
 def start_run(suite: Path | str | Suite, reporter: Reporter | None = None, *, results_dir: Path = Path("results"),
@@ -87,9 +101,11 @@ def start_run(suite: Path | str | Suite, reporter: Reporter | None = None, *, re
         suite = load_suite(path)
         source, base_dir, text = str(path.resolve()), path.resolve().parent, path.read_text(encoding="utf-8")
     data_source(suite, overrides.get("data_dir"))    # a missing data folder is a usage error before any folder is made
+    # settings checked before a folder is made, then placed in it
+    settings = resolve_settings(suite, overrides, suite_file=Path(), base_dir=base_dir, run_dir=Path())
     run_dir = new_run_dir(Path(results_dir), suite, run_id)
+    settings = settings.placed_in(run_dir)
     write_atomically(run_dir / "suite.yaml", text)
-    settings = resolve_settings(suite, overrides, suite_file=run_dir / "suite.yaml", base_dir=base_dir, run_dir=run_dir)
     record = {"suite": source, "settings": asdict(settings), "started": datetime.now().isoformat(timespec="seconds")}
     write_atomically(run_dir / RUN_FILE, json.dumps(record, indent=2))
     write_atomically(run_dir / "env.json", json.dumps(envinfo.collect(), indent=2))
@@ -97,12 +113,18 @@ def start_run(suite: Path | str | Suite, reporter: Reporter | None = None, *, re
 
 
 def resume_run(run_dir: Path, reporter: Reporter | None = None, **overrides: Any) -> "SuiteRun":
-    """The run in ``run_dir`` again, with its recorded settings (``overrides`` may change how it is
-    executed): only cells without a complete ``ok``/``skipped`` set of rows run (failed cells are tried again)."""
-    record = read_run_record(Path(run_dir).resolve())
-    suite = load_suite(record["settings"]["suite_file"])
-    suite._base_dir = Path(record["settings"]["base_dir"])
-    return SuiteRun(suite, resume_settings(record, overrides, suite), reporter or Reporter(), resuming=True)
+    """The run in ``run_dir`` again, where it is now (a moved or copied folder too), from its own copy of the
+    suite and its recorded settings (``overrides`` may change how it is executed): only cells without a
+    complete ``ok``/``skipped`` set of rows run (failed cells are tried again)."""
+    run_dir = Path(run_dir).resolve()
+    record = read_run_record(run_dir)
+    suite_file = run_dir / "suite.yaml"
+    if not suite_file.is_file():
+        raise UsageError(f"{run_dir} has no suite.yaml (the copy of the suite a run keeps); cannot resume it")
+    suite = load_suite(suite_file)
+    settings = resume_settings(record, overrides, suite, run_dir=run_dir)
+    suite._base_dir = Path(settings.base_dir)
+    return SuiteRun(suite, settings, reporter or Reporter(), resuming=True)
 
 
 class SuiteRun:
@@ -113,7 +135,8 @@ class SuiteRun:
         self.run_dir, self.run_id = Path(settings.run_dir), settings.run_id
         self.resuming = resuming
         self.results = ResultsFile(self.run_dir / "results.jsonl")
-        self.result_cache = ResultCache(Path(settings.cache_dir))
+        self.result_cache = ResultCache(Path(settings.cache_dir), warn=lambda message: reporter.log(
+            f"compbench: warning: {message}"))
         self.counts: dict[str, int] = {}
         self.peaks: dict[tuple[str, int, str], dict] = {}    # (device, threads, dtype) -> this run's matmul peak
         self.peak_keys: dict[str, tuple[str, int, str]] = {}   # cell id -> the peak its rows are read against
@@ -122,6 +145,11 @@ class SuiteRun:
     # ------------------------------------------------------------------ the run
 
     def execute(self) -> RunSummary:
+        """Run (or finish) the suite, holding the run folder's lock: a second process in it is refused."""
+        with run_folder_lock(self.run_dir):
+            return self._execute()
+
+    def _execute(self) -> RunSummary:
         start = time.perf_counter()
         cells = expand(self.suite)
         done = self._keep_finished_rows() if self.resuming else {}
@@ -146,9 +174,11 @@ class SuiteRun:
         finally:   # on Ctrl-C too: the reports show every row finished so far
             if executor is not None:
                 executor.close()
-            write_reports(self.run_dir)
+            report = write_reports(self.run_dir)
         seconds = time.perf_counter() - start
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+        for warning in report.warnings:       # what makes the numbers mean less: last, where they are read
+            self.reporter.log(f"compbench: warning: {warning}")
         self.reporter.log(f"compbench: done in {seconds:.0f}s: {counts} rows; report: {self.run_dir / 'report.md'}")
         return RunSummary(self.run_dir, dict(self.counts), seconds, stopped)
 
@@ -260,12 +290,14 @@ class SuiteRun:
         """The cells whose artifact was built: served from the result cache, or measured as jobs."""
         planned = [(cell, artifacts[(cell.task, cell.pipeline.name)]) for cell in todo
                    if (cell.task, cell.pipeline.name) in artifacts]      # the others were closed by their build
-        precisions = {artifact_hash: context.store.get(artifact_hash).precision for _, artifact_hash in planned}
+        stored = self._stored(context, planned)
+        planned = [(cell, artifact_hash) for cell, artifact_hash in planned
+                   if artifact_hash in stored and self.teachers[cell.task] in stored]
         self.peak_keys = {
-            cell.cell_id: peak_key(cell.backend, precisions[artifact_hash]) for cell, artifact_hash in planned
+            cell.cell_id: peak_key(cell.backend, stored[artifact_hash].precision) for cell, artifact_hash in planned
         }
         self._measure_peaks(set(self.peak_keys.values()), executor)
-        jobs = self._serve_from_cache(context, planned)
+        jobs = self._serve_from_cache(context, planned, stored)
         self.plan.expect(MEASURE, len(jobs))
         for result in executor.run(list(jobs), self._started):
             self._note(result)
@@ -275,22 +307,45 @@ class SuiteRun:
                                               result.reason or "the measurement gave no rows")
             for row in rows:
                 row.setdefault("measured_in_run", self.run_id)
-            self.result_cache.put(key, rows)
-            self._write_cell(cell, rows)
+            cacheable = [dict(row) for row in rows]
+            self._write_cell(cell, rows)        # the run first: a cache that cannot be written loses no row
+            if all((row.get("machine_load") or {}).get("quiet") is not False for row in cacheable):
+                self.result_cache.put(key, cacheable)
             self.plan.checkpoint()
 
-    def _serve_from_cache(self, context: RunContext, planned: list[tuple[Cell, str]]) -> dict[Job, tuple[Cell, str]]:
+    def _stored(self, context: RunContext, planned: list[tuple[Cell, str]]) -> dict[str, ModelArtifact]:
+        """The artifacts the cells measure and the teachers they are timed against, each checked against its
+        seal; the cells of one that is gone or damaged meanwhile are closed as failed with why."""
+        stored: dict[str, ModelArtifact] = {}
+        problems: dict[str, str] = {}
+        for artifact_hash in {h for _, h in planned} | {self.teachers[cell.task] for cell, _ in planned}:
+            try:
+                stored[artifact_hash] = context.store.require(artifact_hash)
+            except CompbenchError as exc:
+                problems[artifact_hash] = str(exc)
+        for cell, artifact_hash in planned:
+            problem = problems.get(artifact_hash) or problems.get(self.teachers[cell.task])
+            if problem:
+                self._close([cell], "failed", problem)
+        return {h: a for h, a in stored.items() if h not in problems}
+
+    def _serve_from_cache(self, context: RunContext, planned: list[tuple[Cell, str]],
+                          stored: dict[str, ModelArtifact]) -> dict[Job, tuple[Cell, str]]:
         """Write the cells the result cache holds; the measure jobs of the rest, with their cell and cache key."""
         jobs, served = {}, 0
         for cell, artifact_hash in planned:
-            reference = None if cell.is_reference else self.teachers[cell.task]    # timed against the teacher
-            key = cell_key(self.suite, cell, artifact_hash, context.task_data(cell.task).fingerprint, reference)
-            cached = None if self.settings.remeasure else self.result_cache.get(key)
+            artifact = stored[artifact_hash]
+            reference = None if cell.is_reference else stored[self.teachers[cell.task]]  # timed against the teacher
+            key = cell_key(self.suite, cell, measured_identity(artifact), context.task_data(cell.task).fingerprint,
+                           None if reference is None else measured_identity(reference))
+            cached = None if self.settings.remeasure else self.result_cache.get(
+                key, lambda rows: served_rows_problem(rows, cell, shapes(self.suite), artifact))
             if cached is not None:
                 self._write_cell(cell, as_rows_of(cell, self.run_id, cached))
                 served += 1
                 continue
-            job = Job(MEASURE, cell.task, cell.pipeline.name, cell.backend.label, artifact_hash, reference,
+            job = Job(MEASURE, cell.task, cell.pipeline.name, cell.backend.label, artifact_hash,
+                      None if reference is None else reference.hash,
                       cpus=cell.backend.resolved_threads(), gpus=1 if cell.backend.device == "cuda" else 0)
             jobs[job] = (cell, key)
         if served:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -30,6 +31,9 @@ class EventReporter(Reporter):
 
     def log(self, message: str) -> None:
         self.emit({"event": "log", "message": message})
+
+    def waiting(self, why: str | None) -> None:
+        self.emit({"event": "waiting", "message": why})
 
     def open_bar(self, description: str, total: int) -> Bar:
         self._next_bar += 1
@@ -69,9 +73,25 @@ def die_with_parent() -> None:
         pass
 
 
-def serve(request: dict, connection, log_path: str) -> None:
-    """The job process: stdout and stderr into ``log_path``, events and the result to ``connection``."""
+def die_with_runner(lifeline) -> None:
+    """End this process the moment the runner that started it dies: its end of ``lifeline`` (a pipe nobody
+    writes to) then reads EOF. Runs in a daemon thread; a job that ends normally never hears from it."""
+    def watch() -> None:
+        try:
+            lifeline.recv()
+        except (EOFError, OSError):
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="compbench lifeline", daemon=True).start()
+
+
+def serve(request: dict, connection, log_path: str, lifeline=None) -> None:
+    """The job process: stdout and stderr into ``log_path``, events and the result to ``connection``; it dies
+    with the runner (``lifeline``)."""
     die_with_parent()
+    if lifeline is not None:
+        die_with_runner(lifeline)
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the runner's to handle: it stops this job
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()

@@ -17,16 +17,18 @@ from compbench.cache.store import ArtifactStore
 from compbench.common import envinfo
 from compbench.common.errors import Failures, UnsupportedError
 from compbench.common.hashing import files_hash, stable_hash
+from compbench.common.locks import machine_timing_lock
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
 from compbench.config.cells import Cell, shapes
 from compbench.config.schema import Suite
 from compbench.measurement.accuracy import evaluate_session
 from compbench.measurement.flops import flops_per_example
+from compbench.measurement.machine_load import LoadWatch
 from compbench.measurement.parity import parity_max_abs_diff
 from compbench.measurement.timing import Call, cold_ms, device_costs, shape_timing, timed_calls
 from compbench.models.artifact import ModelArtifact, files_size
-from compbench.results.rows import cell_row, closed_rows
+from compbench.results.rows import cell_row, closed_rows, row_problem
 from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch, timing_batch
 
@@ -53,17 +55,45 @@ def code_fingerprint(root: Path = PACKAGE_ROOT, parts: tuple[str, ...] = MEASURI
     return files_hash(files)
 
 
-def cell_key(suite: Suite, cell: Cell, artifact_hash: str, data_fingerprint: str, reference_hash: str | None) -> str:
-    """The result cache's key of a cell: the model (and the teacher it is timed against), backend and measure
-    settings, rows, seed, machine, and the measuring code (compbench's and the backend's, a plugin's too)."""
+def measured_identity(artifact: ModelArtifact) -> str:
+    """What a measurement of ``artifact`` depends on: its recipe and the bytes it holds (its seal)."""
+    return f"{artifact.hash}:{artifact.content_hash}"
+
+
+def cell_key(suite: Suite, cell: Cell, artifact_id: str, data_fingerprint: str, reference_id: str | None) -> str:
+    """The result cache's key of a cell: the model (and the teacher it is timed against; ``measured_identity``),
+    backend and measure settings, rows, seed, machine, and the measuring code (compbench's and the backend's,
+    a plugin's too)."""
     backend_source = Path(inspect.getsourcefile(BACKENDS.get(cell.backend.name)))
     return stable_hash({
-        "version": MEASURE_VERSION, "artifact": artifact_hash, "reference": reference_hash,
+        "version": MEASURE_VERSION, "artifact": artifact_id, "reference": reference_id,
         "backend": cell.backend.model_dump(),
         "threads": cell.backend.resolved_threads(), "measure": suite.measure.model_dump(), "data": data_fingerprint,
         "max_seq_len": suite.teacher.max_seq_len, "seed": suite.seed, "machine": machine_fingerprint(),
         "code": code_fingerprint(), "backend_code": files_hash([backend_source]),
     })
+
+
+def served_rows_problem(rows: list, cell: Cell, cell_shapes: list[tuple[int, int]],
+                        artifact: ModelArtifact) -> str | None:
+    """Why cached ``rows`` cannot be served as ``cell``'s measurement of ``artifact`` (None: they can): each
+    must be a row (the contract), ``ok``, of this model's bytes and this backend, one per shape of the suite."""
+    for row in rows:
+        problem = row_problem(row)
+        if problem:
+            return problem
+    options = cell.backend
+    expected = {"status": "ok", "task": cell.task, "artifact_hash": artifact.hash,
+                "artifact_content_hash": artifact.content_hash, "backend_label": options.label,
+                "precision": options.precision, "device": options.device, "threads": options.resolved_threads()}
+    for row in rows:
+        wrong = [key for key, value in expected.items() if row.get(key) != value]
+        if wrong:
+            return f"a row of another measurement ({', '.join(f'{k}={row.get(k)!r}' for k in wrong)})"
+    measured = sorted((row["batch_size"], row["seq_len"]) for row in rows)
+    if measured != sorted(cell_shapes):
+        return f"rows for shapes {measured}, not the suite's {sorted(cell_shapes)}"
+    return None
 
 
 def size_of(artifact: ModelArtifact, session: Session) -> dict:
@@ -88,20 +118,26 @@ class CellMeasurement:
         if not availability.ok:
             return self._closed(cell, "skipped", availability.reason)
         self.reporter.log(f"{cell.cell_id}: measuring")
-        try:
-            session = backend.load(artifact, cell.backend)
-        except UnsupportedError as exc:
-            return self._closed(cell, "skipped", str(exc))
-        except Exception as exc:
-            return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
-        start = time.time()
-        try:
-            rows = self._measure_session(cell, session, artifact, data, reference)
-        finally:
-            session.close()
+        # one timing at a time on this machine (other runs wait), and a record of what else kept it busy
+        with machine_timing_lock(self.reporter.waiting), LoadWatch() as load:
+            try:
+                session = backend.load(artifact, cell.backend)
+            except UnsupportedError as exc:
+                return self._closed(cell, "skipped", str(exc))
+            except Exception as exc:
+                return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
+            start = time.time()
+            try:
+                rows = self._measure_session(cell, session, artifact, data, reference)
+            finally:
+                session.close()
         held = {"start": start, "end": time.time()}        # epoch seconds: when the cell held the machine
+        machine_load = load.summary()
+        if machine_load["quiet"] is False:
+            self.reporter.log(f"  the machine was busy: other processes used {machine_load['other_cores']:.2f} "
+                              "cores meanwhile; the timings may be slow and are not cached")
         for row in rows:
-            row["measured_at"] = held
+            row.update(measured_at=held, machine_load=machine_load)
         return rows
 
     def _measure_session(self, cell: Cell, session: Session, artifact: ModelArtifact, data: TaskData,
@@ -138,7 +174,8 @@ class CellMeasurement:
         parity = parity_max_abs_diff(cell.backend, artifact, data, logits, self.store, suite.teacher.max_seq_len,
                                      suite.measure.eval_batch_size)
         return {**size_of(artifact, session), **accuracy, "artifact": str(artifact.path),
-                "artifact_hash": artifact.hash, "artifact_format": artifact.format,
+                "artifact_hash": artifact.hash, "artifact_content_hash": artifact.content_hash,
+                "artifact_format": artifact.format,
                 "artifact_precision": artifact.precision,
                 "parity_max_abs_diff": parity, "lineage": artifact.lineage, "data_source": data.source,
                 "train_rows": len(data.train), "seeds": self._seeds()}

@@ -1,5 +1,6 @@
 """When a run's numbers cannot be trusted, in plain words: an evaluation set too small for its intervals
-to mean anything, and a teacher that learned nothing (its interval holds what a constant prediction scores).
+to mean anything, a teacher that learned nothing (its interval holds what a constant prediction scores), and
+timings taken while other processes kept the machine busy.
 
 ``report.md`` opens with these lines ("Read this first") and ``compbench run`` prints them last. Cheap: rows
 and label files only, no torch, no pandas.
@@ -40,7 +41,19 @@ def trust_warnings_for(rows: list[dict], labels_by_task: dict[str, dict[str, lis
         teacher = teacher_warning(task, rows, labels_by_task.get(task, {}))
         if teacher:
             warnings.append(teacher)
-    return warnings
+    busy = busy_machine_warning(rows)
+    return warnings + ([busy] if busy else [])
+
+
+def busy_machine_warning(rows: list[dict]) -> str | None:
+    """A line when cells were timed while other processes kept the machine busy (``machine_load``)."""
+    loads = {r["cell_id"]: r["machine_load"] for r in rows
+             if r["status"] == "ok" and (r.get("machine_load") or {}).get("quiet") is False}
+    if not loads:
+        return None
+    worst = max(load["other_cores"] for load in loads.values())
+    return (f"{len(loads)} cells were timed while other processes kept the machine busy (up to {worst:.1f} cores): "
+            "their latencies may be slow; they were not cached, so a run on a quiet machine measures them again")
 
 
 def teacher_warning(task: str, rows: list[dict], labels_by_split: dict[str, list]) -> str | None:

@@ -213,3 +213,15 @@ def test_the_constant_prediction_score_matches_scikit_learn(seed):
         assert np.isnan(stats.pearsonr(np.full(301, 2.5), rng.uniform(0, 5, 301))[0])
     assert constant_score("pearson", None)[0] == 0.0 and constant_score("spearmanr", None)[0] == 0.0
     assert constant_score("accuracy", None) is None and constant_score("perplexity", labels.tolist()) is None
+
+
+def test_cells_timed_on_a_busy_machine_are_named():
+    from compbench.results.trust import busy_machine_warning
+
+    quiet = {"cell_id": "sst2/a/torch", "status": "ok", "machine_load": {"quiet": True, "other_cores": 0.1}}
+    busy = {"cell_id": "sst2/b/torch", "status": "ok", "machine_load": {"quiet": False, "other_cores": 1.34}}
+    unknown = {"cell_id": "sst2/c/torch", "status": "ok", "machine_load": {"quiet": None, "other_cores": None}}
+    old = {"cell_id": "sst2/d/torch", "status": "ok"}
+    assert busy_machine_warning([quiet, unknown, old]) is None
+    line = busy_machine_warning([quiet, busy, dict(busy, seq_len=2), unknown, old])
+    assert line.startswith("1 cells were timed while other processes kept the machine busy (up to 1.3 cores)")
