@@ -23,54 +23,10 @@ from compbench.results.rows import read_rows
 
 from runs import Runner, row_keys, suite_dict
 
-SLEEPER = '''
-import time
-
-from pydantic import BaseModel
-
-from compbench.backends.base import Availability, Backend
-from compbench.common.plugins import BACKENDS
-
-
-class SleepOptions(BaseModel):
-    seconds: float = 60
-
-
-class SleepingBackend(Backend):
-    name = "sleeping"
-    Options = SleepOptions
-
-    def availability(self, options):
-        return Availability(True)
-
-    def load(self, artifact, options):
-        time.sleep(float(options.options.get("seconds", 60)))
-        return BACKENDS.get("torch")().load(artifact, options.model_copy(update={"name": "torch", "options": {}}))
-
-
-class RaisingBackend(SleepingBackend):
-    name = "raising"
-
-    def load(self, artifact, options):
-        raise RuntimeError("deliberate failure in load")
-'''
-
-
-@pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sleeper-plugin")
-    (root / "compbench_sleeper.py").write_text(SLEEPER)
-    info = root / "compbench_sleeper-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: compbench-sleeper\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[compbench.backends]\nsleeping = compbench_sleeper:SleepingBackend\n"
-                                           "raising = compbench_sleeper:RaisingBackend\n")
-    return root
-
 
 @pytest.fixture
-def runner(tmp_path, plugin) -> Runner:
-    return Runner(tmp_path, plugin, tmp_path / "cache")
+def runner(tmp_path, fault_plugin) -> Runner:
+    return Runner(tmp_path, fault_plugin, tmp_path / "cache")
 
 
 def inline_suite(runner: Runner, tiny_artifact, glue_data, name: str = "s", **extra) -> Path:
