@@ -18,7 +18,8 @@ def spin(seconds: float) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
-def test_a_neighbour_burning_a_core_is_seen_and_our_own_work_is_not():
+def test_a_neighbour_burning_a_core_is_seen_and_our_own_work_is_not(monkeypatch):
+    monkeypatch.delenv("COMPBENCH_BUSY_CORES")
     with LoadWatch() as alone:
         spin(0.5)                    # our own CPU: never counted as others'
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
