@@ -21,13 +21,17 @@ def evaluate_session(
     primary split's logits.
 
     The first metric of the primary split is the headline (``metric``) with a 95%
-    bootstrap interval; further splits (MNLI mismatched) are added as ``split/metric``.
+    bootstrap interval; further splits (MNLI mismatched) are added as ``split/metric``. ``predictions`` are
+    what the metrics score (``predictions_from_logits``): class ids, a binary task's probability of class 1
+    where it is scored by auroc, a multi-hot list per row (multi-label), or numbers (regression).
     """
     task = data.task
     result: dict = {"metrics": {}}
     primary_logits = np.empty(0)
     for split_index, (split, rows) in enumerate(data.eval.items()):
         logits, labels = split_logits(session, tokenizer, data, rows, max_seq_len, config.eval_batch_size)
+        if task.is_multi_label:
+            labels = labels.astype(np.int64)     # 0/1 per label (float only for the loss): rows store ints
         predictions = predictions_from_logits(task, logits)
         scores = compute_metrics(task, predictions, labels)
         prefix = "" if split_index == 0 else f"{split}/"

@@ -67,6 +67,11 @@ def _paired_delta(metric: str, baseline: tuple, predictions: tuple, labels: tupl
     return Delta(value, interval.low, interval.high)
 
 
+def frozen(values: list) -> tuple:
+    """``values`` as nested tuples (a multi-label row's predictions and labels are lists of lists), hashable."""
+    return tuple(frozen(v) if isinstance(v, list) else v for v in values)
+
+
 def paired_delta(row: dict, baseline: dict) -> Delta | None:
     """The paired delta of ``row`` against ``baseline``, where both were scored on the same labelled rows."""
     labels, predictions, reference = row.get("labels"), row.get("predictions"), baseline.get("predictions")
@@ -75,7 +80,7 @@ def paired_delta(row: dict, baseline: dict) -> Delta | None:
     if row["metric_name"] != baseline.get("metric_name") or len(predictions) != len(reference):
         return None
     seed = (row.get("seeds") or {}).get("bootstrap", 0)
-    return _paired_delta(row["metric_name"], tuple(reference), tuple(predictions), tuple(labels), seed)
+    return _paired_delta(row["metric_name"], frozen(reference), frozen(predictions), frozen(labels), seed)
 
 
 def baseline_index(rows: list[dict], pipeline: str = BASELINE) -> dict[tuple, dict]:

@@ -17,7 +17,8 @@ from compbench.results.rows import read_labels, read_rows
 from compbench.tasks.glue import TSV_FORMATS
 from compbench.tasks.metrics import METRICS
 
-CORRELATIONS = ("pearson", "spearmanr")        # a constant prediction has none: 0 by the task's own definition
+CORRELATIONS = ("pearson", "spearmanr", "spearman")  # a constant prediction has none: 0 by the task's own definition
+MATTHEWS = ("matthews_correlation", "matthews")      # 0 for any constant prediction
 
 
 def trust_warnings(run_dir: Path) -> list[str]:
@@ -80,19 +81,29 @@ def teacher_warning(task: str, rows: list[dict], labels_by_split: dict[str, list
 def constant_score(metric: str, labels: list | None, task: str | None = None) -> tuple[float, str] | None:
     """The best score a constant prediction gets on ``labels`` under ``metric`` (the task's own definition in
     ``compbench.tasks.metrics``), and which constant: accuracy the majority class's, F1 always predicting the
-    positive class, Matthews correlation 0, a correlation 0 (a constant has none). None when it cannot be
-    known (an unknown metric, or no labels where the score depends on them)."""
+    positive class, Matthews correlation 0, a correlation 0 (a constant has none), AUROC 0.5 (a constant score
+    ranks nothing); multi-label (a list of 0/1 per row): the best of predicting no label, every label, or each
+    label's majority. None when it cannot be known (an unknown metric, or no labels where the score depends on
+    them)."""
     if metric in CORRELATIONS:
         return 0.0, "a constant has no correlation"
+    if metric == "auroc":
+        return 0.5, "a constant score ranks no row above another"
     if metric not in METRICS:
         return None
     if not labels:
-        return (0.0, "any constant prediction") if metric == "matthews_correlation" else None
+        return (0.0, "any constant prediction") if metric in MATTHEWS else None
     values = np.asarray(labels)
     fn = METRICS[metric]
+    if values.ndim == 2:
+        majority = (values.mean(axis=0) > 0.5).astype(values.dtype)
+        candidates = [(np.zeros_like(values), "no label"), (np.ones_like(values), "every label"),
+                      (np.broadcast_to(majority, values.shape), "each label's majority")]
+        score, described = max(((fn(pred, values), text) for pred, text in candidates), key=lambda pair: pair[0])
+        return float(score), f"always {described}"
     scored = [(fn(np.full(values.shape, value), values), value) for value in np.unique(values)]
     score, value = max(scored, key=lambda pair: pair[0])
-    if metric == "matthews_correlation":
+    if metric in MATTHEWS:
         return float(score), "any constant prediction"
     return float(score), f"always {label_text(value, task)}"
 

@@ -11,8 +11,8 @@ from typing import Mapping
 import pandas as pd
 
 from compbench.common.errors import DataNotFoundError, UsageError
-from compbench.tasks.glue import TaskSpec
-from compbench.tasks.sources import MALFORMED_LINES_ATTR, DataSource
+from compbench.tasks.glue import TASKS, TaskSpec
+from compbench.tasks.sources import DROP_REASONS_ATTR, MALFORMED_LINES_ATTR, DataSource
 
 
 @dataclass
@@ -26,6 +26,8 @@ class TaskData:
     fingerprint: str
     # split -> rows dropped before subsetting: malformed TSV lines plus rows without a label.
     dropped: dict[str, int] = field(default_factory=dict)
+    # split -> {reason: rows} where the source says why (file tasks: blank text, missing label), plus "no label".
+    drop_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _check_limit(name: str, value: int | None) -> None:
@@ -36,16 +38,27 @@ def _check_limit(name: str, value: int | None) -> None:
         raise UsageError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _drop_unlabelled(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Remove rows whose label is missing or -1 (GLUE test style); (rows kept, count dropped)."""
-    keep = frame["label"].notna() & (frame["label"] >= 0)
+def _drop_unlabelled(frame: pd.DataFrame, task: TaskSpec | None = None) -> tuple[pd.DataFrame, int]:
+    """Remove rows whose label is missing or -1 (GLUE test style); (rows kept, count dropped). A multi-label
+    row's label is a tuple of 0/1 per label; missing is None."""
+    if task is not None and task.is_multi_label:
+        keep = frame["label"].map(lambda value: isinstance(value, tuple)).astype(bool)
+    else:
+        keep = frame["label"].notna() & (frame["label"] >= 0)
     return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
 
 
 def _check_labels(task: TaskSpec, frame: pd.DataFrame, where: str) -> None:
-    """A split must keep some rows, with classification labels in 0..num_labels-1."""
+    """A split must keep some rows, with classification labels in 0..num_labels-1 (multi-label: a 0/1 tuple of
+    num_labels)."""
     if frame.empty:
         raise DataNotFoundError(f"{where} has no labelled rows")
+    if task.is_multi_label:
+        bad = frame["label"].map(lambda v: len(v) != task.num_labels or any(x not in (0, 1) for x in v)).astype(bool)
+        if bad.any():
+            raise DataNotFoundError(f"{where} has label {frame['label'][bad].iloc[0]!r}, but {task.name} has "
+                                    f"{task.num_labels} labels (one 0/1 each)")
+        return
     if not task.is_regression and int(frame["label"].max()) >= task.num_labels:
         raise DataNotFoundError(
             f"{where} has label {int(frame['label'].max())}, but {task.name} has {task.num_labels} labels"
@@ -60,13 +73,18 @@ def _subset(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
 
 
 def _load_one(task: TaskSpec, source: DataSource, split: str, limit: int | None,
-              seed: int) -> tuple[pd.DataFrame, int]:
-    """One split, cleaned and subset; (rows, count dropped)."""
+              seed: int) -> tuple[pd.DataFrame, int, dict[str, int]]:
+    """One split, cleaned and subset; (rows, count dropped, why they were dropped)."""
     raw = source.load_split(task, split)
     malformed = int(raw.attrs.get(MALFORMED_LINES_ATTR, 0))
-    rows, unlabelled = _drop_unlabelled(raw)
+    reasons = {str(k): int(v) for k, v in (raw.attrs.get(DROP_REASONS_ATTR) or {}).items()}
+    if malformed > sum(reasons.values()):
+        reasons["malformed lines"] = malformed - sum(reasons.values())
+    rows, unlabelled = _drop_unlabelled(raw, task)
+    if unlabelled:
+        reasons["no label"] = reasons.get("no label", 0) + unlabelled
     _check_labels(task, rows, f"{task.name}/{split} in {source.description}")
-    return _subset(rows, limit, seed), malformed + unlabelled
+    return _subset(rows, limit, seed), malformed + unlabelled, reasons
 
 
 def frame_digest(frame: pd.DataFrame) -> bytes:
@@ -79,9 +97,13 @@ def frame_digest(frame: pd.DataFrame) -> bytes:
 
 def fingerprint(task: TaskSpec, splits: Mapping[str, pd.DataFrame], *, limit_train: int | None,
                 limit_eval: int | None, seed: int) -> str:
-    """sha256 hex over the task name, limits, seed and the selected rows of every split."""
+    """sha256 hex over the task name, limits, seed and the selected rows of every split (and, for a task that is
+    not one of the GLUE specs, its kind, label names and columns: the label mapping, not only the ids)."""
     digest = hashlib.sha256()
     args = {"task": task.name, "limit_train": limit_train, "limit_eval": limit_eval, "seed": seed}
+    if TASKS.get(task.name) != task:     # a file task (or a changed spec): its kind, labels and columns count too
+        args["spec"] = {"kind": task.kind, "labels": task.label_names, "num_labels": task.num_labels,
+                        "text_fields": task.text_fields, "eval_splits": task.eval_splits}
     digest.update(json.dumps(args, sort_keys=True).encode())
     for split, frame in splits.items():
         digest.update(split.encode() + b"\0" + frame_digest(frame))
@@ -93,11 +115,11 @@ def load_task_data(task: TaskSpec, source: DataSource, *, limit_train: int | Non
     """Train and eval rows of ``task``, unlabelled rows dropped, limits applied by seeded sampling."""
     _check_limit("limit_train", limit_train)
     _check_limit("limit_eval", limit_eval)
-    train, dropped_train = _load_one(task, source, "train", limit_train, seed)
-    dropped = {"train": dropped_train}
+    train, dropped_train, reasons_train = _load_one(task, source, "train", limit_train, seed)
+    dropped, reasons = {"train": dropped_train}, {"train": reasons_train}
     evals: dict[str, pd.DataFrame] = {}
     for split in task.eval_splits:
-        evals[split], dropped[split] = _load_one(task, source, split, limit_eval, seed)
+        evals[split], dropped[split], reasons[split] = _load_one(task, source, split, limit_eval, seed)
     digest = fingerprint(task, {"train": train, **evals}, limit_train=limit_train,
                          limit_eval=limit_eval, seed=seed)
-    return TaskData(task, train, evals, source.description, digest, dropped)
+    return TaskData(task, train, evals, source.description, digest, dropped, reasons)

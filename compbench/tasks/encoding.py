@@ -45,8 +45,15 @@ def encode_rows(tokenizer, task: TaskSpec, rows: pd.DataFrame, max_seq_len: int)
     encoded = tokenizer(*texts_of(task, rows), truncation=True, max_length=max_seq_len)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
     features = [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
-    dtype = np.float32 if task.is_regression else np.int64
-    return EncodedRows(features=features, labels=rows["label"].to_numpy(dtype=dtype))
+    return EncodedRows(features=features, labels=encode_labels(task, rows))
+
+
+def encode_labels(task: TaskSpec, rows: pd.DataFrame) -> np.ndarray:
+    """The labels as a model's loss takes them: int64 class ids, float32 scores (regression), or a float32
+    multi-hot matrix (rows, labels) for multi-label (transformers' BCE loss needs floats)."""
+    if task.is_multi_label:
+        return np.asarray(rows["label"].tolist(), dtype=np.float32).reshape(len(rows), task.num_labels)
+    return rows["label"].to_numpy(dtype=np.float32 if task.is_regression else np.int64)
 
 
 def pad_batch(tokenizer, features: list[dict[str, list[int]]], length: int | None = None) -> Batch:

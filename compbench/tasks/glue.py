@@ -1,5 +1,6 @@
-"""The GLUE tasks as data: columns, label count, official metrics, evaluation splits, and how the
-original GLUE TSV files map onto the Hugging Face columns."""
+"""The task spec every task shares, the GLUE tasks as data (columns, labels, official metrics, evaluation splits),
+and how the original GLUE TSV files map onto the Hugging Face columns. Tasks from a user's own files are built
+in ``compbench.tasks.files``."""
 
 from __future__ import annotations
 
@@ -9,46 +10,86 @@ from typing import Mapping
 from compbench.common.errors import UsageError
 from compbench.common.registry import unknown_name_message
 
+# What a task predicts: one class per row, any set of labels per row, or one number per row.
+KINDS = ("single_label", "multi_label", "regression")
+
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One GLUE task: its Hugging Face columns, label count, official metrics and splits."""
+    """One task: its text columns, what it predicts, its metrics (the first is the headline) and splits.
+
+    ``kind`` is ``single_label`` (one of ``num_labels`` classes per row, label ids 0..num_labels-1),
+    ``multi_label`` (any subset of ``num_labels`` labels per row, labels multi-hot) or ``regression``
+    (one number per row, ``num_labels == 1``); left empty it follows ``num_labels`` (1: regression).
+    ``label_names`` are the labels in id order (None where the task has no names). ``tsv_dir`` is the
+    task's folder in the original GLUE download (GLUE tasks only).
+    """
 
     name: str
     text_fields: tuple[str, ...]
     num_labels: int
     metric_names: tuple[str, ...]
     eval_splits: tuple[str, ...]
-    tsv_dir: str
+    tsv_dir: str | None = None
+    kind: str = ""
+    label_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", "regression" if self.num_labels == 1 else "single_label")
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name}: kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if (self.kind == "regression") != (self.num_labels == 1):
+            raise ValueError(f"task {self.name}: a {self.kind} task cannot have num_labels={self.num_labels}")
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(self.label_names))
+            if len(self.label_names) != self.num_labels or self.kind == "regression":
+                raise ValueError(f"task {self.name}: {len(self.label_names)} label names for a {self.kind} task "
+                                 f"with {self.num_labels} outputs")
 
     @property
     def is_regression(self) -> bool:
-        """True for STS-B, whose single "label" is a similarity score."""
-        return self.num_labels == 1
+        """True for a regression task (STS-B), whose single "label" is a score."""
+        return self.kind == "regression"
+
+    @property
+    def is_multi_label(self) -> bool:
+        """True when a row may carry any number of the task's labels (multi-hot labels, a sigmoid per label)."""
+        return self.kind == "multi_label"
+
+    @property
+    def is_binary(self) -> bool:
+        """True for single-label classification with exactly two classes."""
+        return self.kind == "single_label" and self.num_labels == 2
 
 
 def _spec(name: str, text_fields: tuple[str, ...], num_labels: int, metrics: tuple[str, ...],
-          tsv_dir: str, eval_splits: tuple[str, ...] = ("validation",)) -> TaskSpec:
-    return TaskSpec(name, text_fields, num_labels, metrics, eval_splits, tsv_dir)
+          tsv_dir: str, eval_splits: tuple[str, ...] = ("validation",),
+          label_names: tuple[str, ...] | None = None) -> TaskSpec:
+    return TaskSpec(name, text_fields, num_labels, metrics, eval_splits, tsv_dir, label_names=label_names)
 
 
 _PAIR = ("sentence1", "sentence2")
+# Label names in id order, as the Hugging Face dataset nyu-mll/glue names them (its ClassLabel features).
+_NLI = ("entailment", "not_entailment")
 
 
 # In the GLUE benchmark's own order.
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        _spec("cola", ("sentence",), 2, ("matthews_correlation",), "CoLA"),
-        _spec("sst2", ("sentence",), 2, ("accuracy",), "SST-2"),
-        _spec("mrpc", _PAIR, 2, ("f1", "accuracy"), "MRPC"),
-        _spec("qqp", ("question1", "question2"), 2, ("f1", "accuracy"), "QQP"),
+        _spec("cola", ("sentence",), 2, ("matthews_correlation",), "CoLA",
+              label_names=("unacceptable", "acceptable")),
+        _spec("sst2", ("sentence",), 2, ("accuracy",), "SST-2", label_names=("negative", "positive")),
+        _spec("mrpc", _PAIR, 2, ("f1", "accuracy"), "MRPC", label_names=("not_equivalent", "equivalent")),
+        _spec("qqp", ("question1", "question2"), 2, ("f1", "accuracy"), "QQP",
+              label_names=("not_duplicate", "duplicate")),
         _spec("stsb", _PAIR, 1, ("pearson", "spearmanr"), "STS-B"),
         _spec("mnli", ("premise", "hypothesis"), 3, ("accuracy",), "MNLI",
-              ("validation_matched", "validation_mismatched")),
-        _spec("qnli", ("question", "sentence"), 2, ("accuracy",), "QNLI"),
-        _spec("rte", _PAIR, 2, ("accuracy",), "RTE"),
-        _spec("wnli", _PAIR, 2, ("accuracy",), "WNLI"),
+              ("validation_matched", "validation_mismatched"), ("entailment", "neutral", "contradiction")),
+        _spec("qnli", ("question", "sentence"), 2, ("accuracy",), "QNLI", label_names=_NLI),
+        _spec("rte", _PAIR, 2, ("accuracy",), "RTE", label_names=_NLI),
+        _spec("wnli", _PAIR, 2, ("accuracy",), "WNLI", label_names=("not_entailment", "entailment")),
     )
 }
 

@@ -1,10 +1,24 @@
-"""Official GLUE metrics and percentile-bootstrap confidence intervals.
+"""Task metrics and percentile-bootstrap confidence intervals.
 
-The classification metrics are computed from confusion counts with numpy, using the same
-formulas as scikit-learn's ``accuracy_score``, ``f1_score`` (binary, ``zero_division=0``) and
-``matthews_corrcoef`` (the tests check them against scikit-learn); that keeps one call in the
-microseconds, which matters for 1000 bootstrap resamples, and free of warnings on degenerate
-resamples. The correlations use scipy. Every metric returns a plain float and never nan.
+Names: ``accuracy``, ``f1`` (binary), ``macro_f1``, ``micro_f1``, ``matthews`` (alias
+``matthews_correlation``, GLUE's name), ``pearson``, ``spearman`` (alias ``spearmanr``) and ``auroc``
+(binary). Each is scikit-learn's (or scipy's) definition -- ``accuracy_score``, ``f1_score`` with
+``zero_division=0`` (``average="binary"``, ``"macro"``, ``"micro"``), ``matthews_corrcoef``,
+``roc_auc_score``, ``pearsonr``, ``spearmanr`` -- computed from confusion counts and ranks with numpy,
+so one call takes microseconds, which matters for 1000 bootstrap resamples (scikit-learn's own
+functions take milliseconds a call), and never warns on a degenerate resample; the tests check every
+one against scikit-learn/scipy. Every metric returns a plain float and never nan.
+
+What predictions look like, by task kind (``predictions_from_logits``):
+
+* single-label: class ids (argmax), 1-D ints; for a binary task whose metrics include ``auroc``, the
+  probability of class 1 instead (1-D floats in [0, 1]): ``auroc`` ranks them, and every class
+  metric reads float predictions in [0, 1] as that probability and thresholds it (> 0.5, the same
+  class as argmax), so one stored ``predictions`` list serves every metric and the paired bootstrap;
+* multi-label: a multi-hot matrix (n, labels) of ints, a label predicted where its sigmoid > 0.5
+  (logit > 0); ``accuracy`` is exact-match (subset) accuracy, F1s are over labels; the bootstrap
+  resamples rows;
+* regression: the single output, 1-D floats.
 """
 
 from __future__ import annotations
@@ -14,32 +28,59 @@ from typing import Callable
 
 import numpy as np
 
+from compbench.common.registry import unknown_name_message
 from compbench.tasks.glue import TaskSpec
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 
 def _as_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both sides as 1-D arrays of equal, non-zero length."""
-    preds, labs = np.asarray(predictions).ravel(), np.asarray(labels).ravel()
-    if preds.shape != labs.shape:
-        raise ValueError(f"{preds.size} predictions but {labs.size} labels")
+    """Both sides as arrays of equal, non-zero length: 1-D, or 2-D (rows, labels) for multi-label."""
+    preds, labs = np.asarray(predictions), np.asarray(labels)
+    if preds.ndim == 2 and preds.shape[1] > 1 or labs.ndim == 2 and labs.shape[1] > 1:
+        if preds.shape != labs.shape:
+            raise ValueError(f"predictions of shape {preds.shape} but labels of shape {labs.shape}")
+    else:
+        preds, labs = preds.ravel(), labs.ravel()
+        if preds.shape != labs.shape:
+            raise ValueError(f"{preds.size} predictions but {labs.size} labels")
     if preds.size == 0:
         raise ValueError("no predictions to score")
     return preds, labs
 
 
+def _classes(preds: np.ndarray) -> np.ndarray:
+    """Class ids of predictions: float predictions within [0, 1] are a binary task's probability of
+    class 1, thresholded at 0.5 (as argmax would: a tie is class 0); anything else is ids already."""
+    if preds.dtype.kind == "f" and preds.min() >= 0.0 and preds.max() <= 1.0:
+        return (preds > 0.5).astype(np.int64)
+    return preds
+
+
+def _one_dimensional(name: str, preds: np.ndarray) -> None:
+    if preds.ndim != 1:
+        raise ValueError(f"{name} scores one value per row, not multi-label predictions of shape {preds.shape}")
+
+
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of predictions equal to the label."""
+    """Fraction of predictions equal to the label; multi-label: of rows whose every label is right."""
     preds, labs = _as_pair(predictions, labels)
-    return float(np.mean(preds == labs))
+    correct = _classes(preds) == labs
+    return float(np.mean(correct if correct.ndim == 1 else correct.all(axis=1)))
+
+
+def _f1_of_counts(tp, fp, fn):
+    """2tp / (2tp + fp + fn), 0 where the denominator is 0 (elementwise for arrays)."""
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator, dtype=np.float64),
+                     where=denominator > 0)
 
 
 def f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Binary F1 of the positive class 1: 2tp / (2tp + fp + fn); 0.0 when there is no positive
     on either side (scikit-learn's ``zero_division=0``, as in the official GLUE scoring)."""
     preds, labs = _as_pair(predictions, labels)
-    pred_pos, true_pos = preds == 1, labs == 1
+    pred_pos, true_pos = _classes(preds) == 1, labs == 1
     tp = int(np.count_nonzero(pred_pos & true_pos))
     fp = int(np.count_nonzero(pred_pos & ~true_pos))
     fn = int(np.count_nonzero(~pred_pos & true_pos))
@@ -47,15 +88,54 @@ def f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     return 2 * tp / denominator if denominator else 0.0
 
 
-def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """Matthews correlation (multi-class form, as scikit-learn); 0.0 when undefined, i.e. when
-    the labels or the predictions hold a single class."""
-    preds, labs = _as_pair(predictions, labels)
+def _confusion(preds: np.ndarray, labs: np.ndarray) -> np.ndarray:
+    """Confusion counts [true, predicted] of non-negative class ids (k x k, k = largest id + 1)."""
     preds, labs = preds.astype(np.int64), labs.astype(np.int64)
     if preds.min() < 0 or labs.min() < 0:
         raise ValueError("class ids must be non-negative")
     k = int(max(preds.max(), labs.max())) + 1
-    confusion = np.bincount(labs * k + preds, minlength=k * k).reshape(k, k).astype(np.float64)
+    return np.bincount(labs * k + preds, minlength=k * k).reshape(k, k)
+
+
+def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Unweighted mean of the per-class F1 (scikit-learn ``average="macro"``, ``zero_division=0``): over the
+    classes present in the labels or the predictions (single-label), or over every label (multi-label,
+    where a label with no positive on either side scores 0)."""
+    preds, labs = _as_pair(predictions, labels)
+    preds = _classes(preds)
+    if preds.ndim == 2:
+        pred_pos, true_pos = preds == 1, labs == 1
+        tp = np.count_nonzero(pred_pos & true_pos, axis=0)
+        fp = np.count_nonzero(pred_pos & ~true_pos, axis=0)
+        fn = np.count_nonzero(~pred_pos & true_pos, axis=0)
+        return float(np.mean(_f1_of_counts(tp, fp, fn)))
+    confusion = _confusion(preds, labs)
+    tp = np.diag(confusion)
+    fp, fn = confusion.sum(axis=0) - tp, confusion.sum(axis=1) - tp
+    present = (tp + fp + fn) > 0
+    return float(np.mean(_f1_of_counts(tp[present], fp[present], fn[present])))
+
+
+def micro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """F1 of the pooled counts (scikit-learn ``average="micro"``, ``zero_division=0``): for single-label rows
+    this is accuracy; for multi-label, 2tp / (2tp + fp + fn) over every (row, label)."""
+    preds, labs = _as_pair(predictions, labels)
+    preds = _classes(preds)
+    if preds.ndim == 1:
+        return float(np.mean(preds == labs))
+    pred_pos, true_pos = preds == 1, labs == 1
+    tp = int(np.count_nonzero(pred_pos & true_pos))
+    fp = int(np.count_nonzero(pred_pos & ~true_pos))
+    fn = int(np.count_nonzero(~pred_pos & true_pos))
+    return float(_f1_of_counts(np.int64(tp), np.int64(fp), np.int64(fn)))
+
+
+def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Matthews correlation (multi-class form, as scikit-learn); 0.0 when undefined, i.e. when
+    the labels or the predictions hold a single class."""
+    preds, labs = _as_pair(predictions, labels)
+    _one_dimensional("matthews", preds)
+    confusion = _confusion(_classes(preds), labs).astype(np.float64)
     true_sum, pred_sum = confusion.sum(axis=1), confusion.sum(axis=0)
     n, correct = confusion.sum(), np.trace(confusion)
     cov_tp = correct * n - true_sum @ pred_sum
@@ -66,6 +146,31 @@ def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(cov_tp / np.sqrt(cov_tt * cov_pp))
 
 
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (scipy's ``rankdata(method="average")``)."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse.ravel()]
+
+
+def auroc(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of a binary task (scikit-learn ``roc_auc_score``): the chance that a
+    random positive row scores above a random negative one, ties counting half. Predictions are
+    scores (the probability of class 1; class ids work too, as scikit-learn takes them). 0.5 (chance)
+    when the labels hold a single class, where it is undefined."""
+    preds, labs = _as_pair(predictions, labels)
+    _one_dimensional("auroc", preds)
+    positive = labs == 1
+    if not np.all(positive | (labs == 0)):
+        raise ValueError(f"auroc is for binary labels 0/1, got {np.unique(labs)[:5].tolist()}")
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    ranks = _average_ranks(preds.astype(np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def _is_constant(values: np.ndarray) -> bool:
     return bool(np.all(values == values[0]))
 
@@ -73,6 +178,7 @@ def _is_constant(values: np.ndarray) -> bool:
 def pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Pearson correlation; 0.0 (not nan) when either side is constant, where it is undefined."""
     preds, labs = _as_pair(predictions, labels)
+    _one_dimensional("pearson", preds)
     if _is_constant(preds) or _is_constant(labs):
         return 0.0
     # imported here, not at the top: scipy.stats takes 0.7 s to import, which reports without a correlation skip
@@ -84,6 +190,7 @@ def pearson(predictions: np.ndarray, labels: np.ndarray) -> float:
 def spearmanr(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Spearman rank correlation; 0.0 (not nan) when either side is constant."""
     preds, labs = _as_pair(predictions, labels)
+    _one_dimensional("spearman", preds)
     if _is_constant(preds) or _is_constant(labs):
         return 0.0
     from scipy import stats
@@ -97,7 +204,57 @@ METRICS: dict[str, MetricFn] = {
     "matthews_correlation": matthews_correlation,
     "pearson": pearson,
     "spearmanr": spearmanr,
+    "macro_f1": macro_f1,
+    "micro_f1": micro_f1,
+    "matthews": matthews_correlation,
+    "spearman": spearmanr,
+    "auroc": auroc,
 }
+
+
+# Which task kinds each metric scores ("binary": single-label with two classes).
+METRIC_KINDS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("single_label", "multi_label"),
+    "f1": ("binary",),
+    "matthews_correlation": ("single_label",),
+    "pearson": ("regression",),
+    "spearmanr": ("regression",),
+    "macro_f1": ("single_label", "multi_label"),
+    "micro_f1": ("single_label", "multi_label"),
+    "matthews": ("single_label",),
+    "spearman": ("regression",),
+    "auroc": ("binary",),
+}
+
+_FOR_KIND = {"binary": "binary classification (2 classes)", "single_label": "single-label classification",
+             "multi_label": "multi-label classification", "regression": "regression"}
+
+
+def default_metrics(kind: str, num_labels: int) -> tuple[str, ...]:
+    """The metrics a task of ``kind`` gets when it names none (the first is the headline)."""
+    if kind == "regression":
+        return ("pearson", "spearman")
+    if kind == "multi_label":
+        return ("micro_f1", "macro_f1")
+    return ("accuracy", "f1") if num_labels == 2 else ("accuracy", "macro_f1")
+
+
+def metric_fits(name: str, kind: str, num_labels: int) -> bool:
+    """Whether the known metric ``name`` can score a ``kind`` task with ``num_labels`` labels."""
+    kinds = METRIC_KINDS[name]
+    return kind in kinds or ("binary" in kinds and kind == "single_label" and num_labels == 2)
+
+
+def metric_problem(name: str, kind: str, num_labels: int) -> str | None:
+    """Why metric ``name`` cannot score a ``kind`` task with ``num_labels`` labels, or None when it can."""
+    if name not in METRICS:
+        return unknown_name_message("metric", name, list(METRICS))
+    if metric_fits(name, kind, num_labels):
+        return None
+    fitting = [m for m in METRICS if metric_fits(m, kind, num_labels)]
+    what = "regression task" if kind == "regression" else f"{kind.replace('_', '-')} task with {num_labels} labels"
+    return (f"metric {name!r} is for {' or '.join(_FOR_KIND[k] for k in METRIC_KINDS[name])}, not a {what}; "
+            f"valid here: {', '.join(fitting)}")
 
 
 def get_metric(name: str) -> MetricFn:
@@ -108,8 +265,23 @@ def get_metric(name: str) -> MetricFn:
         raise ValueError(f"unknown metric {name!r}; valid: {', '.join(METRICS)}") from None
 
 
+def wants_scores(task: TaskSpec) -> bool:
+    """Whether ``task``'s predictions are the probability of class 1 rather than class ids: a binary task
+    scored by ``auroc``, which ranks rows by score."""
+    return task.is_binary and "auroc" in task.metric_names
+
+
+def _positive_probability(logits: np.ndarray) -> np.ndarray:
+    """softmax(logits)[:, 1] of two-class logits, computed without overflow."""
+    margin = logits[:, 1].astype(np.float64) - logits[:, 0].astype(np.float64)
+    small = np.exp(-np.abs(margin))
+    return np.where(margin >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
+
+
 def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    """Class ids (argmax) for classification; the single output as float64 for regression."""
+    """What the task's metrics score (see the module docstring): class ids (argmax), or the probability of
+    class 1 for a binary task scored by ``auroc``; a multi-hot int matrix (logit > 0) for multi-label; the
+    single output as float64 for regression."""
     values = np.asarray(logits)
     if task.is_regression:
         if values.ndim == 2 and values.shape[1] == 1:
@@ -119,11 +291,15 @@ def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
         return values.astype(np.float64)
     if values.ndim != 2 or values.shape[1] != task.num_labels:
         raise ValueError(f"{task.name} expects logits of shape (n, {task.num_labels}), got {values.shape}")
+    if task.is_multi_label:
+        return (values > 0).astype(np.int64)
+    if wants_scores(task):
+        return _positive_probability(values)
     return values.argmax(axis=1)
 
 
 def compute_metrics(task: TaskSpec, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Every official metric of ``task``, primary first."""
+    """Every metric of ``task``, primary first."""
     return {name: get_metric(name)(predictions, labels) for name in task.metric_names}
 
 
@@ -170,7 +346,7 @@ def bootstrap_ci(metric: str, predictions: np.ndarray, labels: np.ndarray, *, n_
     _check_bootstrap_args(n_resamples, confidence)
     fn = get_metric(metric)
     preds, labs = _as_pair(predictions, labels)
-    values = _resample_statistics(lambda idx: fn(preds[idx], labs[idx]), preds.size, n_resamples, seed)
+    values = _resample_statistics(lambda idx: fn(preds[idx], labs[idx]), len(labs), n_resamples, seed)
     return _percentile_interval(values, confidence)
 
 
@@ -187,9 +363,11 @@ def paired_bootstrap_delta(metric: str, predictions_a: np.ndarray, predictions_b
     fn = get_metric(metric)
     preds_a, labs = _as_pair(predictions_a, labels)
     preds_b, _ = _as_pair(predictions_b, labels)
+    if preds_a.shape != preds_b.shape:
+        raise ValueError(f"predictions of shapes {preds_a.shape} and {preds_b.shape} cannot be paired")
     delta = fn(preds_b, labs) - fn(preds_a, labs)
     values = _resample_statistics(
         lambda idx: fn(preds_b[idx], labs[idx]) - fn(preds_a[idx], labs[idx]),
-        labs.size, n_resamples, seed,
+        len(labs), n_resamples, seed,
     )
     return float(delta), _percentile_interval(values, confidence)

@@ -27,8 +27,10 @@ HUB_REPO_ID = "nyu-mll/glue"
 HUB_KEYWORD = "hub"
 
 
-# Key in ``DataFrame.attrs`` where a source records how many malformed lines it skipped.
+# Key in ``DataFrame.attrs`` where a source records how many malformed lines (or incomplete rows) it skipped.
 MALFORMED_LINES_ATTR = "compbench_malformed_lines"
+# Key in ``DataFrame.attrs`` where a source may say why it skipped them: ``{reason: count}``.
+DROP_REASONS_ATTR = "compbench_drop_reasons"
 
 
 class DataSource(ABC):

@@ -5,6 +5,10 @@ the forward KL (default), reverse KL or Jensen-Shannon divergence; for regressio
 ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, labels)``. ``targets:
 teacher_labels`` is black-box: only the teachers' predicted labels. Several teachers'
 temperature-softened distributions are averaged. ``alpha: 0`` needs no teacher at all.
+
+Multi-label (labels a float multi-hot matrix): each label is its own yes/no distribution, the sigmoid of its
+logit over T, so D is the two-outcome divergence averaged over labels and rows (as the label term, binary
+cross-entropy, is); black-box targets are the labels whose averaged teacher probability is > 0.5.
 """
 
 from __future__ import annotations
@@ -49,13 +53,40 @@ def ensemble_log_probs(teacher_logits: torch.Tensor, temperature: float) -> torc
     return torch.logsumexp(log_probs, dim=1) - math.log(teacher_logits.shape[1])
 
 
+def ensemble_label_log_probs(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multi-label: per label, log of the mean over teachers (dim 1) of (1 - sigmoid, sigmoid)(logits / T), as
+    (batch, labels, 2): each label a two-outcome distribution."""
+    scaled = teacher_logits / temperature
+    outcomes = torch.stack([F.logsigmoid(-scaled), F.logsigmoid(scaled)], dim=-1)
+    return torch.logsumexp(outcomes, dim=1) - math.log(teacher_logits.shape[1])
+
+
+def _label_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(batch, labels, 2): log (1 - sigmoid, sigmoid)(logits / T) of each label."""
+    scaled = logits / temperature
+    return torch.stack([F.logsigmoid(-scaled), F.logsigmoid(scaled)], dim=-1)
+
+
+def infer_kind(labels: torch.Tensor, regression: bool) -> str:
+    """The task kind the labels say: regression as told, a float (batch, labels) matrix multi-label, else
+    single-label (class ids)."""
+    if regression:
+        return "regression"
+    return "multi_label" if labels.dim() == 2 and labels.is_floating_point() else "single_label"
+
+
 def distillation_loss(
-    student_logits, teacher_logits, labels, params: "TeacherSignal", regression: bool
+    student_logits, teacher_logits, labels, params: "TeacherSignal", regression: bool, *, kind: str | None = None
 ) -> torch.Tensor:
     """``alpha * teacher term + (1 - alpha) * label term``; with ``alpha == 0`` no teacher is needed.
 
-    ``teacher_logits`` is (batch, classes) for one teacher or (batch, teachers, classes) for several.
+    ``teacher_logits`` is (batch, classes) for one teacher or (batch, teachers, classes) for several. ``kind``
+    (``TaskSpec.kind``) defaults to what ``regression`` and the labels say (see ``infer_kind``).
     """
+    kind = kind or infer_kind(labels, regression)
+    if kind == "multi_label":
+        return _multi_label_loss(student_logits, teacher_logits, labels, params)
+    regression = kind == "regression"
     label_term = (
         F.mse_loss(student_logits.squeeze(-1), labels) if regression else F.cross_entropy(student_logits, labels)
     )
@@ -71,4 +102,21 @@ def distillation_loss(
         t = params.temperature
         teacher_term = t * t * divergence(params.divergence, F.log_softmax(student_logits / t, dim=-1),
                                           ensemble_log_probs(teacher_logits, t))
+    return params.alpha * teacher_term + (1 - params.alpha) * label_term
+
+
+def _multi_label_loss(student_logits, teacher_logits, labels, params: "TeacherSignal") -> torch.Tensor:
+    """The multi-label form (module docstring): per-label sigmoid distributions, BCE on the labels."""
+    label_term = F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype))
+    if params.alpha == 0:
+        return label_term
+    if teacher_logits.dim() == 2:
+        teacher_logits = teacher_logits.unsqueeze(1)
+    if params.targets == "teacher_labels":
+        hard = (ensemble_label_log_probs(teacher_logits, 1.0)[..., 1] > math.log(0.5)).to(student_logits.dtype)
+        teacher_term = F.binary_cross_entropy_with_logits(student_logits, hard)
+    else:
+        t = params.temperature   # the divergence summed over labels, averaged like the BCE label term
+        teacher_term = t * t * divergence(params.divergence, _label_log_probs(student_logits, t),
+                                          ensemble_label_log_probs(teacher_logits, t)) / student_logits.shape[-1]
     return params.alpha * teacher_term + (1 - params.alpha) * label_term
