@@ -125,7 +125,11 @@ class OrtSession(Session):
         self.input_names = list(self.input_dtypes)
 
     def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The model's inputs from ``batch``, contiguous and in the graph's dtypes (int64 here)."""
+        """The model's inputs from ``batch``, contiguous and in the graph's dtypes (int64 here). A graph that
+        takes ``token_type_ids`` from a tokenizer that gives none (RoBERTa's) is fed zeros, as PyTorch
+        defaults them; inputs the graph does not take are left out."""
+        if "token_type_ids" in self.input_dtypes and "token_type_ids" not in batch:
+            batch = {**batch, "token_type_ids": np.zeros_like(batch["input_ids"])}
         return {name: np.ascontiguousarray(batch[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:

@@ -9,6 +9,7 @@ from compbench.backends.base import Availability, Backend, Clock, Session
 from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 from compbench.models.artifact import ModelArtifact
+from compbench.models.families import forward_inputs
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Stored precisions that need a particular device.
@@ -32,6 +33,7 @@ class CudaEventClock(Clock):
 class TorchSession(Session):
     def __init__(self, model: torch.nn.Module, device: torch.device, threads: int, deployed_files) -> None:
         self.model = model
+        self.inputs = forward_inputs(model)   # a batch's other keys (token_type_ids for DistilBERT) are not fed
         self.device = device
         self.on_cuda = device.type == "cuda"
         self.deployed_files = deployed_files
@@ -39,7 +41,7 @@ class TorchSession(Session):
         torch.set_num_threads(threads)   # process-wide: restored by close()
 
     def prepare(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        return {k: torch.from_numpy(v).to(self.device) for k, v in batch.items() if k in self.inputs}
 
     def run_prepared(self, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():

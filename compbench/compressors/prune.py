@@ -7,15 +7,18 @@ neurons that rebuilds the layers physically smaller.
   values (format ``hf-sparse``): smaller on disk, but every backend runs it on dense kernels,
   so it is no faster.
 - ``heads``: remove the fraction ``amount`` of all attention heads with the lowest importance
-  (at least one head stays in each layer), through ``transformers``' ``prune_heads``.
+  (at least one head stays in each layer), through ``transformers``' ``prune_heads``; families whose
+  pruned model would not load again (or not run) are refused with the reason (``models.families``).
 - ``ffn``: remove the fraction ``amount`` of each layer's FFN neurons with the lowest importance
   (the same count in every layer, so the result is a standard config with a smaller
   ``intermediate_size``; the kept count is rounded to a multiple of 8).
 
-Importance (``heads``, ``ffn``): ``gradient``, the summed |dL/d mask| of a mask on each head's or
-neuron's output over ``importance_rows`` training rows (Michel et al. 2019; head scores are
-normalised per layer as there), or ``weight``, the norms of the weights that feed and read
-the head or neuron. ``recovery`` fine-tunes afterwards (optionally distilling from the unpruned model).
+Where each family keeps its layers, projections and sizes comes from ``models.families``; ALBERT's
+shared layers are pruned once for all their applications. Importance (``heads``, ``ffn``):
+``gradient``, the summed |dL/d mask| of a mask on each head's or neuron's output over
+``importance_rows`` training rows (Michel et al. 2019; head scores are normalised per layer as
+there), or ``weight``, the norms of the weights that feed and read the head or neuron.
+``recovery`` fine-tunes afterwards (optionally distilling from the unpruned model).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from compbench.common.errors import UnsupportedError
 from compbench.compressors.base import CompressContext, Compressor, Stored, check_method_params
 from compbench.compressors.recovery import RecoveryParams, score_and_recover
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
+from compbench.models.families import family_of
 from compbench.models.formats.sparse import save_sparse_state
-from compbench.models.surgery import ENCODER_LINEARS, check_pattern, linear_modules
+from compbench.models.surgery import ENCODER_LINEARS, check_pattern, selected_linears
 from compbench.tasks.encoding import encode_rows, iter_batches
 
 METHOD_PARAMS: dict[str, set[str]] = {
@@ -54,7 +58,8 @@ class PruneParams(BaseModel):
         "global", description="magnitude: rank weights across layers or within each"
     )
     modules: str = Field(
-        ENCODER_LINEARS, description="magnitude: regex over Linear module names (default: the encoder's)"
+        ENCODER_LINEARS,
+        description="magnitude: regex over Linear module names (default: every Linear of the transformer layers)",
     )
     importance: Literal["gradient", "weight"] = "gradient"
     importance_rows: int = Field(512, ge=1, description="training rows for gradient importance")
@@ -91,7 +96,7 @@ def prune_magnitude(
 ) -> ModelArtifact:
     from torch.nn.utils import prune
 
-    targets = linear_modules(module, params.modules)
+    targets = selected_linears(module, params.modules)
     if params.scope == "global":
         prune.global_unstructured(
             [(m, "weight") for m in targets.values()], pruning_method=prune.L1Unstructured, amount=params.amount
@@ -126,18 +131,6 @@ def prune_magnitude(
 # ---------------------------------------------------------------- structured
 
 
-def encoder_layers(module) -> torch.nn.ModuleList:
-    """The transformer layers of a BERT-style encoder (``encoder.layer[i]`` with attention,
-    intermediate and output blocks)."""
-    layers = getattr(getattr(module.base_model, "encoder", None), "layer", None)
-    if layers is None or not all(hasattr(layer, "intermediate") and hasattr(layer, "attention") for layer in layers):
-        raise UnsupportedError(
-            f"structured pruning supports BERT-style encoders (encoder.layer[i].attention/intermediate/"
-            f"output); this model is {type(module).__name__}"
-        )
-    return layers
-
-
 def importance_batches(tokenizer, ctx: CompressContext, params: PruneParams):
     """Seeded training rows for gradient importance, as (inputs, labels) tensors."""
     rows = ctx.data.train.sample(n=min(params.importance_rows, len(ctx.data.train)), random_state=ctx.seed)
@@ -159,24 +152,49 @@ def gradient_importance(
     return totals
 
 
+def masked_inputs(linears: list[torch.nn.Linear], masks: list[torch.Tensor], width: int = 1) -> list:
+    """Hooks multiplying each Linear's input features by its mask, each mask entry repeated over ``width``
+    consecutive features (a head's slice of the context). Every call of a shared Linear is masked."""
+    def hook(mask):
+        return lambda _module, inputs: (inputs[0] * mask.repeat_interleave(width), *inputs[1:])
+    return [linear.register_forward_pre_hook(hook(mask)) for linear, mask in zip(linears, masks)]
+
+
+def gradient_importance_through(module, tokenizer, ctx, params, linears, sizes: list[int], width: int = 1):
+    """Gradient importance of masks (of ``sizes``) on the inputs of ``linears``."""
+    masks = [torch.ones(size, requires_grad=True) for size in sizes]
+    hooks = masked_inputs(linears, masks, width)
+    try:
+        return gradient_importance(module, tokenizer, ctx, params, masks,
+                                   lambda inputs, labels: module(**inputs, labels=labels))
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def head_importance(module, tokenizer, ctx, params: PruneParams) -> torch.Tensor:
-    """(layers, heads) scores; higher = more important."""
-    layers, config = encoder_layers(module), module.config
+    """(physical layers, heads) scores; higher = more important.
+
+    Gradient importance masks each head's slice of the context the attention output projection reads: the
+    same as transformers' ``head_mask`` on the attention probabilities (context = probabilities x values),
+    for every family, and summed over every use of a shared (ALBERT) layer."""
+    family = family_of(module)
+    family.check_head_pruning(module)
+    layers, config = family.layer_list(module), module.config
     if getattr(config, "pruned_heads", None):
         raise UnsupportedError("this model already had heads pruned; prune heads once, with the whole amount")
+    heads = family.num_heads(config)
+    outputs = [family.part(layer, family.attention_output) for layer in layers]
+    size = outputs[0].in_features // heads
     if params.importance == "gradient":
-        mask = torch.ones(config.num_hidden_layers, config.num_attention_heads, requires_grad=True)
-        (scores,) = gradient_importance(module, tokenizer, ctx, params, [mask],
-                                        lambda inputs, labels: module(**inputs, labels=labels, head_mask=mask))
+        scores = torch.stack(gradient_importance_through(module, tokenizer, ctx, params, outputs,
+                                                         [heads] * len(layers), width=size))
         return scores / scores.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # per-layer normalisation (Michel et al.)
-    size = config.hidden_size // config.num_attention_heads
     scores = []
-    for layer in layers:
-        attention = layer.attention
-        reads = [attention.self.query.weight, attention.self.key.weight, attention.self.value.weight]
-        per_head = sum(w.detach().reshape(config.num_attention_heads, size, -1).pow(2).sum(dim=(1, 2)) for w in reads)
-        output = attention.output.dense.weight.detach().reshape(-1, config.num_attention_heads, size)
-        per_head = per_head + output.pow(2).sum(dim=(0, 2))
+    for layer, output in zip(layers, outputs):
+        reads = [linear.weight for linear in family.head_projections(layer)]
+        per_head = sum(w.detach().reshape(heads, size, -1).pow(2).sum(dim=(1, 2)) for w in reads)
+        per_head = per_head + output.weight.detach().reshape(-1, heads, size).pow(2).sum(dim=(0, 2))
         scores.append(per_head.sqrt())
     return torch.stack(scores)
 
@@ -201,7 +219,9 @@ def heads_to_prune(scores: torch.Tensor, amount: float) -> dict[int, list[int]]:
 def prune_heads(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext) -> ModelArtifact:
     scores = head_importance(module, tokenizer, ctx, params)
     chosen = heads_to_prune(scores, params.amount)
-    module.prune_heads(chosen)                                       # rebuilds q/k/v and the output projection smaller
+    # rebuilds q/k/v and the output projection smaller, and records the heads in config.pruned_heads (so
+    # from_pretrained prunes the same heads again); layers are physical ones (ALBERT: shared layers)
+    module.prune_heads(chosen)
     record = {"heads_pruned": {str(layer): heads for layer, heads in chosen.items()},
               "heads_removed": sum(len(h) for h in chosen.values()), "heads_total": scores.numel(),
               "head_scores": scores.round(decimals=4).tolist()}
@@ -209,21 +229,15 @@ def prune_heads(module, tokenizer, source: ModelArtifact, params: PruneParams, c
 
 
 def neuron_importance(module, tokenizer, ctx, params: PruneParams) -> list[torch.Tensor]:
-    """Per layer, a score per FFN neuron; higher = more important."""
-    layers = encoder_layers(module)
+    """Per physical layer, a score per FFN neuron; higher = more important (gradient: the masks sit on the
+    FFN's down projection's input, the activated neurons)."""
+    family = family_of(module)
+    layers = family.layer_list(module)
+    ups = [family.part(layer, family.ffn_in) for layer in layers]
+    downs = [family.part(layer, family.ffn_out) for layer in layers]
     if params.importance == "weight":
-        return [layer.intermediate.dense.weight.detach().norm(dim=1) * layer.output.dense.weight.detach().norm(dim=0)
-                for layer in layers]
-    masks = [torch.ones(layer.intermediate.dense.out_features, requires_grad=True) for layer in layers]
-    hooks = [layer.intermediate.register_forward_hook(lambda _m, _i, output, mask=mask: output * mask)
-             for layer, mask in zip(layers, masks)]
-    try:
-        return gradient_importance(
-            module, tokenizer, ctx, params, masks, lambda inputs, labels: module(**inputs, labels=labels)
-        )
-    finally:
-        for hook in hooks:
-            hook.remove()
+        return [up.weight.detach().norm(dim=1) * down.weight.detach().norm(dim=0) for up, down in zip(ups, downs)]
+    return gradient_importance_through(module, tokenizer, ctx, params, downs, [up.out_features for up in ups])
 
 
 def kept_neurons(width: int, amount: float) -> int:
@@ -236,16 +250,17 @@ def shrink_ffn(module, kept: list[torch.Tensor]) -> None:
     rows of the up-projection, columns of the down-projection."""
     from transformers.pytorch_utils import prune_linear_layer
 
-    for layer, index in zip(encoder_layers(module), kept):
+    family = family_of(module)
+    for layer, index in zip(family.layer_list(module), kept):
         index = torch.sort(index).values
-        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, index, dim=0)
-        layer.output.dense = prune_linear_layer(layer.output.dense, index, dim=1)
-    module.config.intermediate_size = len(kept[0])
+        family.replace_part(layer, family.ffn_in, prune_linear_layer(family.part(layer, family.ffn_in), index, dim=0))
+        family.replace_part(layer, family.ffn_out, prune_linear_layer(family.part(layer, family.ffn_out), index, dim=1))
+    setattr(module.config, family.config.ffn, len(kept[0]))
 
 
 def prune_ffn(module, tokenizer, source: ModelArtifact, params: PruneParams, ctx: CompressContext) -> ModelArtifact:
     scores = neuron_importance(module, tokenizer, ctx, params)
-    width = module.config.intermediate_size
+    width = family_of(module).ffn_size(module.config)
     keep = kept_neurons(width, params.amount)
     shrink_ffn(module, [torch.argsort(layer_scores, descending=True, stable=True)[:keep] for layer_scores in scores])
     record = {"intermediate_size": [width, keep], "neurons_removed_per_layer": width - keep}

@@ -18,7 +18,13 @@ from compbench.compressors.base import CompressContext, Compressor, Stored
 from compbench.compressors.recovery import RecoveryParams, score_and_recover
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.models.formats.low_rank import LOW_RANK_SPEC
-from compbench.models.surgery import ENCODER_LINEARS, check_pattern, factorised_linear, linear_modules, replace_module
+from compbench.models.surgery import (
+    ENCODER_LINEARS,
+    check_pattern,
+    factorised_linear,
+    replace_module,
+    selected_linears,
+)
 
 
 class SvdParams(BaseModel):
@@ -29,7 +35,9 @@ class SvdParams(BaseModel):
         None, gt=0, le=1, description="share of the squared singular values to keep, per layer"
     )
     ratio: float | None = Field(None, gt=0, lt=1, description="share of each layer's parameters to keep")
-    modules: str = Field(ENCODER_LINEARS, description="regex over Linear module names (default: the encoder's)")
+    modules: str = Field(
+        ENCODER_LINEARS, description="regex over Linear module names (default: every Linear of the transformer layers)"
+    )
     recovery: RecoveryParams | None = None
 
     _pattern = field_validator("modules")(check_pattern)
@@ -78,7 +86,7 @@ class Svd(Compressor):
         params = self.params
         module, tokenizer = model.torch_model(), model.tokenizer()
         ranks, left_dense = {}, {}
-        for name, linear in linear_modules(module, params.modules).items():
+        for name, linear in selected_linears(module, params.modules).items():
             m, n = linear.weight.shape
             singular = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)
             rank = chosen_rank(singular[1], m, n, params)

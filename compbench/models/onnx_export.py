@@ -1,7 +1,7 @@
 """Export a Hugging Face model folder to ONNX: optimum's exporter first, torch.onnx as the fallback.
 
 Both give dynamic batch and sequence axes and the inputs ``input_ids``, ``attention_mask``
-(and ``token_type_ids`` where the model has them), output ``logits``.
+(and ``token_type_ids`` where the model has more than one segment type), output ``logits``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ def quiet_tracing():
     with warnings.catch_warnings():
         # tracing BERT's attention mask always warns that a Python value becomes a constant: expected here
         warnings.filterwarnings("ignore", message=r"torch\.tensor results are registered as constants")
+        # F.embedding checks padding_idx against the table's size (RoBERTa, XLM-R, MPNet): a constant of the model
+        warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python boolean",
+                                module=r"torch\.nn\.functional")
         yield
 
 
@@ -70,12 +73,14 @@ def _export_with_torch(model_folder: Path, output_folder: Path) -> None:
 def _export_module(model, output_folder: Path) -> None:
     import torch
 
+    from compbench.models.families import forward_inputs
+
     model = model.eval()
     model.config.return_dict = False
-    # models without segment embeddings (DistilBERT, ...) have no type_vocab_size and take no token_type_ids
-    names = ["input_ids", "attention_mask"] + (
-        ["token_type_ids"] if getattr(model.config, "type_vocab_size", 0) > 0 else []
-    )
+    # the inputs its forward takes (DistilBERT and MPNet take no token_type_ids); token_type_ids only where there
+    # are segment types to tell apart (RoBERTa's and XLM-R's single type, DeBERTa-v3's none: as optimum exports them)
+    names = [name for name in forward_inputs(model)
+             if name != "token_type_ids" or getattr(model.config, "type_vocab_size", 0) > 1]
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
     axes = {name: {0: "batch_size", 1: "sequence_length"} for name in names}
     axes["logits"] = {0: "batch_size"}

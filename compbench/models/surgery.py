@@ -6,7 +6,11 @@ import re
 
 import torch
 
-ENCODER_LINEARS = r"encoder\.layer\.\d+\."   # default: every Linear of every transformer layer
+from compbench.models.families import GENERIC_LAYER_LINEARS, layer_linears
+
+# The default ``modules`` of magnitude pruning and SVD: every Linear of every transformer layer, wherever the
+# model's family keeps its layers (the value, BERT's naming, is what the parameters record and hash).
+ENCODER_LINEARS = GENERIC_LAYER_LINEARS
 
 
 def linear_modules(model: torch.nn.Module, pattern: str) -> dict[str, torch.nn.Linear]:
@@ -18,6 +22,12 @@ def linear_modules(model: torch.nn.Module, pattern: str) -> dict[str, torch.nn.L
         raise ValueError(f"modules: no nn.Linear matches '{pattern}'; the model's Linear layers are named like "
                          f"{next((n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)), '(none)')!r}")
     return found
+
+
+def selected_linears(model: torch.nn.Module, pattern: str) -> dict[str, torch.nn.Linear]:
+    """``linear_modules`` for a compressor's ``modules`` parameter: the default (``ENCODER_LINEARS``) means the
+    Linears inside the model family's transformer layers (``families.layer_linears``)."""
+    return linear_modules(model, layer_linears(model) if pattern == ENCODER_LINEARS else pattern)
 
 
 def replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:

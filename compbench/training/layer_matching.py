@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from compbench.models.families import family_of
+
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
     """Student layer i -> teacher layer (i + 1) * L_t / L_s - 1: the last layers meet (TinyBERT)."""
@@ -46,18 +48,21 @@ class LayerMatcher(torch.nn.Module):
         super().__init__()
         self._teacher = (teacher.eval(),)   # a tuple: not a submodule, so never trained nor saved
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
+        # sizes from each model's family table (DistilBERT counts them in n_layers, dim, n_heads); layers are
+        # those a forward pass runs (hidden_states and attentions have one entry per layer, ALBERT's too)
+        student_family, teacher_family = family_of(student), family_of(teacher)
         self.layer_map = checked_layer_map(
-            layer_map, student.config.num_hidden_layers, teacher.config.num_hidden_layers
+            layer_map, student_family.num_layers(student.config), teacher_family.num_layers(teacher.config)
         )
         if attention_weight > 0:
-            heads = (student.config.num_attention_heads, teacher.config.num_attention_heads)
+            heads = (student_family.num_heads(student.config), teacher_family.num_heads(teacher.config))
             if heads[0] != heads[1]:
                 raise ValueError(
                     f"attention_weight: attention maps match only with equal head counts; student has {heads[0]}, "
                     f"teacher {heads[1]} (set attention_weight: 0 or num_attention_heads: {heads[1]})"
                 )
             # BERT's SDPA attention falls back to the eager kernel (warning once) when maps are asked for
-        widths = (student.config.hidden_size, teacher.config.hidden_size)
+        widths = (student_family.hidden_size(student.config), teacher_family.hidden_size(teacher.config))
         self.projections = torch.nn.ModuleDict(
             {str(layer): torch.nn.Linear(*widths) for layer in self.layer_map}
             if hidden_weight > 0 and widths[0] != widths[1]

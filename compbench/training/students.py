@@ -3,8 +3,6 @@ smaller config derived from it (random or truncated weights), or any model refer
 
 from __future__ import annotations
 
-import copy
-import re
 from typing import Callable, Literal
 
 import numpy as np
@@ -12,13 +10,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compbench.models.artifact import ModelArtifact
+from compbench.models.families import family_of
 from compbench.models.references import ResolvedModel, resolve_model
 from compbench.tasks.glue import get_task
 from compbench.training.finetune import load_base_for_task
-
-LAYER_KEY = re.compile(
-    r"^(.*\.layer\.)(\d+)(\..*)$"
-)  # bert.encoder.layer.3.attention... / distilbert.transformer.layer.3...
 
 
 class StudentSpec(BaseModel):
@@ -76,20 +71,24 @@ def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int,
 
 
 def layer_subset(teacher, layers: list[int]):
-    """A copy of ``teacher`` keeping only ``layers`` (in that order), weights copied exactly."""
+    """A copy of ``teacher`` keeping only ``layers`` (in that order), weights copied exactly; where the
+    family keeps its layers and counts them comes from ``models.families`` (refused for shared layers)."""
     from transformers import AutoModelForSequenceClassification
 
-    depth = teacher.config.num_hidden_layers
+    family = family_of(teacher)
+    family.check_layer_subset()
+    depth = family.num_layers(teacher.config)
     bad = [layer for layer in layers if not 0 <= layer < depth]
     if bad:
         raise ValueError(f"student layers {bad} do not exist: the teacher has layers 0..{depth - 1}")
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
+    config = family.resized_config(teacher.config, layers=len(layers))
+    pruned = {int(layer): heads for layer, heads in (config.pruned_heads or {}).items()}
+    config.pruned_heads = {new: pruned[old] for new, old in enumerate(layers) if old in pruned}   # renumbered
     student = AutoModelForSequenceClassification.from_config(config)
-    source = {new: old for new, old in enumerate(layers)}
+    layer_key, source = family.layer_keys(), {new: old for new, old in enumerate(layers)}
     state = {}
     for key, value in teacher.state_dict().items():
-        match = LAYER_KEY.match(key)
+        match = layer_key.match(key)
         if match is None:
             state[key] = value
         elif int(match.group(2)) in source.values():
@@ -101,38 +100,37 @@ def layer_subset(teacher, layers: list[int]):
 
 
 def smaller_config_student(teacher, spec: StudentSpec):
-    """A student whose config is the teacher's with the given sizes; weights random, or the
-    teacher's cut to size (evenly spaced layers, leading rows and columns)."""
+    """A student whose config is the teacher's with the given sizes (in the family's config fields); weights
+    random, or the teacher's cut to size (evenly spaced layers, leading rows and columns; weights the teacher
+    lacks, such as a projection a narrower width adds, stay random). Shared layers (ALBERT) keep their weights
+    whatever ``num_layers`` is: it counts applications of them."""
     from transformers import AutoModelForSequenceClassification
 
-    config = copy.deepcopy(teacher.config)
-    for field, attribute in (
-        ("num_layers", "num_hidden_layers"),
-        ("hidden_size", "hidden_size"),
-        ("intermediate_size", "intermediate_size"),
-        ("num_attention_heads", "num_attention_heads"),
-    ):
-        value = getattr(spec, field)
-        if value is not None:
-            setattr(config, attribute, value)
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(
-            f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}"
-        )
+    family = family_of(teacher)
+    config = family.resized_config(teacher.config, layers=spec.num_layers, hidden=spec.hidden_size,
+                                   heads=spec.num_attention_heads, ffn=spec.intermediate_size)
+    hidden, heads = family.hidden_size(config), family.num_heads(config)
+    if hidden % heads:
+        raise ValueError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
     student = AutoModelForSequenceClassification.from_config(config)
     if spec.init == "truncate":
         picked = (
-            np.linspace(0, teacher.config.num_hidden_layers - 1, config.num_hidden_layers).round().astype(int).tolist()
+            np.linspace(0, family.num_layers(teacher.config) - 1, family.num_layers(config)).round().astype(int)
+            .tolist()
         )
-        student.load_state_dict(_truncated_state(teacher.state_dict(), student.state_dict(), picked))
+        student.load_state_dict(_truncated_state(teacher.state_dict(), student.state_dict(), picked,
+                                                 family.layer_keys()))
     return student.eval()
 
 
-def _truncated_state(teacher_state: dict, student_state: dict, picked: list[int]) -> dict:
+def _truncated_state(teacher_state: dict, student_state: dict, picked: list[int], layer_key) -> dict:
     state = {}
     for key, target in student_state.items():
-        match = LAYER_KEY.match(key)
+        match = layer_key.match(key) if layer_key is not None else None
         source_key = f"{match.group(1)}{picked[int(match.group(2))]}{match.group(3)}" if match else key
-        source = teacher_state[source_key]
-        state[key] = source[tuple(slice(0, n) for n in target.shape)].clone() if source.dim() else source.clone()
+        source = teacher_state.get(source_key)
+        if source is None:
+            state[key] = target
+        else:
+            state[key] = source[tuple(slice(0, n) for n in target.shape)].clone() if source.dim() else source.clone()
     return state

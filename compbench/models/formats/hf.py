@@ -44,7 +44,7 @@ class HuggingFaceFormat(ArtifactFormat):
         if getattr(AutoConfig.from_pretrained(folder), "quantization_config", None):   # bitsandbytes: placed at load
             # dtype "auto": the stored dtype; transformers' default here casts the unquantized layers to fp16
             return AutoModelForSequenceClassification.from_pretrained(folder, device_map=device, dtype="auto")
-        return AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto").to(device)
+        return one_dtype(AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto")).to(device)
 
     def onnx_files(self, folder: Path) -> list[Path]:
         def export(tmp: Path) -> str:
@@ -52,3 +52,16 @@ class HuggingFaceFormat(ArtifactFormat):
             return export_onnx(folder, tmp)
 
         return cached_onnx_export(folder, export)
+
+
+def one_dtype(model):
+    """A half-precision model with every floating parameter in its stored dtype: ``from_pretrained(dtype="auto")``
+    leaves parameters a model creates with an explicit float32 dtype (DeBERTa's ``q_bias`` and ``v_bias``) in
+    float32, and the forward then multiplies half by float. Models that keep modules in float32 on purpose
+    (``_keep_in_fp32_modules``) are left as they load."""
+    import torch
+
+    stored = model.dtype
+    if stored in (torch.float16, torch.bfloat16) and not getattr(model, "_keep_in_fp32_modules", None):
+        model = model.to(dtype=stored)
+    return model

@@ -72,15 +72,32 @@ def load_quantized_state(folder: Path) -> dict:
 
 def quantize_dynamic_int8(model, embeddings: bool):
     """PyTorch dynamic quantization: every ``nn.Linear`` to INT8 weights with activations
-    quantized at run time, and (``embeddings``) embedding tables to 8-bit weight-only."""
+    quantized at run time, and (``embeddings``) embedding tables to 8-bit weight-only.
+
+    Embedding tables the model reads whole rather than by lookup (DeBERTa's relative position table:
+    ``families.Family.whole_embeddings``) stay float: a quantized Embedding has no weight tensor to read.
+    A quantized Embedding's kernel takes contiguous indices only, and some models look up expanded views
+    (RoBERTa's default ``token_type_ids``): its indices are made contiguous first. Loading applies the
+    same function, so it rebuilds the same modules."""
     import torch
     from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
+
+    from compbench.models.families import whole_embeddings
 
     spec = {torch.nn.Linear: default_dynamic_qconfig}
     if embeddings:
         spec[torch.nn.Embedding] = float_qparams_weight_only_qconfig
+        spec.update({name: None for name in whole_embeddings(model)})   # a name's qconfig overrides its type's
     with quiet_torch_quantization():
-        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+        quantized = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
+    for module in quantized.modules():
+        if isinstance(module, torch.ao.nn.quantized.Embedding):
+            module.register_forward_pre_hook(_contiguous_indices)
+    return quantized
+
+
+def _contiguous_indices(_module, inputs):
+    return (inputs[0].contiguous(), *inputs[1:]) if inputs else None
 
 
 @contextmanager
