@@ -131,14 +131,16 @@ def validate(suite_file: Path, show_cells: bool) -> None:
     """Check SUITE_FILE without running it; count its cells per task and pipeline."""
     from compbench.config.cells import expand
     from compbench.config.loading import load_suite
+    from compbench.tasks.files import resolve_file_task
 
-    try:
+    with usage_errors():
         suite = load_suite(suite_file)
-    except UsageError as exc:
-        fail_usage(str(exc))
+        for entry in suite.tasks:       # a task from files: its files read, its columns and labels checked
+            if not isinstance(entry, str):
+                resolve_file_task(entry, suite.resolve_path("."), seed=suite.data.seed)
     cells = expand(suite)
-    click.echo(f"{suite_file}: ok, {len(cells)} cells: {len(suite.tasks)} tasks x {len(suite.pipelines)} pipelines "
-               f"({', '.join(p.name for p in suite.pipelines)}) on their backends")
+    click.echo(f"{suite_file}: ok, {len(cells)} cells: {len(suite.task_names)} tasks x {len(suite.pipelines)} "
+               f"pipelines ({', '.join(p.name for p in suite.pipelines)}) on their backends")
     for cell in cells if show_cells else []:
         click.echo(f"  {cell.cell_id}")
 

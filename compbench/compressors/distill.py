@@ -62,7 +62,8 @@ class Distill(Compressor):
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         params = self.params
-        student, tokenizer = build_student(model, params.student, seed=params.train.seed, resolve=ctx.resolve_model)
+        student, tokenizer = build_student(model, params.student, seed=params.train.seed, task=ctx.data.task,
+                                           resolve=ctx.resolve_model)
         matcher = None
         if params.hidden_weight > 0 or params.attention_weight > 0:
             check_same_vocabulary(tokenizer, model.tokenizer())

@@ -26,7 +26,7 @@ class Cell:
 
 
 def expand(suite: Suite) -> list[Cell]:
-    return [Cell(t, p, b) for t in suite.tasks for p in suite.pipelines for b in suite.backends if p.runs_on(b)]
+    return [Cell(t, p, b) for t in suite.task_names for p in suite.pipelines for b in suite.backends if p.runs_on(b)]
 
 
 def shapes(suite: Suite) -> list[tuple[int, int]]:

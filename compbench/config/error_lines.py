@@ -7,6 +7,7 @@ through :class:`ParamsError`, so its lines name the field inside the step too.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -56,10 +57,15 @@ def _misspelt_fields(errors: list[dict], model: type[BaseModel]) -> set[tuple]:
     return found
 
 
+# The tags of tagged unions (a suite's task: a GLUE name or a mapping): pydantic puts them in an error's
+# location, where the user wrote no such key.
+UNION_TAGS = ("glue-task", "task-from-files")
+
+
 def format_error(source: str, error: dict, model: type[BaseModel], prefix: tuple = ()) -> str:
     """One line, e.g. ``suites/x.yaml: teacher.batchsize: unknown field 'batchsize'; valid: ...
     (did you mean 'batch_size'?)``."""
-    location = list(error["loc"])
+    location = [part for part in error["loc"] if part not in UNION_TAGS]
     kind = error["type"]
     if kind == "value_error":
         problem = error["ctx"]["error"]
@@ -149,13 +155,15 @@ def _model_at(model: type[BaseModel], location: list) -> type[BaseModel] | None:
         field = model.model_fields.get(str(part))
         if field is None:
             return None
-        annotation = field.annotation
-        inner = [
-            a
-            for a in getattr(annotation, "__args__", (annotation,))
-            if isinstance(a, type) and issubclass(a, BaseModel)
-        ]
+        inner = _models_in(field.annotation)
         if not inner:
             return None
         model = inner[0]
     return model
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold, through lists, unions and ``Annotated``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -26,7 +28,8 @@ from compbench.config.backends import DEVICES, PROFILES, BackendOptions
 from compbench.config.error_lines import FieldError, ParamsError
 from compbench.config.limits import MAX_ROWS, MAX_TIMEOUT_SECONDS, Seed, bounded_int
 from compbench.config.measure import MeasureConfig
-from compbench.config.training import TrainConfig
+from compbench.config.training import TeacherConfig
+from compbench.tasks.files import FileTaskConfig
 from compbench.tasks.glue import get_task, task_names
 
 BASELINE = "baseline"
@@ -45,6 +48,9 @@ def _known_task(name: str) -> str:
 
 
 TaskName = Annotated[str, AfterValidator(_known_task)]
+# A GLUE task by name, or a task from the user's files (a mapping: name, data, text, label, ...).
+TaskEntry = Annotated[Union[Annotated[TaskName, Tag("glue-task")], Annotated[FileTaskConfig, Tag("task-from-files")]],
+                      Discriminator(lambda value: "glue-task" if isinstance(value, str) else "task-from-files")]
 
 # What may name a run folder: one path component, not hidden, no separators, no "..".
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
@@ -186,7 +192,7 @@ class BackendConfig(BackendOptions):
 
 # List fields whose entries must differ: field -> (what an entry is, its identity, where in the entry that lives).
 _UNIQUE_ENTRIES = {
-    "tasks": ("task", lambda task: task, ()),
+    "tasks": ("task", lambda task: task if isinstance(task, str) else task.name, ()),
     "pipelines": ("pipeline name", lambda pipeline: pipeline.name, ("name",)),
     "backends": ("backend", lambda backend: backend.label, ()),
 }
@@ -196,9 +202,10 @@ class Suite(Strict):
     name: Annotated[str, AfterValidator(_run_name)] = Field(min_length=1, description="names the run folders")
     description: str = ""
     model: str = Field("minilm-l6", description="base model: packaged alias, local folder or hub id")
-    tasks: list[TaskName] = Field(min_length=1, description=f"GLUE tasks, from: {', '.join(task_names())}")
+    tasks: list[TaskEntry] = Field(min_length=1, description=f"GLUE tasks (from: {', '.join(task_names())}), or "
+                                                              "tasks from your own files: mappings (tasks.files)")
     data: DataConfig = Field(default_factory=DataConfig)
-    teacher: TrainConfig = Field(default_factory=TrainConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig(name="torch")], min_length=1)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
@@ -227,6 +234,14 @@ class Suite(Strict):
 
     # Set by load_suite: the folder relative paths in the suite are resolved against.
     _base_dir: Path = Path(".")
+
+    @property
+    def task_names(self) -> list[str]:
+        return [entry if isinstance(entry, str) else entry.name for entry in self.tasks]
+
+    def task_entry(self, name: str) -> str | FileTaskConfig:
+        """The suite's entry for task ``name``: a GLUE name, or the mapping of a task from files."""
+        return next(entry for entry in self.tasks if (entry if isinstance(entry, str) else entry.name) == name)
 
     def resolve_path(self, value: str) -> Path:
         path = Path(value).expanduser()

@@ -20,3 +20,10 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     max_seq_len: SeqLen = Field(128, description="tokens kept per training/eval row")
     seed: Seed = 42
+
+
+class TeacherConfig(TrainConfig):
+    """The suite's ``teacher:`` section: how the model becomes the task's teacher."""
+
+    finetune: bool = Field(True, description="false: the model is already fine-tuned for the task and is used as it "
+                                             "is (no training; its head and labels are checked against the task)")

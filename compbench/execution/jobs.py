@@ -28,9 +28,10 @@ from compbench.measurement.cell import CellMeasurement
 from compbench.models.artifact import ModelArtifact
 from compbench.models.references import ResolvedModel, resolve_model
 from compbench.tasks.data import TaskData, load_task_data
-from compbench.tasks.glue import get_task
+from compbench.tasks.files import resolve_file_task
+from compbench.tasks.glue import TASKS, TaskSpec, get_task
 from compbench.tasks.sources import DataSource, resolve_data_source
-from compbench.training.finetune import finetuned_teacher
+from compbench.training.finetune import finetuned_teacher, head_problem
 
 BUILD, MEASURE, PEAK = "build", "measure", "peak"
 
@@ -101,6 +102,37 @@ def data_source(suite: Suite, data_dir: str | None) -> DataSource:
         raise UsageError(str(exc)) from None
 
 
+def check_tasks(suite: Suite, data_dir: str | None) -> None:
+    """Before a run starts, a usage error for what would fail every cell of a task: GLUE data that is not there,
+    a task file that cannot be read as declared, a given teacher (``teacher.finetune: false``) whose head does not
+    fit a task."""
+    glue = data_source(suite, data_dir) if any(isinstance(entry, str) for entry in suite.tasks) else None
+    specs = [task_source(suite, task, glue)[0] for task in suite.task_names]
+    if suite.teacher.finetune:
+        return
+    model = resolve_model(suite.model, suite.resolve_path("."))
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model.location)
+    except OSError:       # a hub id that cannot be reached now: its build says why
+        return
+    for spec in specs:
+        problem = head_problem(config, spec)
+        if problem:
+            raise UsageError(f"teacher.finetune is false, so {suite.model} is the {spec.name} teacher as it is, but "
+                             f"{problem}")
+
+
+def task_source(suite: Suite, task: str, glue_source: DataSource | None) -> tuple[TaskSpec, DataSource]:
+    """The spec of one of the suite's tasks and where its rows come from: a GLUE task from ``glue_source``, a task
+    from files from its own (read, checked and its labels mapped by ``tasks.files``)."""
+    entry = suite.task_entry(task)
+    if isinstance(entry, str):
+        return get_task(entry), glue_source
+    return resolve_file_task(entry, suite.resolve_path("."), seed=suite.data.seed)
+
+
 class RunContext:
     """A run's suite, data source, base model and store, rebuilt from ``RunSettings`` in
     whichever process does the job; task data and pipeline builders are kept per task."""
@@ -108,17 +140,31 @@ class RunContext:
     def __init__(self, settings: RunSettings, reporter: Reporter) -> None:
         self.settings, self.reporter = settings, reporter
         self.suite = load_run_suite(settings)
-        self.source: DataSource = data_source(self.suite, settings.data_dir)
+        self._glue_source: DataSource | None = None
         self.base_model: ResolvedModel = resolve_model(self.suite.model, self.suite.resolve_path("."))
         self.store = ArtifactStore(Path(settings.cache_dir), warn=lambda message: reporter.log(f"warning: {message}"))
         self._data: dict[str, TaskData] = {}
         self._builders: dict[str, PipelineBuild] = {}
 
+    @property
+    def source(self) -> DataSource:
+        """Where the suite's GLUE tasks are read (looked up when a GLUE task first needs it)."""
+        if self._glue_source is None:
+            self._glue_source = data_source(self.suite, self.settings.data_dir)
+        return self._glue_source
+
+    def data_description(self) -> str:
+        """Where the suite's tasks come from, in words."""
+        places = [self.source.description] if any(isinstance(entry, str) for entry in self.suite.tasks) else []
+        files = [entry.name for entry in self.suite.tasks if not isinstance(entry, str)]
+        return "; ".join(places + ([f"{', '.join(files)} from their files"] if files else []))
+
     def task_data(self, task: str) -> TaskData:
         if task not in self._data:
+            spec, source = task_source(self.suite, task, self.source if task in TASKS else None)
             self._data[task] = load_task_data(
-                get_task(task),
-                self.source,
+                spec,
+                source,
                 seed=self.suite.data.seed,
                 limit_train=self.settings.limit_train,
                 limit_eval=self.settings.limit_eval,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from compbench.config.loading import load_suite, suite_yaml
 from compbench.config.schema import Suite, run_name_problem
 from compbench.config.settings import RUN_FILE, RunSettings, read_run_record, resolve_settings, resume_settings
 from compbench.execution.executors import EXECUTORS, Executor
-from compbench.execution.jobs import BUILD, MEASURE, PEAK, Job, JobResult, RunContext, data_source, peak_job
+from compbench.execution.jobs import BUILD, MEASURE, PEAK, Job, JobResult, RunContext, check_tasks, peak_job
 from compbench.execution.plan import (
     Build,
     blocked_by,
@@ -100,7 +101,8 @@ def start_run(suite: Path | str | Suite, reporter: Reporter | None = None, *, re
         path = Path(suite)
         suite = load_suite(path)
         source, base_dir, text = str(path.resolve()), path.resolve().parent, path.read_text(encoding="utf-8")
-    data_source(suite, overrides.get("data_dir"))    # a missing data folder is a usage error before any folder is made
+    check_tasks(suite, overrides.get("data_dir"))     # missing data, or a given teacher that does not fit: before
+                                                      # any folder is made
     # settings checked before a folder is made, then placed in it
     settings = resolve_settings(suite, overrides, suite_file=Path(), base_dir=base_dir, run_dir=Path())
     run_dir = new_run_dir(Path(results_dir), suite, run_id)
@@ -174,22 +176,34 @@ class SuiteRun:
         finally:   # on Ctrl-C too: the reports show every row finished so far
             if executor is not None:
                 executor.close()
-            report = write_reports(self.run_dir)
+            warnings = self._write_reports()
         seconds = time.perf_counter() - start
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
-        for warning in report.warnings:       # what makes the numbers mean less: last, where they are read
+        for warning in warnings:       # what makes the numbers mean less: last, where they are read
             self.reporter.log(f"compbench: warning: {warning}")
         self.reporter.log(f"compbench: done in {seconds:.0f}s: {counts} rows; report: {self.run_dir / 'report.md'}")
         return RunSummary(self.run_dir, dict(self.counts), seconds, stopped)
+
+    def _write_reports(self) -> list[str]:
+        """report.md, results.csv and plots from the rows; a report that fails is said, never the run's end (the
+        rows are in results.jsonl). The report's warnings."""
+        try:
+            return write_reports(self.run_dir).warnings
+        except Exception as exc:
+            with open(self.run_dir / "errors.log", "a", encoding="utf-8") as log:
+                log.write(traceback.format_exc())
+            self.reporter.log(f"compbench: the report could not be written ({type(exc).__name__}: {exc}; traceback "
+                              f"in errors.log); every row is in results.jsonl: compbench report {self.run_dir}")
+            return []
 
     def _log_start(self, cells: list[Cell], done: dict, context: RunContext) -> None:
         suite = self.suite
         verb = (f"resuming {self.run_dir}: {len(done)} of {len(cells)} cells already done" if self.resuming
                 else f"{len(cells)} cells")
-        self.reporter.log(f"compbench: {verb} ({len(suite.tasks)} tasks x {len(suite.pipelines)} pipelines x "
+        self.reporter.log(f"compbench: {verb} ({len(suite.task_names)} tasks x {len(suite.pipelines)} pipelines x "
                           f"{len(suite.backends)} backends) -> {self.run_dir}")
         model = context.base_model
-        self.reporter.log(f"data: {context.source.description}; model: {model.reference} ({model.location}); "
+        self.reporter.log(f"data: {context.data_description()}; model: {model.reference} ({model.location}); "
                           f"cache: {self.settings.cache_dir}")
 
     def _keep_finished_rows(self) -> dict[str, list[dict]]:
@@ -223,7 +237,7 @@ class SuiteRun:
         build is missing are closed here."""
         artifacts: ArtifactHashes = {}
         needed: list[Build] = []
-        for task in self.suite.tasks:
+        for task in self.suite.task_names:
             task_cells = [c for c in todo if c.task == task]
             if task_cells:
                 needed += self._task_builds(context, task, task_cells, artifacts)

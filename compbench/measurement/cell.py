@@ -178,6 +178,7 @@ class CellMeasurement:
                 "artifact_format": artifact.format,
                 "artifact_precision": artifact.precision,
                 "parity_max_abs_diff": parity, "lineage": artifact.lineage, "data_source": data.source,
+                "dropped_rows": data.drop_reasons,
                 "train_rows": len(data.train), "seeds": self._seeds()}
 
     def _reference_session(self, cell: Cell, reference: ModelArtifact | None,

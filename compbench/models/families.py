@@ -183,21 +183,23 @@ register_family(Family(
     ffn_in="ffn.lin1", ffn_out="ffn.lin2",
     config=ConfigNames(layers="n_layers", hidden="dim", heads="n_heads", ffn="hidden_dim"),
 ))
+# What DeBERTa v1 and v2/v3 share besides their layers: the relative-position table read whole, and no head pruning.
+DEBERTA = dict(
+    config=ConfigNames(follow_hidden=("pooler_hidden_size",)), whole_embeddings=("deberta.encoder.rel_embeddings",),
+    head_pruning="transformers' DeBERTa (v1 and v2) implements no prune_heads (NotImplementedError), and its config "
+                 "holds one head count for every layer, so a model with heads pruned per layer would not load again",
+)
 register_family(Family(
     "DeBERTa-v2/v3", ("deberta-v2",), "deberta.encoder.layer",
     query="attention.self.query_proj", key="attention.self.key_proj", value="attention.self.value_proj",
     attention_output="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense",
-    config=ConfigNames(follow_hidden=("pooler_hidden_size",)), whole_embeddings=("deberta.encoder.rel_embeddings",),
-    head_pruning="transformers' DeBERTa-v2 implements no prune_heads (NotImplementedError), and its config holds "
-                 "one head count for every layer, so a model with heads pruned per layer would not load again",
+    **DEBERTA,
 ))
 register_family(Family(
     "DeBERTa", ("deberta",), "deberta.encoder.layer",
     query=None, key=None, value=None,                # one fused in_proj (q, k, v interleaved per head)
     attention_output="attention.output.dense", ffn_in="intermediate.dense", ffn_out="output.dense",
-    config=ConfigNames(follow_hidden=("pooler_hidden_size",)), whole_embeddings=("deberta.encoder.rel_embeddings",),
-    head_pruning="transformers' DeBERTa implements no prune_heads (NotImplementedError), and its config holds "
-                 "one head count for every layer, so a model with heads pruned per layer would not load again",
+    **DEBERTA,
 ))
 register_family(Family(
     "ALBERT", ("albert",), "albert.encoder.albert_layer_groups.*.albert_layers",

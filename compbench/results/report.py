@@ -217,14 +217,34 @@ def summary_section(analysed: list[dict]) -> list[str]:
             markdown_table(table), ""]
 
 
+def teacher_origin(step: dict) -> str:
+    """How the teacher was made, from the first step of the rows' lineage."""
+    if step.get("step") == "finetune":
+        return (f"{step['base']} fine-tuned on {step['train_rows']} rows, {step['steps']} steps "
+                f"({step['seconds']:.0f}s)")
+    if step.get("step") == "given":
+        return f"{step['base']} as given (teacher.finetune: false, no training)"
+    return str(step.get("base") or step.get("step"))
+
+
+def dropped_note(row: dict) -> str:
+    """The rows the data lost before use (blank text, no label, malformed lines), per split and reason."""
+    dropped = {split: reasons for split, reasons in (row.get("dropped_rows") or {}).items() if reasons}
+    if not dropped:
+        return ""
+    parts = [f"{split}: " + ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+             for split, reasons in dropped.items()]
+    return f" (dropped before use: {'; '.join(parts)})"
+
+
 def task_section(task: str, rows: list[dict], plots: list[Path], reference: str | None = None) -> list[str]:
     ok = [r for r in rows if r["status"] == "ok"]
     lines = [f"## {task}", ""]
     teacher = next((r["lineage"][0] for r in ok if r.get("lineage")), None)
     if teacher:
-        lines += [f"Teacher: {teacher['base']} fine-tuned on {teacher['train_rows']} rows, {teacher['steps']} steps "
-                  f"({teacher['seconds']:.0f}s); data: {ok[0].get('data_source')}; evaluated on "
-                  f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}; seeds {ok[0].get('seeds')}.", ""]
+        lines += [f"Teacher: {teacher_origin(teacher)}; data: {ok[0].get('data_source')}; evaluated on "
+                  f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}{dropped_note(ok[0])}; "
+                  f"seeds {ok[0].get('seeds')}.", ""]
     if ok:
         cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
         lines += [f"### {ok[0]['metric_name']} and size", "", markdown_table(accuracy_table(cells, reference)), ""]

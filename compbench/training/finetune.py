@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from compbench.cache.store import ArtifactStore
 from compbench.common.envinfo import package_versions
+from compbench.common.errors import UsageError
 from compbench.common.hashing import stable_hash
 from compbench.common.progress import Reporter
-from compbench.config.training import TrainConfig
+from compbench.config.training import TeacherConfig, TrainConfig
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.models.references import ResolvedModel
 from compbench.tasks.data import TaskData, frame_digest
@@ -16,29 +17,79 @@ from compbench.training.evaluation import validation_evaluator
 from compbench.training.loop import fit, seed_everything
 
 # Bump when fine-tuning changes what it produces for the same inputs (part of the cache key).
-FINETUNE_VERSION = "2"
+FINETUNE_VERSION = "3"   # 3: the head names its labels (id2label) where the task has names
 # Libraries whose versions the trained weights depend on (a new one trains again).
 TRAINING_LIBRARIES = ("torch", "transformers", "safetensors", "numpy")
 
 
-def teacher_key(base: ResolvedModel, data: TaskData, config: TrainConfig) -> str:
-    """Depends on the base weights, the training rows and the budget: not on eval rows."""
+def teacher_key(base: ResolvedModel, data: TaskData, config: TeacherConfig) -> str:
+    """Fine-tuned: depends on the base weights, the training rows and the budget (not on eval rows). Given as it
+    is: on the model's weights and the task's labels only."""
+    task = data.task
+    if not config.finetune:
+        return stable_hash({"kind": "given", "version": FINETUNE_VERSION, "base": base.identity, "task": task.name,
+                            "labels": task.label_names, "num_labels": task.num_labels, "problem": task.kind,
+                            "libraries": package_versions(TRAINING_LIBRARIES)})
     return stable_hash({
-        "kind": "finetune", "version": FINETUNE_VERSION, "base": base.identity, "task": data.task.name,
-        "train_rows": frame_digest(data.train).hex(), "config": config.model_dump(),
+        "kind": "finetune", "version": FINETUNE_VERSION, "base": base.identity, "task": task.name,
+        "labels": task.label_names, "problem": task.kind, "train_rows": frame_digest(data.train).hex(),
+        "config": config.model_dump(exclude={"finetune"}),
         "libraries": package_versions(TRAINING_LIBRARIES),
     })
 
 
 def finetuned_teacher(
-    base: ResolvedModel, data: TaskData, config: TrainConfig, store: ArtifactStore, reporter: Reporter
+    base: ResolvedModel, data: TaskData, config: TeacherConfig, store: ArtifactStore, reporter: Reporter
 ) -> ModelArtifact:
+    """The task's teacher: the base model fine-tuned on the task, or (``finetune: false``) the model as given."""
     key = teacher_key(base, data, config)
     cached = store.get(key)
     if cached is not None:
         reporter.log(f"{data.task.name}: teacher from cache ({cached.path})")
         return cached
+    if not config.finetune:
+        return store.build(key, lambda folder: _as_given(folder, base, data, reporter))
     return store.build(key, lambda folder: _finetune(folder, base, data, config, reporter))
+
+
+def problem_type(task: TaskSpec) -> str:
+    """What transformers calls the task's kind (it picks the loss from it)."""
+    if task.is_regression:
+        return "regression"
+    return "multi_label_classification" if task.is_multi_label else "single_label_classification"
+
+
+def head_problem(config, task: TaskSpec) -> str | None:
+    """Why a fine-tuned model's head (its transformers ``config``) cannot serve ``task``, or None: the number of
+    outputs must match, and named labels (not transformers' default ``LABEL_i``) must be the task's, in its order."""
+    outputs = 1 if task.is_regression else task.num_labels
+    head = [str(config.id2label[i]) for i in range(config.num_labels)] if config.id2label else []
+    if config.num_labels != outputs:
+        return (f"the model's head has {config.num_labels} outputs ({', '.join(head)}) but task {task.name} has "
+                f"{outputs}" + (f" ({', '.join(map(str, task.label_names))})" if task.label_names else ""))
+    if not task.label_names or all(name == f"LABEL_{i}" for i, name in enumerate(head)):
+        return None
+    if [name.casefold() for name in head] != [str(name).casefold() for name in task.label_names]:
+        return (f"the model's labels (id2label) are [{', '.join(head)}] but task {task.name}'s are "
+                f"[{', '.join(map(str, task.label_names))}]: give the task labels: [{', '.join(head)}] (the head's "
+                "order) if they mean the same, or fine-tune a head for the task (teacher: {finetune: true})")
+    return None
+
+
+def _as_given(folder, base: ResolvedModel, data: TaskData, reporter: Reporter) -> ModelArtifact:
+    """The model as it is, checked against the task and stored as the teacher (its weights unchanged)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    task = data.task
+    model = AutoModelForSequenceClassification.from_pretrained(base.location)
+    problem = head_problem(model.config, task)
+    if problem:
+        raise UsageError(f"{base.reference}: {problem}")
+    model.config.problem_type = problem_type(task)
+    reporter.log(f"{task.name}: teacher {base.reference} as given (teacher.finetune: false): no training")
+    lineage = [{"step": "given", "base": base.reference, "base_identity": base.identity}]
+    return save_hf_artifact(folder, model, AutoTokenizer.from_pretrained(base.location), task=task.name,
+                            lineage=lineage)
 
 
 def load_base_for_task(location: str, task: TaskSpec):
@@ -49,11 +100,11 @@ def load_base_for_task(location: str, task: TaskSpec):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()   # "newly initialised head" is expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            location,
-            num_labels=task.num_labels,
-            problem_type="regression" if task.is_regression else "single_label_classification",
-        )
+        names = {"id2label": dict(enumerate(map(str, task.label_names))),
+                 "label2id": {str(name): i for i, name in enumerate(task.label_names)}} if task.label_names else {}
+        model = AutoModelForSequenceClassification.from_pretrained(   # the head says which output is which label
+            location, num_labels=task.num_labels, problem_type=problem_type(task), **names,
+            ignore_mismatched_sizes=True)   # a base that already has a head (for another task): a new one
     finally:
         hf_logging.set_verbosity(verbosity)
     return model, AutoTokenizer.from_pretrained(location)

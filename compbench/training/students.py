@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from compbench.models.artifact import ModelArtifact
 from compbench.models.families import family_of
 from compbench.models.references import ResolvedModel, resolve_model
-from compbench.tasks.glue import get_task
+from compbench.tasks.glue import TaskSpec
 from compbench.training.finetune import load_base_for_task
 
 
@@ -55,13 +55,15 @@ class StudentSpec(BaseModel):
         return self
 
 
-def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int,
+def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int, task: TaskSpec | None = None,
                   resolve: Callable[[str], ResolvedModel] = resolve_model):
-    """(student module, tokenizer) for the teacher's task; ``resolve`` finds a ``model`` reference (the
-    suite's relative folders resolve against the suite's folder)."""
+    """(student module, tokenizer) for the teacher's ``task`` (a ``model`` student gets a fresh head for it);
+    ``resolve`` finds a ``model`` reference (the suite's relative folders resolve against the suite's folder)."""
     torch.manual_seed(seed)
     if spec.model is not None:
-        return load_base_for_task(resolve(spec.model).location, get_task(teacher.task))
+        if task is None:
+            raise ValueError("a student given as a model needs the task its head is made for")
+        return load_base_for_task(resolve(spec.model).location, task)
     teacher_module = teacher.torch_model()
     if spec.layers is not None:
         student = layer_subset(teacher_module, spec.layers)

@@ -88,7 +88,7 @@ def test_an_onnx_export_is_per_exporter_version(tmp_path: Path, monkeypatch):
 
 
 def test_a_teacher_depends_on_the_training_libraries(monkeypatch, glue_data: Path, minilm_path: Path):
-    from compbench.config.training import TrainConfig
+    from compbench.config.training import TeacherConfig
     from compbench.models.references import resolve_model
     from compbench.tasks.data import load_task_data
     from compbench.tasks.glue import get_task
@@ -97,6 +97,6 @@ def test_a_teacher_depends_on_the_training_libraries(monkeypatch, glue_data: Pat
 
     data = load_task_data(get_task("sst2"), ParquetFolderSource(glue_data / "glue"), limit_train=8, limit_eval=8)
     base = resolve_model(str(minilm_path))
-    before = teacher_key(base, data, TrainConfig())
+    before = teacher_key(base, data, TeacherConfig())
     newer(monkeypatch, "transformers")
-    assert teacher_key(base, data, TrainConfig()) != before
+    assert teacher_key(base, data, TeacherConfig()) != before

@@ -87,8 +87,8 @@ CELLS: dict[str, tuple[dict | None, tuple[str, ...]]] = {
 OK = "ok"
 # What is refused, and a phrase of the reason; every other (family, compressor) works on its backends.
 REFUSED = {
-    ("deberta-v2", "prune heads"): "DeBERTa-v2 implements no prune_heads",
-    ("deberta", "prune heads"): "DeBERTa implements no prune_heads",
+    ("deberta-v2", "prune heads"): "DeBERTa (v1 and v2) implements no prune_heads",
+    ("deberta", "prune heads"): "DeBERTa (v1 and v2) implements no prune_heads",
     ("mpnet", "prune heads"): "not the relative position bias",
     ("albert", "distill layers"): "shares one set of layer weights",
 }

@@ -7,14 +7,14 @@ from safetensors.torch import load_file
 
 from compbench.cache.store import ArtifactStore
 from compbench.common.progress import Reporter
-from compbench.config.training import TrainConfig
+from compbench.config.training import TeacherConfig
 from compbench.models.references import resolve_model
 from compbench.tasks.data import load_task_data
 from compbench.tasks.glue import get_task
 from compbench.tasks.sources import ParquetFolderSource
 from compbench.training.finetune import finetuned_teacher, teacher_key
 
-CONFIG = TrainConfig(epochs=1, max_steps=3, batch_size=8, max_seq_len=32, seed=5)
+CONFIG = TeacherConfig(epochs=1, max_steps=3, batch_size=8, max_seq_len=32, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,22 @@ def test_cache_key_follows_training_inputs_only(data, glue_data):
     assert teacher_key(base, data, CONFIG.model_copy(update={"max_steps": 4})) != key
     fewer_eval_rows = load_task_data(data.task, ParquetFolderSource(glue_data / "glue"), limit_train=24, limit_eval=8)
     assert teacher_key(base, fewer_eval_rows, CONFIG) == key
+
+
+def test_a_given_teachers_head_must_fit_the_task():
+    from transformers import BertConfig
+
+    from compbench.tasks.glue import TaskSpec
+    from compbench.training.finetune import head_problem
+
+    task = TaskSpec("reviews", ("review",), 2, ("accuracy",), ("validation",), label_names=("negative", "positive"))
+    named = BertConfig(num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"})
+    assert head_problem(named, task) is None                                    # the names, whatever their case
+    assert head_problem(BertConfig(num_labels=2), task) is None                 # LABEL_0, LABEL_1: nothing to check
+    swapped = BertConfig(num_labels=2, id2label={0: "positive", 1: "negative"})
+    assert "are [positive, negative] but task reviews's are [negative, positive]" in head_problem(swapped, task)
+    three = BertConfig(num_labels=3)
+    assert "head has 3 outputs" in head_problem(three, task)
+    assert "has 2 (negative, positive)" in head_problem(three, task)
+    regression = TaskSpec("score", ("a", "b"), 1, ("pearson",), ("validation",))
+    assert head_problem(BertConfig(num_labels=1), regression) is None
