@@ -78,7 +78,13 @@ def run_isolated(settings: RunSettings, job: Job, log_path: Path, on_event: Call
     reader = _EventReader(receive, on_event)
     timeout = job.timeout(settings)
     start = time.perf_counter()
-    process.start()
+    try:
+        process.start()
+    except BaseException:         # interrupted while starting: no job left behind
+        if process.pid is not None:
+            process.kill()
+            process.join()
+        raise
     send.close()                  # the child holds the only writing end: EOF when it exits
     lifeline.close()
     reader.start()
