@@ -76,3 +76,15 @@ def responsive(tiny_artifact, tmp_path_factory):
     store = ArtifactStore(tmp_path_factory.mktemp("responsive"))
     return store.build("responsive", lambda f: save_hf_artifact(f, model, tiny_artifact.tokenizer(), task="sst2",
                                                                 lineage=[]))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: on a 2-core machine that other test processes share, two threads that wait for each
+    other can make a forward pass of SmolLM2 20 times slower (3 s instead of 0.13 s, measured)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -186,7 +186,7 @@ register_family(Family(
 # What DeBERTa v1 and v2/v3 share besides their layers: the relative-position table read whole, and no head pruning.
 DEBERTA = dict(
     config=ConfigNames(follow_hidden=("pooler_hidden_size",)), whole_embeddings=("deberta.encoder.rel_embeddings",),
-    head_pruning="transformers' DeBERTa (v1 and v2) implements no prune_heads (NotImplementedError), and its config "
+    head_pruning="transformers' DeBERTa (v1 and v2) implements no prune_heads (it raises), and its config "
                  "holds one head count for every layer, so a model with heads pruned per layer would not load again",
 )
 register_family(Family(

@@ -27,9 +27,10 @@ Torch is imported inside the functions that run a model, as elsewhere in ``compb
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -264,6 +265,20 @@ def _token_ids(tokenizer, text: str, where: str) -> list[int]:
     return ids
 
 
+@contextmanager
+def scoring(model) -> Iterator[None]:
+    """The block scores ``model``: eval mode without autograd, its training mode restored afterwards."""
+    import torch
+
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def _pad_id(tokenizer) -> int:
     for value in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None)):
         if value is not None:
@@ -320,22 +335,17 @@ def perplexity(model, tokenizer, texts: str | Sequence[str], max_length: int | N
 
     nll, document, window = [], [], []
     pad_id = _pad_id(tokenizer)
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(plan), batch_size):
-                batch = plan[start:start + batch_size]
-                logits, _ = _batched_forward(model, [ids for _, ids, _ in batch], pad_id)
-                for row, (d, ids, first) in enumerate(batch):
-                    targets = torch.tensor(ids[first:], dtype=torch.long, device=logits.device)
-                    losses = torch.nn.functional.cross_entropy(logits[row, first - 1:len(ids) - 1], targets,
-                                                               reduction="none")
-                    nll.append(losses.double().cpu().numpy())
-                    document.append(np.full(len(targets), d, dtype=np.int64))
-                    window.append(np.full(len(targets), start + row, dtype=np.int64))
-    finally:
-        model.train(was_training)
+    with scoring(model):
+        for start in range(0, len(plan), batch_size):
+            batch = plan[start:start + batch_size]
+            logits, _ = _batched_forward(model, [ids for _, ids, _ in batch], pad_id)
+            for row, (d, ids, first) in enumerate(batch):
+                targets = torch.tensor(ids[first:], dtype=torch.long, device=logits.device)
+                losses = torch.nn.functional.cross_entropy(logits[row, first - 1:len(ids) - 1], targets,
+                                                           reduction="none")
+                nll.append(losses.double().cpu().numpy())
+                document.append(np.full(len(targets), d, dtype=np.int64))
+                window.append(np.full(len(targets), start + row, dtype=np.int64))
     values = np.concatenate(nll)
     if not np.all(np.isfinite(values)):
         raise ValueError("the model gave a non-finite log-likelihood (nan or inf logits)")
@@ -433,21 +443,16 @@ def zero_shot_scores(model, tokenizer, prompts: Sequence[str], choices: Sequence
     for i, j, index, continuation in requests:
         by_input.setdefault(index, []).append((i, j, continuation))
     pad_id = _pad_id(tokenizer)
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(unique), batch_size):
-                logits, _ = _batched_forward(model, [list(ids) for ids in unique[start:start + batch_size]], pad_id)
-                for row in range(logits.shape[0]):
-                    length = len(unique[start + row])
-                    for i, j, continuation in by_input[start + row]:
-                        n = len(continuation)       # the last n inputs predict the continuation's n tokens
-                        log_probs = torch.log_softmax(logits[row, length - n:length], dim=-1)
-                        picked = log_probs.gather(1, torch.tensor(continuation, device=log_probs.device)[:, None])
-                        logliks[i, j] = float(picked.double().sum())
-                        n_tokens[i, j] = n
-    finally:
-        model.train(was_training)
+    with scoring(model):
+        for start in range(0, len(unique), batch_size):
+            logits, _ = _batched_forward(model, [list(ids) for ids in unique[start:start + batch_size]], pad_id)
+            for row in range(logits.shape[0]):
+                length = len(unique[start + row])
+                for i, j, continuation in by_input[start + row]:
+                    n = len(continuation)       # the last n inputs predict the continuation's n tokens
+                    log_probs = torch.log_softmax(logits[row, length - n:length], dim=-1)
+                    picked = log_probs.gather(1, torch.tensor(continuation, device=log_probs.device)[:, None])
+                    logliks[i, j] = float(picked.double().sum())
+                    n_tokens[i, j] = n
     return ZeroShotScores(logliks, n_tokens, n_bytes)
 

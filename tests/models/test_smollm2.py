@@ -20,16 +20,7 @@ from compbench.models.references import GGUF_MODELS, resolve_model
 SMOLLM2_PARAMETERS = 134_515_008
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a 2-core machine that other test processes share, two threads that wait for each
-    other can make a forward pass of SmolLM2 20 times slower (3 s instead of 0.13 s, measured)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")     # see tests/conftest.py
 
 
 def _sha16(path: Path) -> str:
