@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 from compbench.models.artifact import ModelArtifact
 
@@ -78,6 +79,13 @@ class Session(ABC):
     def memory_peak(self) -> dict | None:
         """Peak device memory since ``reset_memory_peak``: ``{"allocated_bytes", "reserved_bytes"}``, or None."""
         return None
+
+    def language_model(self) -> Any:
+        """For a causal LM: the loaded model as transformers' interface has it: called with ``input_ids`` and
+        ``attention_mask`` (torch tensors; ``use_cache=False``) it returns an output whose ``.logits`` are
+        (batch, tokens, vocabulary); ``generate(...)`` decodes as ``GenerationMixin.generate`` does; ``.config`` is
+        the model's config. Perplexity, zero-shot scoring and generation timing all run through it."""
+        raise UnsupportedError(f"{type(self).__name__} does not run causal language models")
 
     def close(self) -> None:
         """Release what the session holds."""

@@ -49,12 +49,17 @@ class TorchSession(Session):
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         logits = self.run_prepared(self.prepare(batch))
+        if logits.ndim == 3:      # a causal LM: the next-token logits at the last position
+            logits = logits[:, -1]
         if self.on_cuda:
             torch.cuda.synchronize(self.device)
         return logits.float().cpu().numpy()
 
     def clock(self) -> Clock:
         return CudaEventClock() if self.on_cuda else Clock()
+
+    def language_model(self) -> torch.nn.Module:
+        return self.model
 
     def transfer_ms(self, batch: dict[str, np.ndarray]) -> float | None:
         """The batch's copy from (pageable) host memory to the GPU, timed with CUDA events."""

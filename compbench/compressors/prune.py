@@ -125,7 +125,7 @@ def prune_magnitude(
     tokenizer.save_pretrained(ctx.work_dir)
     save_sparse_state(ctx.work_dir, module.state_dict(), [f"{name}.weight" for name in targets])
     return ModelArtifact(path=ctx.work_dir, task=source.task, num_labels=source.num_labels, format="hf-sparse", hash="",
-                         lineage=[record])
+                         lineage=[record], kind=source.kind)
 
 
 # ---------------------------------------------------------------- structured

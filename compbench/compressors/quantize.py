@@ -322,5 +322,6 @@ def _finish(model: ModelArtifact, ctx: CompressContext, *, fmt: str, precision: 
     shutil.copyfile(model.path / "config.json", ctx.work_dir / "config.json")
     model.tokenizer().save_pretrained(ctx.work_dir)
     return ModelArtifact(
-        path=ctx.work_dir, task=model.task, num_labels=model.num_labels, format=fmt, hash="", precision=precision
+        path=ctx.work_dir, task=model.task, num_labels=model.num_labels, format=fmt, hash="", precision=precision,
+        kind=model.kind,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from compbench.common.errors import CompbenchError, UnsupportedError
 from compbench.common.hashing import stable_hash
 from compbench.models.formats import FORMATS, ArtifactFormat
-from compbench.models.formats.base import ONNX_EXPORTS
+from compbench.models.formats.base import CAUSAL_LM, ONNX_EXPORTS, SEQUENCE_CLASSIFICATION, model_kind
 
 META_FILE = "compbench.json"
 # Folders an artifact gains after it is built, caches of what is computed from it: outside its seal
@@ -34,6 +34,7 @@ class ModelArtifact:
     lineage: list[dict] = field(default_factory=list)
     precision: str = "fp32"   # of the stored weights: fp32, fp16, int8-dynamic, int8-static, int8-bnb, ...
     files: dict = field(default_factory=dict)   # the seal: relative path -> {"bytes", "sha256"}
+    kind: str = SEQUENCE_CLASSIFICATION         # what the model does: sequence-classification or causal-lm
 
     @property
     def content_hash(self) -> str:
@@ -49,6 +50,10 @@ class ModelArtifact:
     def write_meta(self) -> None:
         meta = {k: v for k, v in asdict(self).items() if k != "path"}
         (self.path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.kind == CAUSAL_LM
 
     @property
     def model_format(self) -> ArtifactFormat:
@@ -97,4 +102,4 @@ def save_hf_artifact(
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return ModelArtifact(path=folder, task=task, num_labels=model.config.num_labels, format="hf", hash="",
-                         lineage=lineage, precision=precision)
+                         lineage=lineage, precision=precision, kind=model_kind(model.config))

@@ -8,8 +8,10 @@ from pathlib import Path
 
 from compbench.models.formats.base import (
     ArtifactFormat,
+    auto_model_class,
     cached_onnx_export,
     checked_safetensors,
+    model_kind,
     reading_safetensors,
     register_format,
 )
@@ -38,13 +40,15 @@ class HuggingFaceFormat(ArtifactFormat):
         return total, nonzero
 
     def load_torch(self, folder: Path, device: str = "cpu"):
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoConfig
 
         checked_safetensors(folder)    # from_pretrained's error would not say which file
-        if getattr(AutoConfig.from_pretrained(folder), "quantization_config", None):   # bitsandbytes: placed at load
+        config = AutoConfig.from_pretrained(folder)
+        model_class = auto_model_class(model_kind(config))
+        if getattr(config, "quantization_config", None):   # bitsandbytes: placed at load
             # dtype "auto": the stored dtype; transformers' default here casts the unquantized layers to fp16
-            return AutoModelForSequenceClassification.from_pretrained(folder, device_map=device, dtype="auto")
-        return one_dtype(AutoModelForSequenceClassification.from_pretrained(folder, dtype="auto")).to(device)
+            return model_class.from_pretrained(folder, device_map=device, dtype="auto")
+        return one_dtype(model_class.from_pretrained(folder, dtype="auto")).to(device)
 
     def onnx_files(self, folder: Path) -> list[Path]:
         def export(tmp: Path) -> str:
