@@ -88,3 +88,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory, minilm_path: Path):
+    """A randomly initialised 2-layer Llama causal LM (plumbing tests) stored as an ``hf`` artifact, with the real
+    MiniLM tokenizer (its 30,522-token vocabulary; any tokenizer serves plumbing)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from compbench.cache.store import ArtifactStore
+    from compbench.models.artifact import save_hf_artifact
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                         eos_token_id=tokenizer.sep_token_id, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    store = ArtifactStore(tmp_path_factory.mktemp("tiny-lm-store"))
+    return store.build("tiny-lm", lambda folder: save_hf_artifact(folder, model, tokenizer, task="glue-text",
+                                                                  lineage=[]))
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(cache_root: Path) -> Path:
+    """The real SmolLM2-135M-Instruct (alias ``smollm2-135m``) as an fp32 folder, converted once per test session
+    (about 30 s) in the session's cache."""
+    from compbench.models.references import resolve_model
+
+    return Path(resolve_model("smollm2-135m", cache_dir=cache_root).location)

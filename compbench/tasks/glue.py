@@ -11,7 +11,8 @@ from compbench.common.errors import UsageError
 from compbench.common.registry import unknown_name_message
 
 # What a task predicts: one class per row, any set of labels per row, or one number per row.
-KINDS = ("single_label", "multi_label", "regression")
+# language_modeling: a causal LM scored on text (perplexity, zero-shot choices); no labels, num_labels 0.
+KINDS = ("single_label", "multi_label", "regression", "language_modeling")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class TaskSpec:
     def is_multi_label(self) -> bool:
         """True when a row may carry any number of the task's labels (multi-hot labels, a sigmoid per label)."""
         return self.kind == "multi_label"
+
+    @property
+    def is_language_modeling(self) -> bool:
+        """True for a causal-LM task: text to score (perplexity, zero-shot), rows without labels."""
+        return self.kind == "language_modeling"
 
     @property
     def is_binary(self) -> bool:
