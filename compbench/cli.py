@@ -131,12 +131,12 @@ def validate(suite_file: Path, show_cells: bool) -> None:
     """Check SUITE_FILE without running it; count its cells per task and pipeline."""
     from compbench.config.cells import expand
     from compbench.config.loading import load_suite
-    from compbench.tasks.files import resolve_file_task
+    from compbench.tasks.files import FileTaskConfig, resolve_file_task
 
     with usage_errors():
         suite = load_suite(suite_file)
         for entry in suite.tasks:       # a task from files: its files read, its columns and labels checked
-            if not isinstance(entry, str):
+            if isinstance(entry, FileTaskConfig):
                 resolve_file_task(entry, suite.resolve_path("."), seed=suite.data.seed)
     cells = expand(suite)
     click.echo(f"{suite_file}: ok, {len(cells)} cells: {len(suite.task_names)} tasks x {len(suite.pipelines)} "

@@ -59,7 +59,7 @@ def _misspelt_fields(errors: list[dict], model: type[BaseModel]) -> set[tuple]:
 
 # The tags of tagged unions (a suite's task: a GLUE name or a mapping): pydantic puts them in an error's
 # location, where the user wrote no such key.
-UNION_TAGS = ("glue-task", "task-from-files")
+UNION_TAGS = ("glue-task", "task-from-files", "language-modeling")
 
 
 def format_error(source: str, error: dict, model: type[BaseModel], prefix: tuple = ()) -> str:

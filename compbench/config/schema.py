@@ -29,6 +29,7 @@ from compbench.config.error_lines import FieldError, ParamsError
 from compbench.config.limits import MAX_ROWS, MAX_TIMEOUT_SECONDS, Seed, bounded_int
 from compbench.config.measure import MeasureConfig
 from compbench.config.training import TeacherConfig
+from compbench.tasks.causal_lm import LanguageModelingConfig
 from compbench.tasks.files import FileTaskConfig
 from compbench.tasks.glue import get_task, task_names
 
@@ -48,9 +49,22 @@ def _known_task(name: str) -> str:
 
 
 TaskName = Annotated[str, AfterValidator(_known_task)]
-# A GLUE task by name, or a task from the user's files (a mapping: name, data, text, label, ...).
-TaskEntry = Annotated[Union[Annotated[TaskName, Tag("glue-task")], Annotated[FileTaskConfig, Tag("task-from-files")]],
-                      Discriminator(lambda value: "glue-task" if isinstance(value, str) else "task-from-files")]
+
+
+def _task_kind(value) -> str:
+    """Which kind of task entry ``value`` is: a GLUE name, a causal-LM task (a mapping with a ``corpus``) or a task
+    from files (any other mapping)."""
+    if isinstance(value, str):
+        return "glue-task"
+    corpus = value.get("corpus") if isinstance(value, dict) else getattr(value, "corpus", None)
+    return "language-modeling" if corpus is not None else "task-from-files"
+
+
+# A GLUE task by name, a task from the user's files (a mapping: name, data, text, label, ...), or a causal-LM
+# task (a mapping: name, corpus, zero_shot, ...).
+TaskEntry = Annotated[Union[Annotated[TaskName, Tag("glue-task")], Annotated[FileTaskConfig, Tag("task-from-files")],
+                            Annotated[LanguageModelingConfig, Tag("language-modeling")]],
+                      Discriminator(_task_kind)]
 
 # What may name a run folder: one path component, not hidden, no separators, no "..".
 RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
@@ -202,8 +216,10 @@ class Suite(Strict):
     name: Annotated[str, AfterValidator(_run_name)] = Field(min_length=1, description="names the run folders")
     description: str = ""
     model: str = Field("minilm-l6", description="base model: packaged alias, local folder or hub id")
-    tasks: list[TaskEntry] = Field(min_length=1, description=f"GLUE tasks (from: {', '.join(task_names())}), or "
-                                                              "tasks from your own files: mappings (tasks.files)")
+    tasks: list[TaskEntry] = Field(min_length=1, description=f"GLUE tasks (from: {', '.join(task_names())}), "
+                                                              "tasks from your own files: mappings (tasks.files), "
+                                                              "or causal-LM tasks: mappings with a corpus "
+                                                              "(tasks.causal_lm)")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
@@ -239,8 +255,9 @@ class Suite(Strict):
     def task_names(self) -> list[str]:
         return [entry if isinstance(entry, str) else entry.name for entry in self.tasks]
 
-    def task_entry(self, name: str) -> str | FileTaskConfig:
-        """The suite's entry for task ``name``: a GLUE name, or the mapping of a task from files."""
+    def task_entry(self, name: str) -> str | FileTaskConfig | LanguageModelingConfig:
+        """The suite's entry for task ``name``: a GLUE name, the mapping of a task from files, or of a causal-LM
+        task."""
         return next(entry for entry in self.tasks if (entry if isinstance(entry, str) else entry.name) == name)
 
     def resolve_path(self, value: str) -> Path:

@@ -23,12 +23,14 @@ from compbench.compressors.chain import PipelineBuild
 from compbench.config.cells import Cell, expand
 from compbench.config.loading import load_suite
 from compbench.config.schema import Suite
-from compbench.config.settings import RunSettings
+from compbench.config.settings import RunSettings, default_cache_dir
 from compbench.measurement.cell import CellMeasurement
 from compbench.models.artifact import ModelArtifact
+from compbench.models.formats.base import CAUSAL_LM, model_kind
 from compbench.models.references import ResolvedModel, resolve_model
+from compbench.tasks.causal_lm import LanguageModelingConfig, load_language_modeling_data
 from compbench.tasks.data import TaskData, load_task_data
-from compbench.tasks.files import resolve_file_task
+from compbench.tasks.files import FileTaskConfig, resolve_file_task
 from compbench.tasks.glue import TASKS, TaskSpec, get_task
 from compbench.tasks.sources import DataSource, resolve_data_source
 from compbench.training.finetune import finetuned_teacher, head_problem
@@ -102,22 +104,32 @@ def data_source(suite: Suite, data_dir: str | None) -> DataSource:
         raise UsageError(str(exc)) from None
 
 
-def check_tasks(suite: Suite, data_dir: str | None) -> None:
+def check_tasks(suite: Suite, data_dir: str | None, cache_dir: str | None = None) -> None:
     """Before a run starts, a usage error for what would fail every cell of a task: GLUE data that is not there,
     a task file that cannot be read as declared, a given teacher (``teacher.finetune: false``) whose head does not
     fit a task."""
-    glue = data_source(suite, data_dir) if any(isinstance(entry, str) for entry in suite.tasks) else None
+    glue = data_source(suite, data_dir) if uses_glue(suite) else None
     specs = [task_source(suite, task, glue)[0] for task in suite.task_names]
-    if suite.teacher.finetune:
+    for entry in suite.tasks:        # a causal-LM task's corpus files are read now: a mistake in them is one line
+        if isinstance(entry, LanguageModelingConfig):
+            load_language_modeling_data(entry, glue, suite.resolve_path("."), limit_train=1, limit_eval=1)
+    language = [spec for spec in specs if spec.is_language_modeling]
+    if suite.teacher.finetune and not language:
         return
-    model = resolve_model(suite.model, suite.resolve_path("."))
+    model = resolve_model(suite.model, suite.resolve_path("."), default_cache_dir(suite, cache_dir))
     try:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model.location)
     except OSError:       # a hub id that cannot be reached now: its build says why
         return
-    for spec in specs:
+    if language and model_kind(config) != CAUSAL_LM:
+        raise UsageError(f"task {language[0].name} scores a causal language model, but {suite.model} is a "
+                         f"{', '.join(getattr(config, 'architectures', None) or [config.model_type])}; give model: a "
+                         "causal LM (e.g. smollm2-135m, a folder or hub id of a ...ForCausalLM)")
+    for spec in specs if not suite.teacher.finetune else ():
+        if spec.is_language_modeling:
+            continue
         problem = head_problem(config, spec)
         if problem:
             raise UsageError(f"teacher.finetune is false, so {suite.model} is the {spec.name} teacher as it is, but "
@@ -130,7 +142,15 @@ def task_source(suite: Suite, task: str, glue_source: DataSource | None) -> tupl
     entry = suite.task_entry(task)
     if isinstance(entry, str):
         return get_task(entry), glue_source
+    if isinstance(entry, LanguageModelingConfig):
+        return entry.spec(), glue_source
     return resolve_file_task(entry, suite.resolve_path("."), seed=suite.data.seed)
+
+
+def uses_glue(suite: Suite) -> bool:
+    """Whether any of the suite's tasks reads the GLUE data folder."""
+    return any(isinstance(entry, str) or (isinstance(entry, LanguageModelingConfig) and entry.needs_glue())
+               for entry in suite.tasks)
 
 
 class RunContext:
@@ -141,7 +161,8 @@ class RunContext:
         self.settings, self.reporter = settings, reporter
         self.suite = load_run_suite(settings)
         self._glue_source: DataSource | None = None
-        self.base_model: ResolvedModel = resolve_model(self.suite.model, self.suite.resolve_path("."))
+        self.base_model: ResolvedModel = resolve_model(self.suite.model, self.suite.resolve_path("."),
+                                                       Path(settings.cache_dir))
         self.store = ArtifactStore(Path(settings.cache_dir), warn=lambda message: reporter.log(f"warning: {message}"))
         self._data: dict[str, TaskData] = {}
         self._builders: dict[str, PipelineBuild] = {}
@@ -155,11 +176,16 @@ class RunContext:
 
     def data_description(self) -> str:
         """Where the suite's tasks come from, in words."""
-        places = [self.source.description] if any(isinstance(entry, str) for entry in self.suite.tasks) else []
-        files = [entry.name for entry in self.suite.tasks if not isinstance(entry, str)]
+        places = [self.source.description] if uses_glue(self.suite) else []
+        files = [entry.name for entry in self.suite.tasks if isinstance(entry, FileTaskConfig)]
         return "; ".join(places + ([f"{', '.join(files)} from their files"] if files else []))
 
     def task_data(self, task: str) -> TaskData:
+        entry = self.suite.task_entry(task)
+        if task not in self._data and isinstance(entry, LanguageModelingConfig):
+            self._data[task] = load_language_modeling_data(
+                entry, self.source if entry.needs_glue() else None, self.suite.resolve_path("."),
+                seed=self.suite.data.seed, limit_train=self.settings.limit_train, limit_eval=self.settings.limit_eval)
         if task not in self._data:
             spec, source = task_source(self.suite, task, self.source if task in TASKS else None)
             self._data[task] = load_task_data(

@@ -101,8 +101,8 @@ def start_run(suite: Path | str | Suite, reporter: Reporter | None = None, *, re
         path = Path(suite)
         suite = load_suite(path)
         source, base_dir, text = str(path.resolve()), path.resolve().parent, path.read_text(encoding="utf-8")
-    check_tasks(suite, overrides.get("data_dir"))     # missing data, or a given teacher that does not fit: before
-                                                      # any folder is made
+    # missing data, or a given teacher that does not fit: before any folder is made
+    check_tasks(suite, overrides.get("data_dir"), overrides.get("cache_dir"))
     # settings checked before a folder is made, then placed in it
     settings = resolve_settings(suite, overrides, suite_file=Path(), base_dir=base_dir, run_dir=Path())
     run_dir = new_run_dir(Path(results_dir), suite, run_id)

@@ -26,6 +26,9 @@ def teacher_key(base: ResolvedModel, data: TaskData, config: TeacherConfig) -> s
     """Fine-tuned: depends on the base weights, the training rows and the budget (not on eval rows). Given as it
     is: on the model's weights and the task's labels only."""
     task = data.task
+    if task.is_language_modeling:       # a causal LM is measured as it is: its weights are the whole recipe
+        return stable_hash({"kind": "given-causal-lm", "version": FINETUNE_VERSION, "base": base.identity,
+                            "task": task.name, "libraries": package_versions(TRAINING_LIBRARIES)})
     if not config.finetune:
         return stable_hash({"kind": "given", "version": FINETUNE_VERSION, "base": base.identity, "task": task.name,
                             "labels": task.label_names, "num_labels": task.num_labels, "problem": task.kind,
@@ -47,6 +50,8 @@ def finetuned_teacher(
     if cached is not None:
         reporter.log(f"{data.task.name}: teacher from cache ({cached.path})")
         return cached
+    if data.task.is_language_modeling:
+        return store.build(key, lambda folder: _causal_lm_as_given(folder, base, data, reporter))
     if not config.finetune:
         return store.build(key, lambda folder: _as_given(folder, base, data, reporter))
     return store.build(key, lambda folder: _finetune(folder, base, data, config, reporter))
@@ -89,6 +94,17 @@ def _as_given(folder, base: ResolvedModel, data: TaskData, reporter: Reporter) -
     reporter.log(f"{task.name}: teacher {base.reference} as given (teacher.finetune: false): no training")
     lineage = [{"step": "given", "base": base.reference, "base_identity": base.identity}]
     return save_hf_artifact(folder, model, AutoTokenizer.from_pretrained(base.location), task=task.name,
+                            lineage=lineage)
+
+
+def _causal_lm_as_given(folder, base: ResolvedModel, data: TaskData, reporter: Reporter) -> ModelArtifact:
+    """A causal LM stored as the reference of a language-modeling task, its weights unchanged (fp32)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base.location, dtype="float32")
+    reporter.log(f"{data.task.name}: {base.reference} as given (a causal LM is measured as it is)")
+    lineage = [{"step": "given", "base": base.reference, "base_identity": base.identity}]
+    return save_hf_artifact(folder, model, AutoTokenizer.from_pretrained(base.location), task=data.task.name,
                             lineage=lineage)
 
 
