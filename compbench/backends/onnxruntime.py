@@ -12,6 +12,11 @@ A CUDA session is created with the CUDA execution provider alone (a session that
 the CPU instead is refused, never timed as CUDA) and reads its inputs through IO binding:
 ``prepare`` copies the batch to the GPU once and binds the output there, so a timed call is
 compute only; ``transfer_ms`` times the host-to-device copy apart.
+
+A causal LM (an export with past key values, or an ONNX artifact quantized from one) loads through optimum's
+``ORTModelForCausalLM`` on the same session options and providers: ``language_model()`` returns it (perplexity,
+zero-shot scoring and ``generate`` with the cache); ``run`` and the timed pass feed the session directly, one
+full forward pass without cache (past tensors of length 0), and ``run`` returns the last position's logits.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CUDA_DEVICE_ID = 0
 # ONNX input types as numpy dtypes: batches are cast (a no-op when they already match) and made
 # contiguous before they are fed or copied to the device. The exports here take int64.
-INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+                "tensor(float16)": np.float16}
+PAST_PREFIX = "past_key_values."     # optimum's names of a decoder's cache inputs
 
 
 class OrtOptions(BaseModel):
@@ -148,6 +155,38 @@ class OrtSession(Session):
         self.session = None
 
 
+class OrtCausalLMSession(OrtSession):
+    """A decoder exported with past key values, held by optimum's ``ORTModelForCausalLM`` (``language_model()``).
+
+    The suite's batches carry ``input_ids`` and ``attention_mask`` only: the session's other inputs are what the
+    model's own first forward pass feeds (``ORTModelForCausalLM.forward``): positions 0..n-1 and empty caches."""
+
+    def __init__(self, model, deployed_files, placement: Placement | None = None) -> None:
+        super().__init__(model.session, deployed_files, placement)
+        if self.session.get_outputs()[0].name != "logits":
+            raise UnsupportedError(f"{model.path}: the graph's first output is not logits")
+        self.model = model
+        self.past_names = [name for name in self.input_names if name.startswith(PAST_PREFIX)]
+
+    def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows, length = batch["input_ids"].shape
+        extra = {"position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), (rows, length))}
+        # (batch, kv heads, 0, head size): the shape ORTModelForCausalLM gives a first pass (Llama-style caches)
+        empty = (rows, self.model.num_key_value_heads, 0, self.model.embed_size_per_head)
+        extra.update({name: np.zeros(empty, dtype=self.input_dtypes[name]) for name in self.past_names})
+        return super().feeds({**extra, **batch})
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return super().run(batch)[:, -1]      # next-token logits at the last position, as the torch session
+
+    def language_model(self):
+        return self.model
+
+    def close(self) -> None:
+        super().close()
+        self.model = None
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime, CPU or CUDA execution provider (CUDA needs the onnxruntime-gpu wheel)"
@@ -177,11 +216,29 @@ class OnnxRuntimeBackend(Backend):
             raise UnsupportedError(availability.reason)
         settings = OrtOptions.model_validate(options.options)
         files = artifact.onnx_files()
+        placement = CudaInputs() if options.device == "cuda" else HostInputs()
+        deployed = files + [artifact.path / "config.json"]
+        if artifact.is_causal_lm:
+            model = causal_lm(files[0], session_options(options, settings), options.device)
+            check_provider(model.session, options.device)
+            return OrtCausalLMSession(model, deployed, placement)
         session = onnxruntime.InferenceSession(str(files[0]), sess_options=session_options(options, settings),
                                                providers=execution_providers(options.device))
         check_provider(session, options.device)
-        placement = CudaInputs() if options.device == "cuda" else HostInputs()
-        return OrtSession(session, files + [artifact.path / "config.json"], placement)
+        return OrtSession(session, deployed, placement)
+
+
+def causal_lm(model_file, sess_options, device: str):
+    """optimum's ``ORTModelForCausalLM`` over ``model_file`` (its folder holds config.json and
+    generation_config.json), with the cache, on these session options and the device's provider alone."""
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    providers = [(entry, {}) if isinstance(entry, str) else entry for entry in execution_providers(device)]
+    return ORTModelForCausalLM.from_pretrained(
+        model_file.parent, file_name=model_file.name, local_files_only=True, use_cache=True,
+        session_options=sess_options, providers=[name for name, _ in providers],
+        provider_options=[settings for _, settings in providers],
+    )
 
 
 def execution_providers(device: str) -> list:

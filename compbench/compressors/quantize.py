@@ -3,7 +3,10 @@
 - ``dynamic``: PyTorch ``quantize_dynamic`` (INT8 ``nn.Linear`` weights, activations at run time); writes
   ``torch-int8-dynamic``; runs on torch CPU.
 - ``ort-dynamic``: onnxruntime ``quantize_dynamic`` (INT8 weights, activations at run time); writes ``onnx``;
-  runs on onnxruntime.
+  runs on onnxruntime. A causal LM's decoder (exported with past key values) keeps its cache inputs and loads as
+  optimum's ``ORTModelForCausalLM``.
+- ``ort-int4``: onnxruntime's ``MatMulNBitsQuantizer``: 4-bit weight-only, one scale (and zero point unless
+  symmetric) per ``block_size`` weights, MatMul into ``MatMulNBits``; writes ``onnx``; runs on onnxruntime.
 - ``ort-static``: onnxruntime ``quantize_static``, QDQ, activations calibrated on training rows; writes ``onnx``;
   runs on onnxruntime.
 - ``bnb-int8``: bitsandbytes LLM.int8 through transformers; writes ``hf`` (8-bit); runs on torch, where
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from compbench.common.errors import UnsupportedError
 from compbench.compressors.base import CompressContext, Compressor, Stored, check_method_params
@@ -32,7 +35,7 @@ from compbench.models.formats.torch_int8 import QUANTIZATION_SPEC, QUANTIZED_STA
 from compbench.models.onnx_export import ONNX_FILE
 from compbench.tasks.encoding import encode_rows, pad_batch
 
-Method = Literal["dynamic", "ort-dynamic", "ort-static", "bnb-int8", "fp16", "ort-fp16"]
+Method = Literal["dynamic", "ort-dynamic", "ort-int4", "ort-static", "bnb-int8", "fp16", "ort-fp16"]
 QType = Literal["qint8", "quint8"]
 
 # ort-static quantizing every op onnxruntime can (Add, Softmax inputs, ...) cost 11 accuracy points
@@ -43,6 +46,7 @@ STATIC_OP_TYPES = ["MatMul", "Gather"]
 METHOD_PARAMS: dict[str, set[str]] = {
     "dynamic": {"embeddings"},
     "ort-dynamic": {"per_channel", "weight_type", "op_types", "reduce_range"},
+    "ort-int4": {"block_size", "symmetric", "accuracy_level"},
     "ort-static": {"per_channel", "weight_type", "activation_type", "op_types", "reduce_range",
                    "calibration_method", "calibration_rows", "percentile"},
     "bnb-int8": {"threshold"},
@@ -54,7 +58,7 @@ METHOD_PARAMS: dict[str, set[str]] = {
 class QuantizeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = Field(description="dynamic, ort-dynamic, ort-static, bnb-int8, fp16 or ort-fp16")
+    method: Method = Field(description="dynamic, ort-dynamic, ort-int4, ort-static, bnb-int8, fp16 or ort-fp16")
     per_channel: bool = Field(False, description="one scale per output channel (ORT methods)")
     weight_type: QType = "qint8"
     activation_type: QType = Field(
@@ -72,6 +76,18 @@ class QuantizeParams(BaseModel):
     percentile: float = Field(99.999, gt=90, le=100, description="ort-static with percentile calibration")
     threshold: float = Field(6.0, gt=0, description="bnb-int8: LLM.int8 outlier threshold")
     embeddings: bool = Field(True, description="dynamic: also store embedding tables as 8-bit (weight-only)")
+    block_size: int = Field(32, ge=16, description="ort-int4: weights per scale (a power of two, at least 16)")
+    symmetric: bool = Field(True, description="ort-int4: no zero points (scales only)")
+    accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
+        None, description="ort-int4: MatMulNBits compute type (4: int8 activations, the fast CPU path; "
+        "None: onnxruntime's default, fp32)")
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"block_size {value}: MatMulNBits takes a power of two (16, 32, 64, 128, ...)")
+        return value
 
     @model_validator(mode="after")
     def _only_params_the_method_reads(self) -> "QuantizeParams":
@@ -85,6 +101,7 @@ class QuantizeParams(BaseModel):
 METHOD_IO: dict[str, tuple[tuple[str, ...], Stored]] = {
     "dynamic": (("hf", "hf-sparse"), Stored("torch-int8-dynamic", "int8-dynamic")),
     "ort-dynamic": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int8-dynamic")),
+    "ort-int4": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int4")),
     "ort-static": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int8-static")),
     "bnb-int8": (("hf",), Stored("hf", "int8-bnb")),
     "fp16": (("hf", "hf-sparse"), Stored("hf", "fp16")),
@@ -187,13 +204,39 @@ def ort_dynamic(model: ModelArtifact, params: QuantizeParams, ctx: CompressConte
             reduce_range=params.reduce_range,
             op_types_to_quantize=params.op_types,
         )
-    return _finish(model, ctx, fmt="onnx", precision="int8-dynamic")
+    return _finish_onnx(model, ctx, precision="int8-dynamic")
+
+
+@method("ort-int4")
+def ort_int4(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
+    """Every MatMul with a constant weight as ``MatMulNBits``: 4-bit weights in blocks of ``block_size`` along the
+    input dimension, de-quantized inside the kernel; activations stay fp32 (or int8 with ``accuracy_level`` 4).
+
+    On the pre-processed graph: a causal LM with tied embeddings is exported with its lm_head as
+    ``MatMul(x, Transpose(embedding table))``, which the quantizer skips (no constant weight); pre-processing folds
+    the Transpose, so the lm_head (the largest matrix of a small LM) is quantized too. Gathers (the embedding table)
+    keep fp32: the quantizer's default op types are MatMul only, and its own note says a quantized Gather saves no
+    run-time memory."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    with _preprocessed_onnx(model) as source:
+        quantizer = MatMulNBitsQuantizer(str(source), bits=4, block_size=params.block_size,
+                                         is_symmetric=params.symmetric, accuracy_level=params.accuracy_level)
+        quantizer.process()
+    if not any(node.op_type == "MatMulNBits" for node in quantizer.model.nodes()):
+        raise UnsupportedError(f"MatMulNBitsQuantizer quantized no MatMul of {model.path} (block_size "
+                               f"{params.block_size}: no constant 2-D MatMul weight fits it)")
+    quantizer.model.save_model_to_file(str(ctx.work_dir / ONNX_FILE), use_external_data_format=False)
+    return _finish_onnx(model, ctx, precision="int4")
 
 
 @method("ort-static")
 def ort_static(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if model.is_causal_lm:
+        raise UnsupportedError("ort-static calibrates on classification rows (input_ids, attention_mask); a causal "
+                               "LM's decoder also takes position_ids and past key values, which no reader here feeds")
     reader = CalibrationRows(model, ctx, params.calibration_rows)
     op_types = params.op_types or STATIC_OP_TYPES
     extra = {"CalibPercentile": params.percentile} if params.calibration_method == "percentile" else {}
@@ -235,7 +278,7 @@ def ort_fp16(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext)
     # a path, not a loaded model: the converter runs shape inference on the file (infer_shapes_path)
     converted = convert_float_to_float16(str(model.onnx_files()[0]), keep_io_types=True)
     onnx.save_model(converted, str(ctx.work_dir / ONNX_FILE))
-    return _finish(model, ctx, fmt="onnx", precision="fp16")
+    return _finish_onnx(model, ctx, precision="fp16")
 
 
 # quantize_static builds its entropy calibrator with 128 histogram bins and 128 quantized bins: that
@@ -315,6 +358,15 @@ def _input_names(onnx_file: Path) -> list[str]:
     import onnx
 
     return [i.name for i in onnx.load(str(onnx_file), load_external_data=False).graph.input]
+
+
+def _finish_onnx(model: ModelArtifact, ctx: CompressContext, *, precision: str) -> ModelArtifact:
+    """An ``onnx`` artifact; a causal LM's also keeps its generation config, which ``ORTModelForCausalLM`` reads
+    from the graph's folder (without it, greedy decoding would lose the model's own settings: eos, pad)."""
+    generation_config = model.path / "generation_config.json"
+    if generation_config.exists():
+        shutil.copyfile(generation_config, ctx.work_dir / generation_config.name)
+    return _finish(model, ctx, fmt="onnx", precision=precision)
 
 
 def _finish(model: ModelArtifact, ctx: CompressContext, *, fmt: str, precision: str) -> ModelArtifact:

@@ -2,6 +2,12 @@
 
 Both give dynamic batch and sequence axes and the inputs ``input_ids``, ``attention_mask``
 (and ``token_type_ids`` where the model has more than one segment type), output ``logits``.
+
+A causal LM is exported by optimum alone, as a decoder with past key values (task
+``text-generation-with-past``: inputs ``input_ids``, ``attention_mask``, ``position_ids``,
+``past_key_values.<layer>.key/value``; outputs ``logits`` (batch, tokens, vocabulary) and ``present.*``),
+with ``config.json`` and ``generation_config.json`` beside it, so that optimum's ``ORTModelForCausalLM``
+loads the folder. A first forward pass takes past tensors of length 0.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from compbench.common.errors import UnsupportedError
+
 ONNX_FILE = "model.onnx"
 
 log = logging.getLogger(__name__)
@@ -20,13 +28,22 @@ log = logging.getLogger(__name__)
 def export_onnx(model_folder: Path, output_folder: Path) -> str:
     """Write ``output_folder/model.onnx``; returns which exporter made it."""
     with quiet_tracing():
+        if _is_causal_lm(model_folder):
+            return _export_causal_lm(Path(model_folder), output_folder)
         return _export(model_folder, output_folder)
 
 
-def export_module(model, output_folder: Path) -> None:
-    """``torch.onnx.export`` of a loaded sequence-classification module (any structure inside)."""
+def export_module(model, output_folder: Path) -> str:
+    """``torch.onnx.export`` of a loaded sequence-classification module (any structure inside); a causal LM's
+    module through optimum, as a decoder with past key values like ``export_onnx`` gives. Returns which exporter
+    made it."""
+    from compbench.models.formats.base import CAUSAL_LM, model_kind  # formats.base imports this module
+
     with quiet_tracing():
+        if model_kind(model.config) == CAUSAL_LM:
+            return _export_causal_lm(model, output_folder)
         _export_module(model, output_folder)
+        return "torch.onnx"
 
 
 @contextmanager
@@ -55,6 +72,37 @@ def _export(model_folder: Path, output_folder: Path) -> str:
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         _export_with_torch(model_folder, output_folder)
         return "torch.onnx"
+
+
+def _is_causal_lm(model_folder: Path) -> bool:
+    from transformers import AutoConfig
+
+    from compbench.models.formats.base import CAUSAL_LM, model_kind  # formats.base imports this module
+
+    return model_kind(AutoConfig.from_pretrained(model_folder)) == CAUSAL_LM
+
+
+def _export_causal_lm(model, output_folder: Path) -> str:
+    """``model``: a folder, or a loaded module (a format rebuilt in code). No torch.onnx fallback here: a plain
+    trace would have no past key values, and generation would recompute the whole prefix at every token (a
+    different model to time)."""
+    from optimum.exporters.onnx import main_export, onnx_export_from_model
+
+    task = "text-generation-with-past"
+    try:
+        if isinstance(model, Path):
+            main_export(str(model), output_folder, task=task, device="cpu", do_validation=False,
+                        local_files_only=True)
+        else:
+            onnx_export_from_model(model.eval(), output_folder, task=task, do_validation=False)
+    except Exception as exc:  # an architecture optimum-onnx cannot export with a cache
+        raise UnsupportedError(f"optimum-onnx cannot export {model_folder_or_class(model)} as a decoder with past "
+                               f"key values ({type(exc).__name__}: {exc})") from exc
+    return f"optimum {task}"
+
+
+def model_folder_or_class(model) -> str:
+    return str(model) if isinstance(model, Path) else type(model).__name__
 
 
 def _export_with_optimum(model_folder: Path, output_folder: Path) -> None:

@@ -253,7 +253,8 @@ def _device_of(model):
     try:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
-        return torch.device("cpu")
+        # optimum's ORTModelForCausalLM holds no torch parameters; its device is where it reads its inputs
+        return torch.device(getattr(model, "device", "cpu"))
 
 
 def _token_ids(tokenizer, text: str, where: str) -> list[int]:
@@ -271,12 +272,15 @@ def scoring(model) -> Iterator[None]:
     import torch
 
     was_training = getattr(model, "training", False)
-    model.eval()
+    modes = hasattr(model, "train")      # an ONNX Runtime model (optimum's ORTModel) has no training mode
+    if modes:
+        model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
+        if modes:
+            model.train(was_training)
 
 
 def _pad_id(tokenizer) -> int:

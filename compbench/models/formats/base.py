@@ -104,10 +104,7 @@ class TorchModuleFormat(ArtifactFormat):
     from exporting that module."""
 
     def onnx_files(self, folder: Path) -> list[Path]:
-        def export(tmp: Path) -> str:
-            export_module(self.load_torch(folder), tmp)
-            return "torch.onnx"
-        return cached_onnx_export(folder, export)
+        return cached_onnx_export(folder, lambda tmp: export_module(self.load_torch(folder), tmp))
 
 
 SEQUENCE_CLASSIFICATION, CAUSAL_LM = "sequence-classification", "causal-lm"
