@@ -11,6 +11,11 @@
   runs on onnxruntime.
 - ``bnb-int8``: bitsandbytes LLM.int8 through transformers; writes ``hf`` (8-bit); runs on torch, where
   bitsandbytes supports the device.
+- ``bnb-nf4``: bitsandbytes 4-bit NF4 (fp32 compute) through transformers; writes ``hf`` (4-bit); same.
+- ``torchao-int8-weight-only``, ``torchao-int8-dynamic`` (int8 per-token activations x int8 weights),
+  ``torchao-int4-weight-only`` (groups of ``group_size``, torchao's CPU int4 kernel): torchao's ``quantize_`` on
+  every ``nn.Linear`` (a causal LM's ``lm_head`` only with ``include_head``); writes ``torchao`` (plain integers
+  in safetensors); runs on torch (int4: CPU only).
 - ``fp16``: half-precision weights; writes ``hf`` (fp16); runs on torch CUDA.
 - ``ort-fp16``: onnxruntime's ``convert_float_to_float16`` on the fp32 ONNX export (fp32 inputs/outputs kept);
   writes ``onnx`` (fp16); runs on onnxruntime CUDA (the CPU provider runs it too, mostly in fp32 through
@@ -35,7 +40,8 @@ from compbench.models.formats.torch_int8 import QUANTIZATION_SPEC, QUANTIZED_STA
 from compbench.models.onnx_export import ONNX_FILE
 from compbench.tasks.encoding import encode_rows, pad_batch
 
-Method = Literal["dynamic", "ort-dynamic", "ort-int4", "ort-static", "bnb-int8", "fp16", "ort-fp16"]
+Method = Literal["dynamic", "ort-dynamic", "ort-int4", "ort-static", "bnb-int8", "bnb-nf4", "torchao-int8-weight-only",
+                 "torchao-int8-dynamic", "torchao-int4-weight-only", "fp16", "ort-fp16"]
 QType = Literal["qint8", "quint8"]
 
 # ort-static quantizing every op onnxruntime can (Add, Softmax inputs, ...) cost 11 accuracy points
@@ -44,12 +50,16 @@ STATIC_OP_TYPES = ["MatMul", "Gather"]
 
 # Which parameters each method reads (setting another one is a mistake, not a no-op).
 METHOD_PARAMS: dict[str, set[str]] = {
-    "dynamic": {"embeddings"},
+    "dynamic": {"embeddings", "include_head"},
     "ort-dynamic": {"per_channel", "weight_type", "op_types", "reduce_range"},
     "ort-int4": {"block_size", "symmetric", "accuracy_level"},
     "ort-static": {"per_channel", "weight_type", "activation_type", "op_types", "reduce_range",
                    "calibration_method", "calibration_rows", "percentile"},
     "bnb-int8": {"threshold"},
+    "bnb-nf4": set(),
+    "torchao-int8-weight-only": {"include_head"},
+    "torchao-int8-dynamic": {"include_head"},
+    "torchao-int4-weight-only": {"include_head", "group_size"},
     "fp16": set(),
     "ort-fp16": set(),
 }
@@ -58,7 +68,9 @@ METHOD_PARAMS: dict[str, set[str]] = {
 class QuantizeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = Field(description="dynamic, ort-dynamic, ort-int4, ort-static, bnb-int8, fp16 or ort-fp16")
+    method: Method = Field(description="dynamic, ort-dynamic, ort-int4, ort-static, bnb-int8, "
+                           "bnb-nf4, torchao-int8-weight-only, torchao-int8-dynamic, torchao-int4-weight-only, "
+                           "fp16 or ort-fp16")
     per_channel: bool = Field(False, description="one scale per output channel (ORT methods)")
     weight_type: QType = "qint8"
     activation_type: QType = Field(
@@ -76,6 +88,10 @@ class QuantizeParams(BaseModel):
     percentile: float = Field(99.999, gt=90, le=100, description="ort-static with percentile calibration")
     threshold: float = Field(6.0, gt=0, description="bnb-int8: LLM.int8 outlier threshold")
     embeddings: bool = Field(True, description="dynamic: also store embedding tables as 8-bit (weight-only)")
+    include_head: bool = Field(False, description="dynamic, torchao-*: quantize a causal LM's output head "
+                               "(lm_head) too; it stays float by default")
+    group_size: Literal[32, 64, 128] = Field(128, description="torchao-int4-weight-only: weights per scale and "
+                                             "zero point (what torchao's CPU int4 kernel takes)")
     block_size: int = Field(32, ge=16, description="ort-int4: weights per scale (a power of two, at least 16)")
     symmetric: bool = Field(True, description="ort-int4: no zero points (scales only)")
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
@@ -104,6 +120,10 @@ METHOD_IO: dict[str, tuple[tuple[str, ...], Stored]] = {
     "ort-int4": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int4")),
     "ort-static": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int8-static")),
     "bnb-int8": (("hf",), Stored("hf", "int8-bnb")),
+    "bnb-nf4": (("hf",), Stored("hf", "nf4-bnb")),
+    "torchao-int8-weight-only": (("hf", "hf-sparse"), Stored("torchao", "int8-weight-only")),
+    "torchao-int8-dynamic": (("hf", "hf-sparse"), Stored("torchao", "int8-dynamic")),
+    "torchao-int4-weight-only": (("hf", "hf-sparse"), Stored("torchao", "int4-weight-only")),
     "fp16": (("hf", "hf-sparse"), Stored("hf", "fp16")),
     "ort-fp16": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "fp16")),
 }
@@ -141,32 +161,78 @@ class Quantize(Compressor):
 def torch_dynamic(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
     import torch
 
-    quantized = quantize_dynamic_int8(model.torch_model().eval(), embeddings=params.embeddings)
+    quantized = quantize_dynamic_int8(model.torch_model().eval(), embeddings=params.embeddings,
+                                      include_head=params.include_head)
     torch.save(quantized.state_dict(), ctx.work_dir / QUANTIZED_STATE)
-    (ctx.work_dir / QUANTIZATION_SPEC).write_text(json.dumps({"embeddings": params.embeddings}))
+    spec = {"embeddings": params.embeddings, "include_head": params.include_head}
+    (ctx.work_dir / QUANTIZATION_SPEC).write_text(json.dumps(spec))
     return _finish(model, ctx, fmt="torch-int8-dynamic", precision="int8-dynamic")
 
 
 @method("bnb-int8")
 def bnb_int8(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=params.threshold)
+    return _bitsandbytes(model, ctx, config, what="LLM.int8", precision="int8-bnb")
+
+
+@method("bnb-nf4")
+def bnb_nf4(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
     import torch
-    from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
+
+    # compute dtype fp32: the model's own precision, so the 4-bit weights are the only change
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    return _bitsandbytes(model, ctx, config, what="NF4", precision="nf4-bnb")
+
+
+def _bitsandbytes(model: ModelArtifact, ctx: CompressContext, config, *, what: str, precision: str) -> ModelArtifact:
+    """Load the folder through transformers with a BitsAndBytesConfig (transformers leaves the output head float)
+    and save it; bitsandbytes 0.50 runs both on CPU too."""
+    import torch
+
+    from compbench.models.formats.base import auto_model_class
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=params.threshold)
         # dtype: without it transformers casts every layer bitsandbytes leaves alone (embeddings,
         # LayerNorm, biases, the head) to fp16, a second compression this method does not name
-        quantized = AutoModelForSequenceClassification.from_pretrained(
+        quantized = auto_model_class(model.kind).from_pretrained(
             model.path, quantization_config=config, device_map=device, dtype=torch.float32
         )
     except Exception as exc:  # no bitsandbytes, or a build without kernels for this device
         raise UnsupportedError(
-            f"bitsandbytes ({_version('bitsandbytes')}) cannot run LLM.int8 on {device}: {type(exc).__name__}: {exc}"
+            f"bitsandbytes ({_version('bitsandbytes')}) cannot run {what} on {device}: {type(exc).__name__}: {exc}"
         ) from None
     return save_hf_artifact(
-        ctx.work_dir, quantized, model.tokenizer(), task=model.task, lineage=[], precision="int8-bnb"
+        ctx.work_dir, quantized, model.tokenizer(), task=model.task, lineage=[], precision=precision
     )
+
+
+def _torchao(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext, scheme: str) -> ModelArtifact:
+    from compbench.models.formats.torchao import quantize_torchao, save_torchao
+
+    group_size = params.group_size if scheme == "int4-weight-only" else None
+    quantized, spec, plain = quantize_torchao(model.torch_model().eval(), scheme, include_head=params.include_head,
+                                              group_size=group_size)
+    save_torchao(ctx.work_dir, quantized, spec, plain)
+    return _finish(model, ctx, fmt="torchao", precision=METHOD_IO[params.method][1].precision)
+
+
+@method("torchao-int8-weight-only")
+def torchao_int8_weight_only(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
+    return _torchao(model, params, ctx, "int8-weight-only")
+
+
+@method("torchao-int8-dynamic")
+def torchao_int8_dynamic(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
+    return _torchao(model, params, ctx, "int8-dynamic")
+
+
+@method("torchao-int4-weight-only")
+def torchao_int4_weight_only(model: ModelArtifact, params: QuantizeParams, ctx: CompressContext) -> ModelArtifact:
+    return _torchao(model, params, ctx, "int4-weight-only")
 
 
 def _version(package: str) -> str:

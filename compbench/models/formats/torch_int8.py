@@ -46,7 +46,9 @@ class TorchDynamicInt8Format(ArtifactFormat):
     def load_torch(self, folder: Path, device: str = "cpu"):
         model = model_from_config(folder)
         spec = json.loads((folder / QUANTIZATION_SPEC).read_text())
-        model = quantize_dynamic_int8(model.eval(), embeddings=spec["embeddings"])
+        # artifacts written before include_head existed quantized every Linear, the head too
+        model = quantize_dynamic_int8(model.eval(), embeddings=spec["embeddings"],
+                                      include_head=spec.get("include_head", True))
         model.load_state_dict(load_quantized_state(folder))
         return model
 
@@ -70,9 +72,10 @@ def load_quantized_state(folder: Path) -> dict:
                                  "from a cache: remove the artifact folder to rebuild it") from None
 
 
-def quantize_dynamic_int8(model, embeddings: bool):
+def quantize_dynamic_int8(model, embeddings: bool, include_head: bool = True):
     """PyTorch dynamic quantization: every ``nn.Linear`` to INT8 weights with activations
-    quantized at run time, and (``embeddings``) embedding tables to 8-bit weight-only.
+    quantized at run time (a causal LM's output head only with ``include_head``), and (``embeddings``)
+    embedding tables to 8-bit weight-only.
 
     Embedding tables the model reads whole rather than by lookup (DeBERTa's relative position table:
     ``families.Family.whole_embeddings``) stay float: a quantized Embedding has no weight tensor to read.
@@ -88,12 +91,20 @@ def quantize_dynamic_int8(model, embeddings: bool):
     if embeddings:
         spec[torch.nn.Embedding] = float_qparams_weight_only_qconfig
         spec.update({name: None for name in whole_embeddings(model)})   # a name's qconfig overrides its type's
+    spec.update({name: None for name in float_head_names(model, include_head)})
     with quiet_torch_quantization():
         quantized = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
     for module in quantized.modules():
         if isinstance(module, torch.ao.nn.quantized.Embedding):
             module.register_forward_pre_hook(_contiguous_indices)
     return quantized
+
+
+def float_head_names(model, include_head: bool) -> set[str]:
+    """The module names of a causal LM's output head (``lm_head``) unless ``include_head``: the head projects
+    onto the whole vocabulary, so its errors reach every token's logits directly. Classifiers have none here."""
+    head = None if include_head else model.get_output_embeddings()
+    return {name for name, module in model.named_modules() if head is not None and module is head}
 
 
 def _contiguous_indices(_module, inputs):
