@@ -22,6 +22,19 @@ from compbench.config.limits import (
 )
 
 
+class GenerationConfig(BaseModel):
+    """How a causal LM's decoding is timed at each shape (batch size x prompt tokens): greedy, every call made
+    to produce exactly ``new_tokens`` (``min_new_tokens = max_new_tokens``), so every call does the same work."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    new_tokens: bounded_int(2, 4096) = Field(32, description="tokens each timed generate() call produces")
+    min_calls: bounded_int(1, MAX_ITERS) = Field(5, description="timed calls of each kind: at least this many ...")
+    min_seconds: float = Field(2.0, ge=0, le=MAX_TIMING_SECONDS, description="... and at least this long ...")
+    max_seconds: float = Field(30.0, gt=0, le=MAX_TIMING_SECONDS, description="... then on to the precision "
+                                                                              "target, at most this long")
+
+
 class MeasureConfig(BaseModel):
     """The suite's ``measure:`` section."""
 
@@ -43,6 +56,8 @@ class MeasureConfig(BaseModel):
     max_iters: bounded_int(1, MAX_ITERS) = Field(10_000, description="... or this many calls")
     eval_batch_size: BatchSize = Field(64, description="rows per call when scoring accuracy")
     bootstrap_resamples: bounded_int(100, MAX_RESAMPLES) = Field(1000)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig,
+                                         description="causal LMs: how decoding is timed")
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> "MeasureConfig":

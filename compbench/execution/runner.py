@@ -257,7 +257,8 @@ class SuiteRun:
             self.reporter.log(f"{task}: skipped: {exc}")
             self._close(task_cells, "skipped", str(exc))
             return []
-        write_labels(self.run_dir, task, {split: frame["label"].tolist() for split, frame in data.eval.items()})
+        write_labels(self.run_dir, task, {split: frame["label"].tolist() for split, frame in data.eval.items()
+                                              if "label" in frame})   # a corpus's documents have none
         teacher_hash = self.teachers[task] = teacher_key(context.base_model, data, self.suite.teacher)
         teacher_cached = context.store.get(teacher_hash) is not None
         if teacher_cached:

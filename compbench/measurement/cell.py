@@ -24,8 +24,10 @@ from compbench.config.cells import Cell, shapes
 from compbench.config.schema import Suite
 from compbench.measurement.accuracy import evaluate_session
 from compbench.measurement.flops import flops_per_example
+from compbench.measurement.language import GenerateCall, generation_timing, language_quality, lm_tokenizer, prompt_batch
 from compbench.measurement.machine_load import LoadWatch
 from compbench.measurement.parity import parity_max_abs_diff
+from compbench.measurement.peak import measure_read_bandwidth
 from compbench.measurement.timing import Call, cold_ms, device_costs, shape_timing, timed_calls
 from compbench.models.artifact import ModelArtifact, files_size
 from compbench.results.rows import cell_row, closed_rows, row_problem
@@ -33,7 +35,7 @@ from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch, timing_batch
 
 # Bump when measuring changes what a row says for the same model and settings.
-MEASURE_VERSION = "2"   # 2: p10, every timed call, labels, seeds, FLOPs
+MEASURE_VERSION = "3"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs
 # The code a measurement runs, relative to the package: any change to it measures again (the package's own
 # version number never changes between commits, so it cannot stand for the code).
 MEASURING_CODE = ("measurement", "backends", "tasks", "models", "results/rows.py", "config/measure.py",
@@ -142,55 +144,95 @@ class CellMeasurement:
 
     def _measure_session(self, cell: Cell, session: Session, artifact: ModelArtifact, data: TaskData,
                          reference: ModelArtifact | None) -> list[dict]:
+        language = data.task.is_language_modeling
         try:
-            tokenizer = artifact.tokenizer()
+            tokenizer = lm_tokenizer(artifact) if language else artifact.tokenizer()
             batches = self._timing_batches(tokenizer, data)
             cold = {shape: cold_ms(session, batch) for shape, batch in batches.items()}   # before anything else
             common = self._shape_independent(cell, session, artifact, tokenizer, data)
             costs = {shape: device_costs(session, batch, self.suite.measure) for shape, batch in batches.items()}
+            if language:    # read against each row's decoding speed: measured in the same window
+                common["memory_bandwidth"] = measure_read_bandwidth(cell.backend.device,
+                                                                    cell.backend.resolved_threads())
         except Exception as exc:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
         flops = self._flops(artifact)
         partner = self._reference_session(cell, reference, data)
         try:
-            return [self._timed_row(cell, session, partner, batches[shape], shape, {**common, **costs[shape]},
+            rows = [self._timed_row(cell, session, partner, batches[shape], shape, {**common, **costs[shape]},
                                     cold[shape], flops) for shape in batches]
+            if language:
+                for shape, row in zip(batches, rows):
+                    self._generation(cell, session, tokenizer, partner, batches[shape], shape, row)
+            return rows
         finally:
             if partner is not None:
                 partner[0].close()
 
+    def _generation(self, cell: Cell, session: Session, tokenizer, partner, batch: Batch, shape: tuple[int, int],
+                    row: dict) -> None:
+        """A causal LM's decoding at one shape, timed interleaved with the teacher's when there is one; a failure
+        fails the row, with why."""
+        if row["status"] != "ok":
+            return
+        try:
+            config = self.suite.measure.generation
+            reference = (GenerateCall.of(partner[0], partner[2], partner[1][shape], config.new_tokens)
+                         if partner else None)
+            row["generation"] = generation_timing(session, tokenizer, batch, reference, config, self.suite.measure,
+                                                  self.suite.seed)
+            g = row["generation"]
+            self.reporter.log(f"  generate {shape[0]} x {shape[1]} + {g['new_tokens']}: first token "
+                              f"{g['ttft_ms']['p50']:.1f} ms, {g['time_per_token_ms']:.2f} ms a token, "
+                              f"{g['tokens_per_s']:.1f} tokens/s, peak RSS {g['peak_rss_bytes'] / 2**20:.0f} MiB")
+        except Exception as exc:
+            row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} generate {shape}", exc))
+
     def _timing_batches(self, tokenizer, data: TaskData) -> dict[tuple[int, int], Batch]:
-        """Each shape's batch: real evaluation rows, padded (or cut) to the shape's length, seeded."""
+        """Each shape's batch: real evaluation rows, padded (or cut) to the shape's length, seeded; for a causal LM
+        prompts of exactly the shape's length, cut from the corpus."""
+        if data.task.is_language_modeling:
+            documents = data.eval["validation"]["text"].tolist()
+            return {(b, s): prompt_batch(tokenizer, documents, b, s, seed=self.suite.seed)
+                    for b, s in shapes(self.suite)}
         rows = next(iter(data.eval.values()))
         return {(b, s): timing_batch(tokenizer, data.task, rows, b, s, seed=self.suite.seed)
                 for b, s in shapes(self.suite)}
 
     def _shape_independent(self, cell: Cell, session: Session, artifact: ModelArtifact, tokenizer,
                            data: TaskData) -> dict:
-        """What every row of the cell shares: accuracy, size, parity, provenance."""
+        """What every row of the cell shares: accuracy (a causal LM: perplexity and zero-shot accuracy), size,
+        parity, provenance."""
         suite = self.suite
-        accuracy, logits = evaluate_session(session, tokenizer, data, suite.teacher.max_seq_len, suite.measure,
-                                            suite.seed)
-        parity = parity_max_abs_diff(cell.backend, artifact, data, logits, self.store, suite.teacher.max_seq_len,
-                                     suite.measure.eval_batch_size)
-        return {**size_of(artifact, session), **accuracy, "artifact": str(artifact.path),
+        if data.task.is_language_modeling:
+            quality = language_quality(session, tokenizer, data, suite.task_entry(cell.task), suite.measure,
+                                       suite.seed)
+            parity = None       # the perplexity, against the baseline's, is a causal LM's check
+        else:
+            quality, logits = evaluate_session(session, tokenizer, data, suite.teacher.max_seq_len, suite.measure,
+                                               suite.seed)
+            parity = parity_max_abs_diff(cell.backend, artifact, data, logits, self.store,
+                                         suite.teacher.max_seq_len, suite.measure.eval_batch_size)
+        return {**size_of(artifact, session), **quality, "artifact": str(artifact.path),
                 "artifact_hash": artifact.hash, "artifact_content_hash": artifact.content_hash,
-                "artifact_format": artifact.format,
+                "artifact_format": artifact.format, "artifact_kind": artifact.kind,
                 "artifact_precision": artifact.precision,
                 "parity_max_abs_diff": parity, "lineage": artifact.lineage, "data_source": data.source,
                 "dropped_rows": data.drop_reasons,
                 "train_rows": len(data.train), "seeds": self._seeds()}
 
     def _reference_session(self, cell: Cell, reference: ModelArtifact | None,
-                           data: TaskData) -> tuple[Session, dict[tuple[int, int], Batch]] | None:
+                           data: TaskData) -> tuple[Session, dict[tuple[int, int], Batch], object] | None:
         """The teacher on this backend at fp32, loaded after the cell's own model has been measured alone, with
-        its own encoding of the same timing rows; None (timed alone, no speed-up) when it cannot be loaded."""
+        its own encoding of the same timing rows (and its tokenizer); None (timed alone, no speed-up) when it cannot
+        be loaded."""
         if reference is None:
             return None
         options = cell.backend.model_copy(update={"precision": "fp32"})
         try:
             session = BACKENDS.get(options.name)().load(reference, options)
-            return session, self._timing_batches(reference.tokenizer(), data)
+            tokenizer = lm_tokenizer(reference) if reference.is_causal_lm else reference.tokenizer()
+            return session, self._timing_batches(tokenizer, data), tokenizer
         except Exception as exc:
             self.reporter.log(f"  the teacher could not be loaded to time against ({type(exc).__name__}: {exc}); "
                               "timed alone, no speed-up")

@@ -263,3 +263,24 @@ def peak_key(options: BackendOptions, artifact_precision: str) -> tuple[str, int
     backend against the fp16 peak), fp32 otherwise."""
     precision = artifact_precision.split("-")[0] if options.precision == "fp32" else options.precision
     return options.device, options.resolved_threads(), PEAK_DTYPES.get(precision, "float32")
+
+
+BANDWIDTH_BYTES = 512 * 2**20     # far beyond any CPU cache: a read that streams from memory
+
+
+def measure_read_bandwidth(device: str = "cpu", threads: int | None = None, n_bytes: int = BANDWIDTH_BYTES,
+                           min_seconds: float = 1.0) -> dict:
+    """The memory's sustained read rate (GB/s, 1e9 bytes): the fastest of repeated sums over an fp32 buffer of
+    ``n_bytes`` with ``threads`` torch threads (on CUDA, device memory). Decoding a small LM reads every weight
+    once per token, so bandwidth / bytes read per token is the roof its tokens/s sits under."""
+    resolved = _resolve_device(device)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        buffer = torch.ones(n_bytes // 4, dtype=torch.float32, device=resolved)
+        fastest = _fastest_call(lambda: buffer.sum(), resolved, min_seconds, warmup=2)
+    finally:
+        torch.set_num_threads(before)
+    return {"device": device, "threads": threads if threads is not None else before, "bytes": int(buffer.numel() * 4),
+            "gbs": buffer.numel() * 4 / fastest / 1e9}

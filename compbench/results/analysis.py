@@ -17,7 +17,7 @@ import numpy as np
 
 from compbench.common.statistics import TIMING_RESOLUTION, Estimate
 from compbench.config.schema import BASELINE
-from compbench.tasks.metrics import paired_bootstrap_delta
+from compbench.tasks.metrics import higher_is_better, paired_bootstrap_delta, paired_bootstrap_perplexity_delta
 
 GATES = {"keeps_99": 0.99, "keeps_99_9": 0.999}   # MLPerf-style: share of the baseline metric kept
 BOOTSTRAP_RESAMPLES = 1000
@@ -62,9 +62,24 @@ class Delta:
 
 @lru_cache(maxsize=4096)
 def _paired_delta(metric: str, baseline: tuple, predictions: tuple, labels: tuple, seed: int) -> Delta:
-    value, interval = paired_bootstrap_delta(metric, np.asarray(baseline), np.asarray(predictions), np.asarray(labels),
-                                             n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    if metric == "perplexity":      # predictions: each document's NLL sum; labels: its scored tokens
+        counts = np.asarray(labels)
+        value, interval = paired_bootstrap_perplexity_delta(np.asarray(baseline), counts, np.asarray(predictions),
+                                                            counts, n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    else:
+        value, interval = paired_bootstrap_delta(metric, np.asarray(baseline), np.asarray(predictions),
+                                                 np.asarray(labels), n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
     return Delta(value, interval.low, interval.high)
+
+
+def kept_share(metric_name: str, value: float | None, baseline: float | None) -> float | None:
+    """The share of the baseline's quality a model keeps: ``value / baseline`` for a metric where higher is better,
+    ``baseline / value`` where lower is (perplexity 10% higher keeps 1/1.1 = 91%)."""
+    if value is None or not baseline or baseline <= 0:
+        return None
+    if higher_is_better(metric_name):
+        return value / baseline
+    return baseline / value if value > 0 else None
 
 
 def frozen(values: list) -> tuple:
@@ -136,8 +151,8 @@ def relative_to_baseline(row: dict, baseline: dict | None, gated: bool = True) -
         out.update(delta_columns(delta))
     elif row.get("metric") is not None and baseline.get("metric") is not None:
         out["metric_delta"] = row["metric"] - baseline["metric"]
-    if row.get("metric") is not None and baseline.get("metric") and baseline["metric"] > 0:
-        kept = row["metric"] / baseline["metric"]
+    kept = kept_share(row["metric_name"], row.get("metric"), baseline.get("metric"))
+    if kept is not None:
         out["metric_kept"] = kept
         if gated:
             out.update({gate: bool(kept >= share - 1e-12) for gate, share in GATES.items()})
@@ -206,6 +221,28 @@ def roofline(row: dict) -> dict:
             "pct_of_peak": percent_of_peak(achieved, peak.get("gflops"))}
 
 
+def front_score(row: dict) -> float:
+    """A row's metric as a Pareto front's score (higher is better): perplexity negated."""
+    return row["metric"] if higher_is_better(row["metric_name"]) else -row["metric"]
+
+
+def decode_roofline(row: dict) -> dict:
+    """A causal LM's decoding against the memory roof: each decoding step reads every deployed weight byte and
+    the KV cache once, so at most ``batch x bandwidth / bytes read per step`` tokens/s; the share of that roof
+    its measured decode tokens/s reach (batch 1 is where it binds). The deployed bytes count an untied input
+    embedding table, of which a step reads one row: for such models the roof is a little low."""
+    generation, bandwidth = row.get("generation") or {}, row.get("memory_bandwidth") or {}
+    decode, gbs, size = generation.get("decode_tokens_per_s"), bandwidth.get("gbs"), row.get("size_bytes")
+    if not (decode and gbs and size):
+        return {"bandwidth_gbs": gbs, "bytes_per_step": None, "roof_tokens_per_s": None, "pct_of_bandwidth_roof": None}
+    kv, prompt, new = (generation.get(k) or 0 for k in ("kv_cache_bytes", "prompt_tokens", "new_tokens"))
+    # the cache grows from the prompt's length to the full one: its mean size over the steps
+    step_bytes = size + (kv * (prompt + new / 2) / (prompt + new) if prompt + new else 0)
+    roof = generation["batch_size"] * gbs * 1e9 / step_bytes
+    return {"bandwidth_gbs": gbs, "bytes_per_step": step_bytes, "roof_tokens_per_s": roof,
+            "pct_of_bandwidth_roof": 100.0 * decode / roof}
+
+
 def analyse(rows: list[dict], reference: str | None = None,
             labels_by_task: dict[str, dict[str, list]] | None = None) -> list[dict]:
     """Each row with every relative and roofline column added; with a ``reference`` pipeline, also
@@ -217,7 +254,7 @@ def analyse(rows: list[dict], reference: str | None = None,
     small = {task for task, size in eval_sizes(rows, labels_by_task).items() if too_small(size)}
     return [{**row, "is_baseline": is_baseline(row),
              **relative_to_baseline(row, baseline_of(row, baselines), gated=row["task"] not in small),
-             "gates_withheld": row["task"] in small, **roofline(row),
+             "gates_withheld": row["task"] in small, **roofline(row), **decode_roofline(row),
              **(reference_delta(row, baseline_of(row, references)) if reference else {})} for row in rows]
 
 

@@ -1,10 +1,11 @@
-"""PNG plots of one run: per task, metric vs latency (one panel per shape) and metric vs size on disk.
+"""PNG plots of one run: per task, metric vs latency (one panel per shape) and metric vs size on disk; for a
+causal LM also metric vs decoding speed (one panel per shape: time per output token, tokens/s on the top axis).
 
 Input is a frame of *ok* measurement rows (one per task, pipeline, backend, batch_size, seq_len).
 Only the columns in ``COLUMNS`` are read; any others are ignored. Each point is one
 (pipeline, backend_label) combination: its marker shape names the pipeline, its colour the backend.
-The Pareto front (lower x and higher metric are better) is drawn as a dashed grey step line and its
-points are ringed. Rendering uses matplotlib's object API on an Agg canvas: no pyplot, no display.
+The Pareto front (lower x and the better metric: higher, or lower for perplexity) is drawn as a dashed grey
+step line and its points are ringed. Rendering uses matplotlib's object API on an Agg canvas: no pyplot, no display.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogFormatter
 
 from compbench.results.pareto import front_order
+from compbench.tasks.metrics import higher_is_better
 
 COLUMNS = (
     "task", "pipeline", "backend_label", "batch_size", "seq_len",
     "metric_name", "metric", "metric_ci95_low", "metric_ci95_high",
-    "latency_p50_ms", "latency_p10_ms", "latency_p90_ms", "size_bytes",
+    "latency_p50_ms", "latency_p10_ms", "latency_p90_ms", "size_bytes", "gen_time_per_token_ms",
 )
-# Whisker bounds: filled with NaN (no whisker) when a frame lacks them, e.g. rows written before p10 was recorded.
-OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "metric_ci95_low", "metric_ci95_high")
+# Whisker bounds: filled with NaN (no whisker) when a frame lacks them, e.g. rows written before p10 was recorded;
+# decoding speed exists for causal LMs only.
+OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "metric_ci95_low", "metric_ci95_high", "gen_time_per_token_ms")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
 DPI = 120
 MARKER_SIZE = 10.0
@@ -85,6 +88,9 @@ def write_plots(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
             _save(_latency_figure(task_frame, style), out_dir / f"{stem}-metric-vs-latency.png"),
             _save(_size_figure(task_frame, style), out_dir / f"{stem}-metric-vs-size.png"),
         ]
+        decoding = task_frame[task_frame["gen_time_per_token_ms"].notna()]
+        if not decoding.empty:
+            written[task].append(_save(_decoding_figure(decoding, style), out_dir / f"{stem}-metric-vs-decoding.png"))
     return written
 
 
@@ -111,6 +117,22 @@ def _latency_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
         draw_panel(ax, panel, axis, style)
         ax.set_title(f"batch {batch} x {seq} tokens")
     _finish(fig, axes, task_frame, style, "latency")
+    return fig
+
+
+def _decoding_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
+    """One panel per (batch_size, prompt tokens): metric vs time per output token (tokens/s on the top axis)."""
+    shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
+    axis = Axis("gen_time_per_token_ms", None, None, "time per output token (ms, log scale)", log=True)
+    fig, axes = _figure(len(shapes))
+    for ax, (batch, seq) in zip(axes, shapes):
+        panel = task_frame[(task_frame["batch_size"] == batch) & (task_frame["seq_len"] == seq)]
+        draw_panel(ax, panel, axis, style)
+        top = ax.secondary_xaxis("top", functions=(lambda ms, b=batch: b * 1000.0 / np.maximum(ms, 1e-9),
+                                                   lambda tps, b=batch: b * 1000.0 / np.maximum(tps, 1e-9)))
+        top.set_xlabel("decode tokens/s")
+        ax.set_title(f"batch {batch}, {seq}-token prompts")
+    _finish(fig, axes, task_frame, style, "decoding speed")
     return fig
 
 
@@ -141,7 +163,8 @@ def draw_panel(ax: Axes, panel: pd.DataFrame, axis: Axis, style: Style) -> None:
                     markeredgecolor="black", markeredgewidth=0.6, elinewidth=1.1, capsize=2.5,
                     ecolor=(*style.colours[backend][:3], 0.55), linestyle="none",
                     zorder=3 + 0.01 * list(style.sizes).index(backend))  # smaller markers on top
-    front = front_order(x, y)
+    better = panel["metric_name"].map(higher_is_better).all()
+    front = front_order(x, y if better else -y)     # the front's score: higher is better
     if front:
         ax.step(x[front], y[front], where="post", linestyle="--", color=FRONT_COLOUR, linewidth=1.3, zorder=2)
         ax.scatter(x[front], y[front], s=300, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.6, zorder=4)

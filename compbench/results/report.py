@@ -21,6 +21,7 @@ from compbench.results.analysis import (
     analyse,
     cells_of,
     eval_sizes,
+    front_score,
     latency_range,
     summary_records,
 )
@@ -222,6 +223,8 @@ def teacher_origin(step: dict) -> str:
     if step.get("step") == "finetune":
         return (f"{step['base']} fine-tuned on {step['train_rows']} rows, {step['steps']} steps "
                 f"({step['seconds']:.0f}s)")
+    if step.get("step") == "given" and step.get("kind") == "causal-lm":
+        return f"{step['base']} as given (a causal LM is measured as it is)"
     if step.get("step") == "given":
         return f"{step['base']} as given (teacher.finetune: false, no training)"
     return str(step.get("base") or step.get("step"))
@@ -242,8 +245,10 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
     lines = [f"## {task}", ""]
     teacher = next((r["lineage"][0] for r in ok if r.get("lineage")), None)
     if teacher:
+        scored = (f"{ok[0]['eval_rows']} documents ({ok[0]['eval_tokens']} tokens scored)" if ok[0].get("eval_tokens")
+                  else f"{ok[0].get('eval_rows')} rows")
         lines += [f"Teacher: {teacher_origin(teacher)}; data: {ok[0].get('data_source')}; evaluated on "
-                  f"{ok[0].get('eval_rows')} rows of {ok[0].get('eval_split')}{dropped_note(ok[0])}; "
+                  f"{scored} of {ok[0].get('eval_split')}{dropped_note(ok[0])}; "
                   f"seeds {ok[0].get('seeds')}.", ""]
     if ok:
         cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
@@ -251,6 +256,14 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
         lines += withheld_note(ok)
         lines += storage_notes(cells)
         lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
+        decoding = decoding_table(ok)
+        if decoding:
+            bandwidth = next((r["bandwidth_gbs"] for r in ok if r.get("bandwidth_gbs")), None)
+            lines += ["### Decoding (greedy, every call the same number of new tokens)", "",
+                      markdown_table(decoding), ""]
+            if bandwidth:
+                lines += [f"Memory read bandwidth measured in the cells: {bandwidth:.1f} GB/s; the roof is "
+                          "batch x bandwidth / (deployed bytes + mean KV cache) tokens/s.", ""]
         missing = sorted({r["backend_label"] for r in ok if r["baseline_metric"] is None})
         if missing:
             lines += [
@@ -284,7 +297,7 @@ def not_measured(rows: list[dict]) -> list[str]:
 def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict]:
     """One line per model and backend: metric, Δ (to the teacher, and to a ``reference`` pipeline
     when one is named), gates, size (none of these depend on the shape)."""
-    front = pareto_mask([r["size_bytes"] for r in cells], [r["metric"] for r in cells])
+    front = pareto_mask([r["size_bytes"] for r in cells], [front_score(r) for r in cells])
     metric_name = cells[0]["metric_name"]
     table = []
     for row, on_front in zip(cells, front):
@@ -302,6 +315,35 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
             "params M": f"{row['params'] / 1e6:.2f}",
             "non-zero M": f"{row['nonzero_params'] / 1e6:.2f}" if row.get("nonzero_params") is not None else "",
             "parity": "" if row.get("parity_max_abs_diff") is None else f"{row['parity_max_abs_diff']:.1e}",
+            **{f"zero-shot {task} (95% CI)": f"{z['accuracy']:.3f} [{z['ci95'][0]:.3f}, {z['ci95'][1]:.3f}]"
+               for task, z in (row.get("zero_shot") or {}).items()},
+        })
+    if not any(line["parity"] for line in table):
+        table = [{k: v for k, v in line.items() if k != "parity"} for line in table]
+    return table
+
+
+def decoding_table(ok: list[dict]) -> list[dict]:
+    """A causal LM's decoding, one line per shape (batch x prompt tokens, + new tokens): time to first token, per
+    output token, tokens/s, the speed-up against the teacher (interleaved), peak memory, KV cache, and the share of
+    the memory-bandwidth roof its decoding reaches."""
+    table = []
+    for row in sorted((r for r in ok if r.get("generation")), key=lambda r: (r["batch_size"], r["seq_len"])):
+        g = row["generation"]
+        speedup = g.get("speedup")
+        table.append({
+            "pipeline": row["pipeline"], "backend": row["backend_label"],
+            "shape": f"{row['batch_size']}×{g['prompt_tokens']}+{g['new_tokens']}",
+            "first token ms": f"{g['ttft_ms']['p50']:.1f}",
+            "ms / token": f"{g['time_per_token_ms']:.2f}",
+            "tokens/s": f"{g['tokens_per_s']:.1f}",
+            "decode tokens/s": "" if g.get("decode_tokens_per_s") is None else f"{g['decode_tokens_per_s']:.1f}",
+            "speed-up (95% CI)": (f"{speedup['ratio']:.2f}× [{speedup['ci95'][0]:.2f}, {speedup['ci95'][1]:.2f}]"
+                                  if speedup else ""),
+            "peak RSS MB": f"{g['peak_rss_bytes'] / 1e6:.0f}",
+            "KV cache MB": "" if g.get("kv_cache_bytes") is None else f"{g['kv_cache_bytes'] / 1e6:.1f}",
+            "% of bandwidth roof": ("" if row.get("pct_of_bandwidth_roof") is None
+                                    else f"{row['pct_of_bandwidth_roof']:.0f}% of {row['roof_tokens_per_s']:.0f}"),
         })
     return table
 
@@ -313,7 +355,7 @@ def latency_table(ok: list[dict]) -> list[dict]:
     for shape in dict.fromkeys((r["batch_size"], r["seq_len"]) for r in ordered):
         at_shape = [r for r in ordered if (r["batch_size"], r["seq_len"]) == shape]
         front.update({id(r): f for r, f in zip(at_shape, pareto_mask([r["latency_ms"]["p50"] for r in at_shape],
-                                                                     [r["metric"] for r in at_shape]))})
+                                                                     [front_score(r) for r in at_shape]))})
     table = []
     for row in ordered:
         latency = row["latency_ms"]

@@ -13,6 +13,9 @@ import pandas as pd
 
 LATENCY_FIELDS = ("p10", "p50", "p90", "p99", "mean", "std", "min", "cold")
 SEED_FIELDS = ("run", "data", "teacher", "bootstrap")
+# A causal LM's decoding (row["generation"]), as gen_<field>; ttft_ms is the median time to the first token.
+GENERATION_FIELDS = ("prompt_tokens", "new_tokens", "ttft_ms", "time_per_token_ms", "tokens_per_s",
+                     "decode_tokens_per_s", "peak_rss_bytes", "kv_cache_bytes")
 
 COLUMNS = (
     "run_id",
@@ -62,6 +65,13 @@ COLUMNS = (
     "peak_gflops",
     "peak_dtype",
     "pct_of_peak",
+    *(f"gen_{name}" for name in GENERATION_FIELDS),
+    "gen_speedup",
+    "gen_speedup_ci95_low",
+    "gen_speedup_ci95_high",
+    "bandwidth_gbs",
+    "roof_tokens_per_s",
+    "pct_of_bandwidth_roof",
     "h2d_copy_ms",
     "gpu_peak_allocated_bytes",
     "gpu_peak_reserved_bytes",
@@ -77,7 +87,8 @@ COLUMNS = (
     "steps",
 )
 NESTED = ("predictions", "labels", "lineage", "latency_ms", "latency_samples_ms", "metrics", "metric_ci95", "steps",
-          "seeds", "roofline_peak", "flops", "gpu_memory", "speedup", "measured_at")
+          "seeds", "roofline_peak", "flops", "gpu_memory", "speedup", "measured_at", "generation", "zero_shot",
+          "memory_bandwidth")
 
 
 def flat_record(row: dict) -> dict:
@@ -99,6 +110,15 @@ def flat_record(row: dict) -> dict:
         memory.get("reserved_bytes"),
     )
     out["steps"] = json.dumps(row.get("steps") or [])
+    generation = row.get("generation") or {}
+    for name in GENERATION_FIELDS:
+        value = generation.get(name)
+        out[f"gen_{name}"] = value.get("p50") if isinstance(value, dict) else value
+    speedup = generation.get("speedup") or {}
+    out["gen_speedup"] = speedup.get("ratio")
+    out["gen_speedup_ci95_low"], out["gen_speedup_ci95_high"] = speedup.get("ci95") or (None, None)
+    for task, scores in (row.get("zero_shot") or {}).items():
+        out[f"zero_shot_{task}_ci95_low"], out[f"zero_shot_{task}_ci95_high"] = scores.get("ci95") or (None, None)
     return out
 
 

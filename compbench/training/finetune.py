@@ -103,7 +103,7 @@ def _causal_lm_as_given(folder, base: ResolvedModel, data: TaskData, reporter: R
 
     model = AutoModelForCausalLM.from_pretrained(base.location, dtype="float32")
     reporter.log(f"{data.task.name}: {base.reference} as given (a causal LM is measured as it is)")
-    lineage = [{"step": "given", "base": base.reference, "base_identity": base.identity}]
+    lineage = [{"step": "given", "kind": "causal-lm", "base": base.reference, "base_identity": base.identity}]
     return save_hf_artifact(folder, model, AutoTokenizer.from_pretrained(base.location), task=data.task.name,
                             lineage=lineage)
 

@@ -1,0 +1,228 @@
+"""Measuring a causal LM through the session that is timed: quality (corpus perplexity, zero-shot accuracy) and
+decoding (time to first token, time per output token, tokens/s, peak memory, KV-cache size).
+
+Quality: perplexity with its document-bootstrap interval; the row keeps each document's NLL sum
+(``predictions``) and scored-token count (``labels``) so a delta against the baseline gets a paired interval,
+and each zero-shot task's predictions, labels and accuracy interval.
+
+Decoding, per shape (batch size x prompt tokens): prompts are real corpus tokens, unpadded; every ``generate``
+call is greedy and makes exactly ``new_tokens`` tokens. Calls that make one token (the time to first token:
+prefill plus one step) alternate with calls that make all of them, so the time per output token is
+``(full - first) / (new_tokens - 1)`` from medians of the same window. Against the teacher the full calls are
+timed interleaved (ABBA) with the teacher's, and the speed-up is their median ratio with a paired interval, as
+for forward latency. Peak memory is the process's resident set (CPU) sampled during the full calls, or the
+allocator's peak (CUDA); the KV cache is computed from the config (what the cache holds at the last token).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from compbench.backends.base import Clock, Session
+from compbench.common.statistics import median_ratio
+from compbench.config.measure import GenerationConfig, MeasureConfig
+from compbench.measurement.timing import latency_stats, timed_calls
+from compbench.tasks.causal_lm import ZERO_SHOT_SPLIT, LanguageModelingConfig
+from compbench.tasks.data import TaskData
+from compbench.tasks.encoding import Batch
+from compbench.tasks.language_modeling import perplexity, render_prompts, zero_shot_scores
+from compbench.tasks.metrics import bootstrap_ci
+
+RSS_SAMPLE_SECONDS = 0.005
+QUALITY_BATCH = 8          # windows (or zero-shot inputs) per forward pass
+
+
+def lm_tokenizer(artifact):
+    """The artifact's tokenizer, with a pad token (its end-of-text) where it has none: batches are padded."""
+    tokenizer = artifact.tokenizer()
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def language_quality(session: Session, tokenizer, data: TaskData, task: LanguageModelingConfig,
+                     config: MeasureConfig, seed: int) -> dict:
+    """The row fields of quality: perplexity (the headline) with its interval, per-document sums for paired
+    deltas, and each zero-shot task's accuracy (``zero_shot_<task>``) with its interval."""
+    model = session.language_model()
+    documents = data.eval["validation"]["text"].tolist()
+    losses = perplexity(model, tokenizer, documents, max_length=task.window, stride=task.effective_stride,
+                        batch_size=QUALITY_BATCH)
+    sums, counts = losses.unit_sums("document")
+    interval = losses.interval("document", n_resamples=config.bootstrap_resamples, seed=seed)
+    metrics = {"perplexity": losses.perplexity, "nll_per_token": losses.mean_nll}
+    zero_shot = {}
+    for entry in task.zero_shot:
+        rows = data.eval[ZERO_SHOT_SPLIT + entry.task]
+        scores = zero_shot_scores(model, tokenizer, render_prompts(entry.template, rows), entry.choices,
+                                  batch_size=QUALITY_BATCH)
+        labels = rows["label"].to_numpy(dtype=np.int64)
+        predictions = scores.predictions
+        accuracy = float(np.mean(predictions == labels))
+        zero_shot[entry.task] = {
+            "accuracy": accuracy,
+            "ci95": bootstrap_ci("accuracy", predictions, labels, n_resamples=config.bootstrap_resamples,
+                                 seed=seed).as_list(),
+            "accuracy_norm": float(np.mean(scores.normalized_predictions == labels)),
+            "majority": float(np.bincount(labels).max() / len(labels)),
+            "rows": int(len(labels)), "predictions": predictions.tolist(), "labels": labels.tolist(),
+        }
+        metrics[entry.metric_name] = accuracy
+    return {"metric_name": "perplexity", "metric": losses.perplexity, "metric_ci95": interval.as_list(),
+            "metrics": metrics, "eval_split": "validation", "eval_rows": len(documents),
+            "eval_tokens": losses.n_tokens, "perplexity_window": {"max_length": task.window,
+                                                                  "stride": task.effective_stride},
+            "predictions": [round(float(v), 6) for v in sums], "labels": [int(c) for c in counts],
+            "zero_shot": zero_shot}
+
+
+def prompt_batch(tokenizer, documents: list[str], batch_size: int, prompt_tokens: int, seed: int) -> Batch:
+    """``batch_size`` prompts of exactly ``prompt_tokens`` real tokens each, unpadded: the corpus's documents in a
+    seeded order, tokenized and concatenated into one stream, cut into consecutive pieces (the stream repeats if
+    the corpus is short)."""
+    order = np.random.default_rng(seed).permutation(len(documents))
+    need = batch_size * prompt_tokens
+    stream: list[int] = []
+    while len(stream) < need:
+        for index in order:
+            stream.extend(tokenizer(documents[index], add_special_tokens=False).input_ids)
+            if len(stream) >= need:
+                break
+        if not stream:
+            raise ValueError("the corpus gives no tokens to build prompts from")
+    ids = np.asarray(stream[:need], dtype=np.int64).reshape(batch_size, prompt_tokens)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+@dataclass
+class GenerateCall:
+    """One ``generate`` call making exactly ``new_tokens`` tokens greedily from a prepared prompt batch."""
+
+    model: Any
+    inputs: dict
+    new_tokens: int
+    pad_token_id: int | None
+    clock: Clock
+
+    @classmethod
+    def of(cls, session: Session, tokenizer, batch: Batch, new_tokens: int) -> "GenerateCall":
+        import torch
+
+        model = session.language_model()
+        device = _device_of(model)
+        inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return cls(model, inputs, new_tokens, pad, session.clock())
+
+    def generate(self):
+        import torch
+
+        with torch.inference_mode():
+            return self.model.generate(**self.inputs, max_new_tokens=self.new_tokens,
+                                       min_new_tokens=self.new_tokens, do_sample=False,
+                                       pad_token_id=self.pad_token_id)
+
+    def time_ms(self) -> float:
+        return self.clock.time_ms(self.generate)
+
+    def first_token(self) -> "GenerateCall":
+        return GenerateCall(self.model, self.inputs, 1, self.pad_token_id, self.clock)
+
+
+def _device_of(model):
+    import torch
+
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else torch.device("cpu")
+
+
+class _Alternating:
+    """A call that alternates first-token and full generations, recording each kind's ms (one ``time_ms`` = one
+    pair), so both medians come from one window."""
+
+    def __init__(self, call: GenerateCall) -> None:
+        self.full, self.first = call, call.first_token()
+        self.first_ms: list[float] = []
+
+    def time_ms(self) -> float:
+        self.first_ms.append(self.first.time_ms())
+        return self.full.time_ms()
+
+
+@contextmanager
+def peak_rss() -> Iterator[dict]:
+    """The process's peak resident set (bytes) while the block runs, sampled every few ms (a thread)."""
+    import psutil
+
+    process = psutil.Process()
+    result = {"before_bytes": process.memory_info().rss, "peak_bytes": process.memory_info().rss}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(RSS_SAMPLE_SECONDS):
+            result["peak_bytes"] = max(result["peak_bytes"], process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        sampler.join()
+        result["peak_bytes"] = max(result["peak_bytes"], process.memory_info().rss)
+
+
+def kv_cache_bytes(config, batch_size: int, tokens: int, bytes_per_value: int = 4) -> int | None:
+    """Bytes the key/value cache holds for ``tokens`` positions of ``batch_size`` sequences: keys and values of
+    every layer, ``num_key_value_heads x head_dim`` each (grouped-query attention keeps fewer heads)."""
+    layers = getattr(config, "num_hidden_layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    if not layers or not heads:
+        return None
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return int(2 * layers * kv_heads * head_dim * tokens * batch_size * bytes_per_value)
+
+
+def generation_timing(session: Session, tokenizer, batch: Batch, reference: GenerateCall | None,
+                      config: GenerationConfig, measure: MeasureConfig, seed: int) -> dict:
+    """The ``generation`` field of a shape's row (see the module docstring)."""
+    call = GenerateCall.of(session, tokenizer, batch, config.new_tokens)
+    batch_size, prompt_tokens = batch["input_ids"].shape
+    produced = call.generate()
+    if produced.shape[1] != prompt_tokens + config.new_tokens:     # min_new_tokens not honoured: not the same work
+        raise RuntimeError(f"generate made {produced.shape[1] - prompt_tokens} tokens, not {config.new_tokens}")
+    timing = measure.model_copy(update={"min_iters": config.min_calls, "min_seconds": config.min_seconds,
+                                        "max_seconds": config.max_seconds, "warmup_iters": 1})
+    alternating = _Alternating(call)
+    session.reset_memory_peak()
+    with peak_rss() as memory:
+        full_ms, reference_ms = timed_calls(alternating, reference, timing)
+    first = float(np.median(alternating.first_ms))
+    full = float(np.median(full_ms))
+    per_token = max(full - first, 0.0) / (config.new_tokens - 1)
+    out = {
+        "batch_size": int(batch_size), "prompt_tokens": int(prompt_tokens), "new_tokens": config.new_tokens,
+        "ttft_ms": latency_stats(np.asarray(alternating.first_ms), alternating.first_ms[0]),
+        "full_ms": latency_stats(np.asarray(full_ms), full_ms[0]),
+        "time_per_token_ms": per_token,
+        "tokens_per_s": batch_size * config.new_tokens * 1000.0 / full,
+        "decode_tokens_per_s": batch_size * 1000.0 / per_token if per_token > 0 else None,
+        "peak_rss_bytes": int(memory["peak_bytes"]), "rss_before_bytes": int(memory["before_bytes"]),
+        "kv_cache_bytes": kv_cache_bytes(getattr(call.model, "config", None), batch_size,
+                                         prompt_tokens + config.new_tokens),
+    }
+    device_memory = session.memory_peak()
+    if device_memory is not None:
+        out["gpu_memory"] = device_memory
+    if reference_ms:
+        ratio = median_ratio(reference_ms, full_ms, paired=True, resamples=measure.bootstrap_resamples, seed=seed)
+        out["speedup"] = {"ratio": ratio.value, "ci95": ratio.as_list(), "pairs": len(full_ms),
+                          "reference_full_ms": float(np.median(reference_ms)), "interleaved": True,
+                          "resolution": measure.target_precision}
+    return out

@@ -1,0 +1,237 @@
+"""Causal LMs through suite -> cells -> rows -> reports: a tiny random Llama end to end through the command line
+(plumbing), the analysis of lower-is-better metrics and of decoding against the bandwidth roof (numbers checked
+by hand), and the real SmolLM2 whose reported perplexity must equal one computed with plain transformers."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from compbench.measurement.language import kv_cache_bytes, prompt_batch
+from compbench.results.analysis import analyse, decode_roofline, front_score, kept_share
+from compbench.results.rows import read_rows
+from compbench.tasks.metrics import paired_bootstrap_perplexity_delta
+
+SST2_ZERO_SHOT = {"task": "sst2", "template": "Review: {sentence}\nSentiment:", "choices": [" negative", " positive"]}
+
+
+def lm_suite(model: Path, data: Path, **extra) -> dict:
+    return {
+        "name": "lm", "model": str(model),
+        "tasks": [{"name": "glue-text", "corpus": "glue", "window": 128,
+                   "zero_shot": [{**SST2_ZERO_SHOT, "limit": 40}]}],
+        "data": {"dir": str(data), "limit_eval": 24, "limit_train": 24},
+        "pipelines": [{"name": "pruned", "steps": [{"compressor": "prune",
+                                                    "params": {"method": "magnitude", "amount": 0.5}}]}],
+        "backends": [{"name": "torch", "threads": 1}],
+        "measure": {"batch_sizes": [1, 2], "seq_lens": [16], "warmup_iters": 1, "min_iters": 3, "min_seconds": 0.05,
+                    "max_seconds": 1, "generation": {"new_tokens": 6, "min_calls": 2, "min_seconds": 0.05,
+                                                     "max_seconds": 2}},
+        **extra,
+    }
+
+
+def compbench(*args, cwd: Path, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m compbench`` as a user runs it, offline, with its own cache (a module-scoped fixture runs before
+    the autouse fixture that sets these for a test)."""
+    env = {**os.environ, "COMPBENCH_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", "COMPBENCH_BUSY_CORES": "1000"}
+    env.pop("COMPBENCH_DATA_DIR", None)
+    return subprocess.run([sys.executable, "-m", "compbench", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_run(tmp_path_factory, tiny_causal_lm, glue_data):
+    folder = tmp_path_factory.mktemp("lm-run")
+    suite = folder / "lm.yaml"
+    suite.write_text(yaml.safe_dump(lm_suite(tiny_causal_lm.path, glue_data)))
+    done = compbench("run", suite, "--results-dir", folder / "results", "--run-id", "first", "--no-progress",
+                     cwd=folder, cache=folder / "cache")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return folder, read_rows(folder / "results" / "first" / "results.jsonl"), done
+
+
+def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run):
+    folder, rows, _ = tiny_lm_run
+    assert sorted((r["pipeline"], r["batch_size"]) for r in rows) == [("baseline", 1), ("baseline", 2),
+                                                                       ("pruned", 1), ("pruned", 2)]
+    assert {r["status"] for r in rows} == {"ok"}
+    for row in rows:
+        assert row["metric_name"] == "perplexity" and row["artifact_kind"] == "causal-lm"
+        low, high = row["metric_ci95"]
+        assert low <= row["metric"] <= high
+        # the per-document sums and counts the row keeps give back its perplexity
+        assert math.isclose(math.exp(sum(row["predictions"]) / sum(row["labels"])), row["metric"], rel_tol=1e-5)
+        assert row["eval_rows"] == 24 == len(row["labels"]) and row["eval_tokens"] == sum(row["labels"])
+        zero_shot = row["zero_shot"]["sst2"]      # --limit-eval (24) caps its limit (40) too
+        assert zero_shot["rows"] == 24 and row["metrics"]["zero_shot_sst2"] == zero_shot["accuracy"]
+        g = row["generation"]
+        assert (g["batch_size"], g["prompt_tokens"], g["new_tokens"]) == (row["batch_size"], 16, 6)
+        assert g["ttft_ms"]["p50"] > 0 and g["time_per_token_ms"] > 0 and g["tokens_per_s"] > 0
+        assert g["peak_rss_bytes"] >= g["rss_before_bytes"] > 0
+        # 2 layers x 2 KV heads x 16 dims x (16 + 6) positions x batch, keys and values, fp32
+        assert g["kv_cache_bytes"] == 2 * 2 * 2 * 16 * 22 * row["batch_size"] * 4
+        assert row["memory_bandwidth"]["gbs"] > 0
+    pruned = [r for r in rows if r["pipeline"] == "pruned"]
+    assert all("speedup" in r["generation"] for r in pruned)       # decoding timed interleaved with the teacher
+    assert all(r["nonzero_params"] < r["params"] for r in pruned)
+
+
+def test_the_report_shows_perplexity_zero_shot_and_decoding(tiny_lm_run):
+    folder, _, done = tiny_lm_run
+    report = (folder / "results" / "first" / "report.md").read_text()
+    assert "### perplexity and size" in report and "zero-shot sst2 (95% CI)" in report
+    assert "### Decoding" in report and "% of bandwidth roof" in report
+    assert "as given (a causal LM is measured as it is)" in report
+    assert (folder / "results" / "first" / "plots" / "glue-text-metric-vs-decoding.png").is_file()
+    assert "generate 1 x 16 + 6" in done.stdout + done.stderr
+    csv = (folder / "results" / "first" / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"gen_ttft_ms", "gen_time_per_token_ms", "gen_tokens_per_s", "pct_of_bandwidth_roof",
+            "metric_zero_shot_sst2"} <= set(csv)
+
+
+def test_a_second_run_serves_the_cells_from_the_cache(tiny_lm_run):
+    folder, rows, _ = tiny_lm_run
+    again = compbench("run", folder / "lm.yaml", "--results-dir", folder / "results", "--run-id", "second",
+                      "--no-progress", cwd=folder, cache=folder / "cache")
+    assert again.returncode == 0, again.stdout + again.stderr
+    served = read_rows(folder / "results" / "second" / "results.jsonl")
+    assert {r["measured_in_run"] for r in served} == {"first"}
+    assert sorted(r["metric"] for r in served) == sorted(r["metric"] for r in rows)
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"zero_shot": [{**SST2_ZERO_SHOT, "choices": [" no"]}]}, "tasks[0].zero_shot[0].choices"),
+    ({"zero_shot": [{**SST2_ZERO_SHOT, "choices": [" a", " b", " c"]}]}, "3 choices, but sst2 has 2 labels"),
+    ({"zero_shot": [{**SST2_ZERO_SHOT, "task": "stsb"}]}, "give a GLUE classification task"),
+    ({"zero_shot": [{**SST2_ZERO_SHOT, "template": "{review}"}]}, "cannot be filled from sst2's columns"),
+    ({"corpus": "no-such-file.txt"}, "corpus file"),
+    ({"stride": 999}, "stride 999 exceeds window 128"),
+])
+def test_a_mistaken_language_task_is_one_line_and_no_run_folder(tmp_path, tiny_causal_lm, glue_data, entry,
+                                                                expected):
+    suite = lm_suite(tiny_causal_lm.path, glue_data)
+    suite["tasks"][0].update(entry)
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    done = compbench("run", path, "--results-dir", tmp_path / "results", cwd=tmp_path, cache=tmp_path / "cache",
+                     timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_a_classifier_given_for_a_language_task_is_refused(tmp_path, tiny_artifact, glue_data):
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(lm_suite(tiny_artifact.path, glue_data)))
+    done = compbench("run", path, "--results-dir", tmp_path / "results", cwd=tmp_path, cache=tmp_path / "cache",
+                     timeout=120)
+    assert done.returncode == 2 and "scores a causal language model, but" in done.stderr
+    assert "BertForSequenceClassification" in done.stderr
+
+
+# ---- analysis of lower-is-better metrics and decoding, by hand ---------------------------------------------------
+
+def test_perplexity_keeps_its_direction_in_shares_and_fronts():
+    assert kept_share("perplexity", 11.0, 10.0) == pytest.approx(10 / 11)     # 10% worse keeps 91%
+    assert kept_share("accuracy", 0.8, 0.9) == pytest.approx(0.8 / 0.9)
+    assert front_score({"metric_name": "perplexity", "metric": 12.0}) == -12.0
+    assert front_score({"metric_name": "accuracy", "metric": 0.7}) == 0.7
+
+
+def test_a_perplexity_delta_is_paired_over_documents(tmp_path):
+    from result_rows import row
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(20, 60, size=150)
+    base = counts * rng.uniform(2.0, 3.0, size=150)
+    worse = base + counts * 0.05
+    baseline = row("baseline", 0, 10.0, metric_name="perplexity", metric=float(np.exp(base.sum() / counts.sum())),
+                   predictions=base.tolist(), labels=counts.tolist())
+    model = row("int8", 0, 8.0, metric_name="perplexity", metric=float(np.exp(worse.sum() / counts.sum())),
+                predictions=worse.tolist(), labels=counts.tolist())
+    analysed = {r["pipeline"]: r for r in analyse([baseline, model])}["int8"]
+    value, interval = paired_bootstrap_perplexity_delta(base, counts, worse, counts, n_resamples=1000, seed=0)
+    assert value > 0 and analysed["metric_delta"] == pytest.approx(value)
+    assert (analysed["metric_delta_ci95_low"], analysed["metric_delta_ci95_high"]) == pytest.approx(
+        (interval.low, interval.high))
+    assert analysed["metric_kept"] == pytest.approx(baseline["metric"] / model["metric"])
+    assert analysed["metric_kept"] < 1
+    assert analysed["keeps_99"] is (analysed["metric_kept"] >= 0.99)
+
+
+def test_decoding_is_read_against_the_bandwidth_roof():
+    generation = {"batch_size": 1, "prompt_tokens": 96, "new_tokens": 32, "decode_tokens_per_s": 20.0,
+                  "kv_cache_bytes": 128 * 1_000_000}
+    out = decode_roofline({"generation": generation, "memory_bandwidth": {"gbs": 10.0}, "size_bytes": 500_000_000})
+    step = 500_000_000 + 128_000_000 * (96 + 16) / 128          # weights + the cache's mean size over the steps
+    assert out["bytes_per_step"] == pytest.approx(step)
+    assert out["roof_tokens_per_s"] == pytest.approx(10e9 / step)
+    assert out["pct_of_bandwidth_roof"] == pytest.approx(100 * 20.0 / (10e9 / step))
+
+
+def test_kv_cache_and_prompts_by_hand(tiny_causal_lm, glue_data):
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    # SmolLM2-135M: 30 layers x 3 KV heads x 64 dims, keys and values, fp32, one sequence of 100 tokens
+    assert kv_cache_bytes(config, 1, 100) == 30 * 3 * 64 * 2 * 100 * 4
+    tokenizer = tiny_causal_lm.tokenizer()
+    documents = ["the cat sat on the mat", "a dog barked twice", "rain fell all night long"]
+    batch = prompt_batch(tokenizer, documents, 3, 7, seed=0)
+    assert batch["input_ids"].shape == (3, 7) and batch["attention_mask"].all()
+    stream = [t for d in documents for t in tokenizer(d, add_special_tokens=False).input_ids]
+    assert set(batch["input_ids"].ravel()) <= set(stream)      # real corpus tokens, no padding or specials
+
+
+# ---- the real model ----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smollm2_perplexity_reported_equals_plain_transformers(tmp_path, smollm2_folder, glue_data, cache_root):
+    """The baseline's perplexity in the row equals one computed here with plain transformers (each document one
+    window, the model's own loss), within 0.5%."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    suite = lm_suite("smollm2-135m", glue_data, pipelines=[])
+    suite["tasks"][0]["zero_shot"][0]["limit"] = 100
+    suite["tasks"][0]["window"] = 2048
+    suite["data"]["limit_eval"] = 40
+    suite["measure"]["seq_lens"] = [32]
+    suite["measure"]["batch_sizes"] = [1]
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    done = subprocess.run([sys.executable, "-m", "compbench", "run", path, "--results-dir", tmp_path / "results",
+                           "--run-id", "smol", "--cache-dir", cache_root, "--no-progress"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = read_rows(tmp_path / "results" / "smol" / "results.jsonl")
+    from compbench.tasks.causal_lm import LanguageModelingConfig, load_language_modeling_data
+    from compbench.tasks.sources import detect_layout
+
+    config = LanguageModelingConfig.model_validate(suite["tasks"][0])
+    data = load_language_modeling_data(config, detect_layout(glue_data / "glue"), tmp_path, limit_train=24,
+                                       limit_eval=40)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
+    total_nll, total_tokens = 0.0, 0
+    with torch.no_grad():
+        for text in data.eval["validation"]["text"]:
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            assert ids.shape[1] <= 2048                     # one window each: the recipe reduces to the model's loss
+            loss = model(ids, labels=ids).loss
+            total_nll += float(loss) * (ids.shape[1] - 1)
+            total_tokens += ids.shape[1] - 1
+    expected = math.exp(total_nll / total_tokens)
+    assert row["metric"] == pytest.approx(expected, rel=0.005)
+    assert row["eval_tokens"] == total_tokens
+    assert 10 < row["metric"] < 200                         # a real model on real English
+    assert row["zero_shot"]["sst2"]["accuracy"] > 0.6       # measured 0.79 on all 872 rows
