@@ -6,12 +6,21 @@ suite's teacher fine-tuned again with those seeds) whose temperature-softened di
 are averaged with the input model's (multi-teacher). ``hidden_weight`` / ``attention_weight``
 add intermediate-layer matching (``layer_matching``). The teachers' logits are computed once
 per training row and looked up per batch.
+
+Causal LMs (a ``language_modeling`` task): the student (e.g. ``student: {layers: [0, 2, 4, ...]}``, a subset
+of the teacher's decoder layers) learns from the teacher's next-token distributions over the vocabulary at
+every token (``kd.token_distillation_loss``: forward KL at temperature T, T^2-scaled, mixed with the LM
+cross-entropy by ``alpha``), on the training text cut into ``max_seq_len``-token rows; the teacher runs on
+each batch (its logits over a 49,152-token vocabulary are too many to keep). ``keep_best`` keeps the epoch
+with the lowest perplexity on held-out rows. A student with another tokenizer, layer matching and further
+teachers are refused for causal LMs.
 """
 
 from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from compbench.common.errors import UnsupportedError
 from compbench.compressors.base import CompressContext, Compressor
 from compbench.config.training import TrainConfig
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
@@ -62,6 +71,8 @@ class Distill(Compressor):
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         params = self.params
+        if model.is_causal_lm:
+            check_causal_lm_params(params)
         student, tokenizer = build_student(model, params.student, seed=params.train.seed, task=ctx.data.task,
                                            resolve=ctx.resolve_model)
         matcher = None
@@ -78,6 +89,16 @@ class Distill(Compressor):
                 [student_layer, teacher_layer] for student_layer, teacher_layer in matcher.layer_map.items()
             ]
         return save_hf_artifact(ctx.work_dir, student, tokenizer, task=model.task, lineage=[summary])
+
+
+def check_causal_lm_params(params: DistillParams) -> None:
+    """What token-level distillation of a causal LM does not do (yet), refused before anything is built."""
+    if params.hidden_weight > 0 or params.attention_weight > 0:
+        raise UnsupportedError("layer matching (hidden_weight, attention_weight) is not built for causal LMs; "
+                               "distil them with the token-level loss alone")
+    if params.teacher_seeds:
+        raise UnsupportedError("teacher_seeds: a causal LM has no fine-tuning recipe to train further teachers "
+                               "with other seeds")
 
 
 def check_same_vocabulary(student_tokenizer, teacher_tokenizer) -> None:

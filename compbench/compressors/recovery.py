@@ -1,6 +1,10 @@
 """Recovery fine-tuning after a lossy compression (pruning, SVD): the shared training loop with
 the shared distillation loss, the uncompressed input model as the teacher (``alpha > 0``) or
-the labels alone (``alpha: 0``, the default)."""
+the labels alone (``alpha: 0``, the default).
+
+A causal LM (``language_modeling`` task) recovers on its training text cut into ``max_seq_len``-token rows
+with the next-token cross-entropy, mixed (``alpha > 0``) with token-level distillation from the uncompressed
+model, which runs on each batch; its score before and after is the perplexity (lower is better)."""
 
 from __future__ import annotations
 

@@ -39,6 +39,9 @@ from compbench.common.errors import UnsupportedError
 # Linear layers inside BERT-style encoder layers: the default ``modules`` of magnitude pruning and SVD for a
 # model type without an entry here.
 GENERIC_LAYER_LINEARS = r"encoder\.layer\.\d+\."
+# ... and inside the decoder layers of a causal LM without an entry (``model.layers.N.``, as Llama-style models
+# name them): never the token embeddings or the LM head, which sit outside the layers.
+GENERIC_DECODER_LINEARS = r"(^|\.)layers\.\d+\."
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Family:
     attention_output: str
     ffn_in: str
     ffn_out: str
+    ffn_gate: str | None = None             # a gated FFN's gate projection (Llama's gate_proj), read as ffn_in is
     config: ConfigNames = field(default_factory=ConfigNames)
     head_pruning: str = ""                  # why heads cannot be pruned; "" = transformers' prune_heads
     shared_layers: bool = False
@@ -215,6 +219,17 @@ register_family(Family(
 ))
 
 
+# Llama-style decoders (the causal LM and its sequence-classification head keep the layers at model.layers): a
+# gated FFN, grouped-query attention. No head pruning: transformers implements no prune_heads for them.
+register_family(Family(
+    "Llama-style decoder", ("llama", "mistral", "qwen2"), "model.layers",
+    query="self_attn.q_proj", key="self_attn.k_proj", value="self_attn.v_proj", attention_output="self_attn.o_proj",
+    ffn_in="mlp.up_proj", ffn_out="mlp.down_proj", ffn_gate="mlp.gate_proj",
+    head_pruning="transformers implements no prune_heads for Llama-style decoders, and with grouped-query "
+                 "attention a query head cannot go without the key/value head it shares",
+))
+
+
 def family_of(model_or_config) -> Family:
     """The family of a model (or its config), by ``config.model_type``."""
     config = getattr(model_or_config, "config", model_or_config)
@@ -228,13 +243,16 @@ def family_of(model_or_config) -> Family:
 
 
 def layer_linears(model) -> str:
-    """Regex over module names selecting the Linears inside the transformer layers: the family's, or the
-    BERT-style ``encoder.layer.N.`` naming for a model type without an entry (magnitude pruning and SVD
-    work on any Linear, so they do not need the table)."""
+    """Regex over module names selecting the Linears inside the transformer layers: the family's, or for a model
+    type without an entry the BERT-style ``encoder.layer.N.`` naming (a causal LM: ``layers.N.``; magnitude pruning
+    and SVD work on any Linear, so they do not need the table)."""
+    from compbench.models.formats.base import CAUSAL_LM, model_kind
+
     try:
         return family_of(model).layer_linears()
     except UnsupportedError:
-        return GENERIC_LAYER_LINEARS
+        causal = model_kind(model.config) == CAUSAL_LM or type(model).__name__.endswith("ForCausalLM")
+        return GENERIC_DECODER_LINEARS if causal else GENERIC_LAYER_LINEARS
 
 
 

@@ -49,3 +49,31 @@ def check_pattern(pattern: str) -> str:
     except re.error as exc:
         raise ValueError(f"not a valid regular expression ({exc})") from None
     return pattern
+
+
+def _shared_names(model: torch.nn.Module) -> list[list[str]]:
+    """State-dict names grouped by the storage they share (tied weights: a causal LM's embeddings and head)."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(tensor.data_ptr(), []).append(name)
+    return list(groups.values())
+
+
+def untied_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict()`` with each tied tensor once (under its first name), as ``save_pretrained`` stores it: a
+    tied LM head is not stored again beside the embeddings."""
+    state = model.state_dict()
+    for names in _shared_names(model):
+        for name in names[1:]:
+            state.pop(name, None)
+    return state
+
+
+def load_untied_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict`` of a state stored without its tied copies (``untied_state``): strict, except that a
+    tensor tied to one the state holds may be missing (it is the same tensor)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    covered = {name for names in _shared_names(model) if any(n in state for n in names) for name in names}
+    absent = [name for name in missing if name not in covered]
+    if absent or unexpected:
+        raise RuntimeError(f"weights do not fit the model: missing {absent}, unexpected {list(unexpected)}")

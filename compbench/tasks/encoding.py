@@ -48,6 +48,34 @@ def encode_rows(tokenizer, task: TaskSpec, rows: pd.DataFrame, max_seq_len: int)
     return EncodedRows(features=features, labels=encode_labels(task, rows))
 
 
+def encode_text_chunks(tokenizer, texts: list[str], max_seq_len: int) -> EncodedRows:
+    """Causal-LM training rows: the documents tokenised (no special tokens), joined with the end-of-text token
+    between them and cut into rows of exactly ``max_seq_len`` tokens (the trailing remainder dropped, as
+    transformers' ``run_clm`` groups text; a corpus shorter than one row gives that one shorter row). The labels
+    are the rows' own token ids (the model shifts them), an int64 (rows, tokens) matrix. (A tokenizer without an
+    end-of-text token separates documents with its separator token, or with nothing.)"""
+    end = next((t for t in (tokenizer.eos_token_id, tokenizer.sep_token_id) if t is not None), None)
+    separator = [end] if end is not None else []
+    stream: list[int] = []
+    for text in texts:
+        stream += list(tokenizer(text, add_special_tokens=False).input_ids) + separator
+    stream = stream[:-len(separator)] if separator else stream
+    if len(stream) < 2:
+        raise ValueError("the training text gives fewer than 2 tokens: nothing to learn to predict")
+    starts = range(0, len(stream) - max_seq_len + 1, max_seq_len) if len(stream) >= max_seq_len else [0]
+    chunks = [stream[start:start + max_seq_len] for start in starts]
+    features = [{"input_ids": chunk, "attention_mask": [1] * len(chunk)} for chunk in chunks]
+    return EncodedRows(features=features, labels=np.asarray(chunks, dtype=np.int64))
+
+
+def encode_training_rows(tokenizer, task: TaskSpec, rows: pd.DataFrame, max_seq_len: int) -> EncodedRows:
+    """What a model trains (or calibrates) on: a language-modeling task's text chunked into rows
+    (``encode_text_chunks``), any other task's rows encoded one by one with their labels (``encode_rows``)."""
+    if task.is_language_modeling:
+        return encode_text_chunks(tokenizer, texts_of(task, rows)[0], max_seq_len)
+    return encode_rows(tokenizer, task, rows, max_seq_len)
+
+
 def encode_labels(task: TaskSpec, rows: pd.DataFrame) -> np.ndarray:
     """The labels as a model's loss takes them: int64 class ids, float32 scores (regression), or a float32
     multi-hot matrix (rows, labels) for multi-label (transformers' BCE loss needs floats)."""
@@ -59,7 +87,8 @@ def encode_labels(task: TaskSpec, rows: pd.DataFrame) -> np.ndarray:
 def pad_batch(tokenizer, features: list[dict[str, list[int]]], length: int | None = None) -> Batch:
     """Pad (right) to the longest row (``length=None``) or to exactly ``length`` tokens."""
     width = length if length is not None else max(len(f["input_ids"]) for f in features)
-    pad_values = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked out either way
+    pad_values = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0}
     batch = {}
     for key in features[0]:
         column = np.full((len(features), width), pad_values[key], dtype=np.int64)

@@ -9,6 +9,9 @@ temperature-softened distributions are averaged. ``alpha: 0`` needs no teacher a
 Multi-label (labels a float multi-hot matrix): each label is its own yes/no distribution, the sigmoid of its
 logit over T, so D is the two-outcome divergence averaged over labels and rows (as the label term, binary
 cross-entropy, is); black-box targets are the labels whose averaged teacher probability is > 0.5.
+
+Causal LMs (``token_distillation_loss``): the same loss per predicted token over the vocabulary, the label term
+the next token's cross-entropy.
 """
 
 from __future__ import annotations
@@ -119,4 +122,31 @@ def _multi_label_loss(student_logits, teacher_logits, labels, params: "TeacherSi
         t = params.temperature   # the divergence summed over labels, averaged like the BCE label term
         teacher_term = t * t * divergence(params.divergence, _label_log_probs(student_logits, t),
                                           ensemble_label_log_probs(teacher_logits, t)) / student_logits.shape[-1]
+    return params.alpha * teacher_term + (1 - params.alpha) * label_term
+
+
+def token_distillation_loss(student_logits, teacher_logits, labels, params: "TeacherSignal") -> torch.Tensor:
+    """Causal-LM form, per predicted token: ``alpha * T^2 * D(p_teacher^T, p_student^T) + (1 - alpha) *
+    CE(student, next token)`` averaged over the tokens that have a next token (``labels`` are the rows' token
+    ids, -100 where nothing is scored; position t predicts label t + 1, as transformers shifts them).
+
+    ``student_logits`` (batch, tokens, vocab); ``teacher_logits`` the same shape for one teacher or (batch,
+    tokens, teachers, vocab) for several, None with ``alpha == 0``. Only the scored positions are softened,
+    so the memory is a few copies of (scored tokens x vocab)."""
+    targets = labels[:, 1:]
+    scored = targets != -100
+    student = student_logits[:, :-1][scored]                    # (scored tokens, vocab)
+    label_term = F.cross_entropy(student.float(), targets[scored])
+    if params.alpha == 0:
+        return label_term
+    teacher = teacher_logits[:, :-1][scored].float()
+    if teacher.dim() == 2:
+        teacher = teacher.unsqueeze(1)                          # (scored tokens, teachers, vocab)
+    if params.targets == "teacher_labels":
+        teacher_term = F.cross_entropy(student.float(), ensemble_log_probs(teacher, 1.0).argmax(dim=-1))
+    else:
+        t = params.temperature
+        # batchmean over the (scored tokens, vocab) rows: the mean per-token divergence
+        teacher_term = t * t * divergence(params.divergence, F.log_softmax(student.float() / t, dim=-1),
+                                          ensemble_log_probs(teacher, t))
     return params.alpha * teacher_term + (1 - params.alpha) * label_term

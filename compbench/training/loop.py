@@ -56,12 +56,14 @@ def fit(
     loss_fn: LossFn = task_loss,
     evaluate: EvaluateFn | None = None,
     keep_best: bool = False,
+    lower_is_better: bool = False,
     auxiliary: torch.nn.Module | None = None,
     reporter: Reporter | None = None,
     description: str = "train",
 ) -> TrainResult:
     """Train ``model`` in place; evaluate after every epoch when ``evaluate`` is given (and with
-    ``keep_best`` end on the epoch that scored best).
+    ``keep_best`` end on the epoch that scored best: the highest score, or the lowest with ``lower_is_better``,
+    as for a perplexity).
 
     ``auxiliary`` holds modules the loss trains alongside the model but that are not part of
     it (e.g. the projections of hidden-state distillation): optimised, never kept or evaluated.
@@ -74,6 +76,7 @@ def fit(
     )
     result = TrainResult(steps=0, seconds=0.0, final_loss=float("nan"))
     best: dict = {}                     # score, state and epoch of the best evaluation so far (keep_best)
+    sign = -1.0 if lower_is_better else 1.0     # compare sign * score: higher is always better
     start = time.perf_counter()
     with reporter.bar(description, total_steps) as bar:
         for epoch in range(epochs):
@@ -88,8 +91,8 @@ def fit(
                     {"epoch": epoch + 1, "step": result.steps, "score": score, "loss": result.final_loss}
                 )
                 reporter.log(f"  {description}: epoch {epoch + 1}/{epochs}, step {result.steps}, eval {score:.4f}")
-                if keep_best and score > best.get("score", -math.inf):
-                    best.update(score=score, state=copy.deepcopy(model.state_dict()), epoch=epoch + 1)
+                if keep_best and sign * score > best.get("signed", -math.inf):
+                    best.update(signed=sign * score, state=copy.deepcopy(model.state_dict()), epoch=epoch + 1)
     if best:
         model.load_state_dict(best["state"])
         result.best_epoch = best["epoch"]

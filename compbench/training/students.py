@@ -1,5 +1,9 @@
 """Building a student model from a teacher: a subset of its layers (DistilBERT-style), a
-smaller config derived from it (random or truncated weights), or any model reference."""
+smaller config derived from it (random or truncated weights), or any model reference.
+
+A causal-LM teacher gives a causal-LM student of the same kind: a layer subset keeps the decoder layers
+chosen (``model.layers``) with the embeddings, final norm and LM head; a ``model`` student must share the
+teacher's tokenizer, as token-level distillation compares distributions over one vocabulary."""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compbench.common.errors import UnsupportedError
 from compbench.models.artifact import ModelArtifact
 from compbench.models.families import family_of
+from compbench.models.formats.base import auto_model_class, model_kind
 from compbench.models.references import ResolvedModel, resolve_model
 from compbench.tasks.glue import TaskSpec
 from compbench.training.finetune import load_base_for_task
@@ -60,6 +66,8 @@ def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int, task: Ta
     """(student module, tokenizer) for the teacher's ``task`` (a ``model`` student gets a fresh head for it);
     ``resolve`` finds a ``model`` reference (the suite's relative folders resolve against the suite's folder)."""
     torch.manual_seed(seed)
+    if spec.model is not None and teacher.is_causal_lm:
+        return causal_lm_student(teacher, resolve(spec.model))
     if spec.model is not None:
         if task is None:
             raise ValueError("a student given as a model needs the task its head is made for")
@@ -72,11 +80,29 @@ def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int, task: Ta
     return student, teacher.tokenizer()
 
 
+def causal_lm_student(teacher: ModelArtifact, student: ResolvedModel):
+    """A causal LM given as a model reference, refused unless it tokenises as the teacher does."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(student.location)
+    if tokenizer.get_vocab() != teacher.tokenizer().get_vocab():
+        raise UnsupportedError(
+            f"student {student.reference}: token-level distillation compares the teacher's and the student's "
+            "next-token distributions entry by entry, so the student needs the teacher's tokenizer; this one has "
+            f"another vocabulary ({len(tokenizer.get_vocab())} tokens, the teacher's "
+            f"{len(teacher.tokenizer().get_vocab())})")
+    return AutoModelForCausalLM.from_pretrained(student.location), tokenizer
+
+
+def _model_class(config):
+    """The Auto class of the teacher's kind (a classifier or a causal LM)."""
+    return auto_model_class(model_kind(config))
+
+
 def layer_subset(teacher, layers: list[int]):
     """A copy of ``teacher`` keeping only ``layers`` (in that order), weights copied exactly; where the
-    family keeps its layers and counts them comes from ``models.families`` (refused for shared layers)."""
-    from transformers import AutoModelForSequenceClassification
-
+    family keeps its layers and counts them comes from ``models.families`` (refused for shared layers).
+    Everything outside the layers (embeddings, final norm, head) is kept as it is."""
     family = family_of(teacher)
     family.check_layer_subset()
     depth = family.num_layers(teacher.config)
@@ -86,7 +112,9 @@ def layer_subset(teacher, layers: list[int]):
     config = family.resized_config(teacher.config, layers=len(layers))
     pruned = {int(layer): heads for layer, heads in (config.pruned_heads or {}).items()}
     config.pruned_heads = {new: pruned[old] for new, old in enumerate(layers) if old in pruned}   # renumbered
-    student = AutoModelForSequenceClassification.from_config(config)
+    if isinstance(getattr(config, "layer_types", None), list):     # per-layer attention kinds (e.g. Qwen2)
+        config.layer_types = [config.layer_types[old] for old in layers]
+    student = _model_class(teacher.config).from_config(config)
     layer_key, source = family.layer_keys(), {new: old for new, old in enumerate(layers)}
     state = {}
     for key, value in teacher.state_dict().items():
@@ -106,15 +134,13 @@ def smaller_config_student(teacher, spec: StudentSpec):
     random, or the teacher's cut to size (evenly spaced layers, leading rows and columns; weights the teacher
     lacks, such as a projection a narrower width adds, stay random). Shared layers (ALBERT) keep their weights
     whatever ``num_layers`` is: it counts applications of them."""
-    from transformers import AutoModelForSequenceClassification
-
     family = family_of(teacher)
     config = family.resized_config(teacher.config, layers=spec.num_layers, hidden=spec.hidden_size,
                                    heads=spec.num_attention_heads, ffn=spec.intermediate_size)
     hidden, heads = family.hidden_size(config), family.num_heads(config)
     if hidden % heads:
         raise ValueError(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
-    student = AutoModelForSequenceClassification.from_config(config)
+    student = _model_class(teacher.config).from_config(config)
     if spec.init == "truncate":
         picked = (
             np.linspace(0, family.num_layers(teacher.config) - 1, family.num_layers(config)).round().astype(int)

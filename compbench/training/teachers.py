@@ -1,6 +1,10 @@
 """Training against teachers: each teacher's logits on the training rows, computed once and kept
 beside the teacher, and the shared loop run with the distillation loss (used by ``distill`` and by
-recovery fine-tuning after pruning and SVD)."""
+recovery fine-tuning after pruning and SVD).
+
+A language-modeling task trains on its text cut into ``max_seq_len``-token rows with the token-level loss
+(``kd.token_distillation_loss``); the teachers' logits span the vocabulary at every token (SmolLM2: 49,152 a
+token), far too many to keep, so each teacher runs on each batch as it comes."""
 
 from __future__ import annotations
 
@@ -8,13 +12,20 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from compbench.common.errors import UnsupportedError
 from compbench.common.hashing import stable_hash
 from compbench.common.sealing import load_sealed_array, save_sealed_array
 from compbench.config.training import TrainConfig
 from compbench.models.artifact import TEACHER_LOGITS, ModelArtifact
-from compbench.tasks.encoding import EncodedRows, encode_rows, predict_logits
-from compbench.training.evaluation import INFERENCE_BATCH_SIZE, module_runner, rows_evaluator, validation_evaluator
-from compbench.training.kd import TeacherSignal, distillation_loss
+from compbench.tasks.encoding import EncodedRows, encode_rows, encode_training_rows, predict_logits
+from compbench.training.evaluation import (
+    INFERENCE_BATCH_SIZE,
+    lower_is_better,
+    module_runner,
+    rows_evaluator,
+    validation_evaluator,
+)
+from compbench.training.kd import TeacherSignal, distillation_loss, token_distillation_loss
 from compbench.training.loop import fit
 
 
@@ -65,38 +76,68 @@ def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[Mod
 
     ``config.max_seq_len`` follows the teacher's (``ctx.max_seq_len``) unless set explicitly. With
     ``selection.keep_best`` a seeded slice of the training rows is held out (not trained on) and the epoch
-    that scores best there is kept; otherwise every epoch is scored on the evaluation split, for the log only.
+    that scores best there is kept (a language-modeling task: the lowest perplexity); otherwise every epoch is
+    scored on the evaluation split, for the log only.
     """
     task = ctx.data.task
     if "max_seq_len" not in config.model_fields_set:
         config = config.model_copy(update={"max_seq_len": ctx.max_seq_len})
-    rows = encode_rows(tokenizer, task, ctx.data.train, config.max_seq_len)
-    if signal.alpha > 0:
-        logits = np.stack(
-            [teacher_logits(teacher, ctx.data, config.max_seq_len, ctx.reporter) for teacher in teachers], axis=1
-        )
-        rows = EncodedRows(rows.features, rows.labels, {"teacher_logits": logits})
+    rows = encode_training_rows(tokenizer, task, ctx.data.train, config.max_seq_len)
+    if task.is_language_modeling:
+        loss_fn = token_loss(teachers if signal.alpha > 0 else [], signal, matcher)
+    else:
+        if signal.alpha > 0:
+            logits = np.stack(
+                [teacher_logits(teacher, ctx.data, config.max_seq_len, ctx.reporter) for teacher in teachers], axis=1
+            )
+            rows = EncodedRows(rows.features, rows.labels, {"teacher_logits": logits})
+        loss_fn = row_loss(signal, task.is_regression, matcher)
     record: dict = {}
     if selection.keep_best:
         trained_on, selected_on = held_out(len(rows), selection.selection_rows, ctx.seed)
         evaluate, split = rows_evaluator(task, tokenizer, rows.subset(selected_on)), "train (held out)"
+        held = (rows.labels[selected_on].tolist() if task.is_language_modeling      # text chunks: their tokens
+                else ctx.data.train.iloc[selected_on].to_dict("list"))
         record["selected_on"] = {"split": "train", "rows": len(selected_on), "seed": ctx.seed,
-                                 "rows_digest": stable_hash(ctx.data.train.iloc[selected_on].to_dict("list"))}
+                                 "rows_digest": stable_hash(held)}
         rows = rows.subset(trained_on)
     else:
         evaluate, split = validation_evaluator(ctx.data, tokenizer, config.max_seq_len)
 
-    def loss_fn(module, batch):
-        teacher = batch.pop("teacher_logits", None)
-        labels = batch.pop("labels")
-        outputs = module(**batch, **(matcher.output_flags if matcher else {}))
-        loss = distillation_loss(outputs.logits, teacher, labels, signal, task.is_regression)
-        return loss + matcher(outputs, batch) if matcher else loss
-
     result = fit(model, tokenizer, rows, config, loss_fn=loss_fn, evaluate=evaluate, keep_best=selection.keep_best,
-                 auxiliary=matcher, reporter=ctx.reporter, description=f"{task.name} {description}")
+                 lower_is_better=lower_is_better(task), auxiliary=matcher, reporter=ctx.reporter,
+                 description=f"{task.name} {description}")
     ctx.reporter.log(f"  {task.name} {description}: best epoch {result.best_epoch} on {split}, history "
                      + ", ".join(f"{h['score']:.4f}" for h in result.history))
     return {"train_rows": len(rows), "steps": result.steps, "seconds": round(result.seconds, 1),
             "best_epoch": result.best_epoch, "history": result.history, "eval_split": split, **record,
             "teachers": len(teachers) if signal.alpha > 0 else 0}
+
+
+def row_loss(signal: TeacherSignal, regression: bool, matcher=None):
+    """The loss of one batch of classifier rows, the teachers' logits looked up with the rows."""
+    def loss_fn(module, batch):
+        teacher = batch.pop("teacher_logits", None)
+        labels = batch.pop("labels")
+        outputs = module(**batch, **(matcher.output_flags if matcher else {}))
+        loss = distillation_loss(outputs.logits, teacher, labels, signal, regression)
+        return loss + matcher(outputs, batch) if matcher else loss
+    return loss_fn
+
+
+def token_loss(teachers: list[ModelArtifact], signal: TeacherSignal, matcher=None):
+    """The loss of one batch of causal-LM rows, each teacher run (frozen, without autograd) on the batch."""
+    if matcher is not None:
+        raise UnsupportedError("layer matching (hidden_weight, attention_weight) is not built for causal LMs; "
+                               "distil them with the token-level loss alone")
+    modules = [teacher.torch_model().eval() for teacher in teachers]
+
+    def loss_fn(module, batch):
+        labels = batch.pop("labels")
+        teacher = None
+        if modules:
+            with torch.no_grad():
+                found = [teacher_module(**batch).logits for teacher_module in modules]
+            teacher = found[0] if len(found) == 1 else torch.stack(found, dim=2)
+        return token_distillation_loss(module(**batch).logits, teacher, labels, signal)
+    return loss_fn

@@ -30,7 +30,7 @@ class LowRankFormat(TorchModuleFormat, HuggingFaceFormat):
     def load_torch(self, folder: Path, device: str = "cpu"):
         from safetensors.torch import load_file
 
-        from compbench.models.surgery import factorised_linear, replace_module
+        from compbench.models.surgery import factorised_linear, load_untied_state, replace_module
 
         model = model_from_config(folder)
         modules = dict(model.named_modules())
@@ -43,5 +43,5 @@ class LowRankFormat(TorchModuleFormat, HuggingFaceFormat):
         for weights in sorted(folder.glob("*.safetensors")):
             with reading_safetensors(weights):
                 state.update(load_file(str(weights)))
-        model.load_state_dict(state)
+        load_untied_state(model, state)     # a tied LM head is stored once, with the embeddings
         return model.eval().to(device)

@@ -34,8 +34,10 @@ class SparseBitmaskFormat(TorchModuleFormat):
         return sum(t.numel() for t in state.values()), sum(int(t.count_nonzero()) for t in state.values())
 
     def load_torch(self, folder: Path, device: str = "cpu"):
+        from compbench.models.surgery import load_untied_state
+
         model = model_from_config(folder)
-        model.load_state_dict(load_sparse_state(folder))
+        load_untied_state(model, load_sparse_state(folder))     # a tied LM head is stored once
         return model.eval().to(device)
 
 
