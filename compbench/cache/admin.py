@@ -19,6 +19,8 @@ from pathlib import Path
 from compbench.cache.layout import ARTIFACTS_DIR, LAST_USED, REFERENCE_LOGITS_DIR, RESULTS_DIR
 from compbench.cache.store import DAMAGED
 from compbench.models.artifact import META_FILE
+from compbench.models.gguf import CONVERTED_DIR
+from compbench.models.gguf import META_FILE as GGUF_META
 
 TEMP_GRACE_SECONDS = 3600
 
@@ -52,6 +54,20 @@ def _artifact_entry(path: Path) -> Entry:
     return Entry("artifact", path, folder_bytes(path), last_used, description)
 
 
+def _converted_entry(path: Path) -> Entry:
+    """A checkpoint converted into a ``save_pretrained`` folder (a GGUF file de-quantized to fp32), or what an
+    interrupted conversion left behind."""
+    if path.name.startswith("."):
+        return Entry("temp", path, folder_bytes(path), _newest_mtime(path), "unfinished conversion")
+    try:
+        meta = json.loads((path / GGUF_META).read_text())
+        description = f"{meta.get('source_file')} de-quantized to fp32 ({meta.get('seconds', 0):.0f}s to convert)"
+    except (OSError, ValueError):
+        return Entry("incomplete", path, folder_bytes(path), _newest_mtime(path),
+                     f"no readable {GGUF_META}: converted again when used")
+    return Entry("converted", path, folder_bytes(path), _newest_mtime(path), description)
+
+
 def entries(root: Path) -> list[Entry]:
     found: list[Entry] = []
     artifacts = root / ARTIFACTS_DIR
@@ -66,6 +82,8 @@ def entries(root: Path) -> list[Entry]:
         else:
             found.append(Entry("incomplete", path, folder_bytes(path), _newest_mtime(path),
                                f"no {META_FILE}: not used; replaced by the next build"))
+    for path in sorted((root / CONVERTED_DIR).iterdir()) if (root / CONVERTED_DIR).is_dir() else []:
+        found.append(_converted_entry(path))
     for kind, folder in (("result", RESULTS_DIR), ("reference", REFERENCE_LOGITS_DIR)):
         for path in sorted((root / folder).glob("*")) if (root / folder).is_dir() else []:
             found.append(Entry(kind, path, path.stat().st_size, path.stat().st_mtime))
@@ -122,6 +140,10 @@ def listing(root: Path) -> list[str]:
     for entry in sorted(artifacts, key=lambda e: -e.last_used):
         used = age(now - entry.last_used)
         lines.append(f"  {entry.path.name}  {human_bytes(entry.bytes):>9}  used {used:>6} ago  {entry.description}")
+    for entry in (e for e in found if e.kind == "converted"):
+        used = age(now - entry.last_used)
+        lines.append(f"  converted/{entry.path.name}  {human_bytes(entry.bytes):>9}  used {used:>6} ago  "
+                     f"{entry.description}")
     for entry in (e for e in found if e.kind in ("damaged", "incomplete")):
         lines.append(f"  {entry.path.name}  {human_bytes(entry.bytes):>9}  {entry.kind}: {entry.description}")
     for kind, what in (("result", "measured cells"), ("reference", "parity references"), ("temp", "unfinished builds")):

@@ -81,6 +81,10 @@ def converted_folder(gguf_path: Path, cache_dir: Path | None = None) -> tuple[Pa
     if final.is_dir():
         problem = cached_problem(final, digest)
         if problem is None:
+            try:
+                os.utime(final)     # when it was last used: what cache prune --older-than reads
+            except OSError:         # a read-only shared cache
+                pass
             return final, digest
         os.rename(final, unique_aside(final, "damaged"))     # kept for a look, out of the way of the rebuild
     with atomic_path(final, folder=True) as tmp:
