@@ -90,8 +90,10 @@ class QuantizeParams(BaseModel):
     embeddings: bool = Field(True, description="dynamic: also store embedding tables as 8-bit (weight-only)")
     include_head: bool = Field(False, description="dynamic, torchao-*: quantize a causal LM's output head "
                                "(lm_head) too; it stays float by default")
-    group_size: Literal[32, 64, 128] = Field(128, description="torchao-int4-weight-only: weights per scale and "
-                                             "zero point (what torchao's CPU int4 kernel takes)")
+    # 64, not torchao's 128: 128 does not divide SmolLM2's width (576), whose layers would then stay float
+    group_size: Literal[32, 64, 128] = Field(64, description="torchao-int4-weight-only: weights per scale and "
+                                             "zero point (what torchao's CPU int4 kernel takes); a layer whose "
+                                             "inputs it does not divide stays float (listed in torchao.json)")
     block_size: int = Field(32, ge=16, description="ort-int4: weights per scale (a power of two, at least 16)")
     symmetric: bool = Field(True, description="ort-int4: no zero points (scales only)")
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(

@@ -120,6 +120,9 @@ def test_the_head_is_quantized_only_when_asked(store, tiny_causal_lm, one_torch_
     model = artifact.torch_model()
     assert type(model.lm_head.weight).__name__ == "Int8Tensor"
     assert type(model.model.embed_tokens.weight) is torch.nn.Parameter          # untied: the table stays float
+    tied = quantized(store, tiny_causal_lm, method="dynamic").torch_model()     # embeddings int8, head float
+    assert type(tied.lm_head) is torch.nn.Linear
+    assert type(tied.model.embed_tokens).__module__.startswith("torch.ao.nn.quantized")
     dynamic = quantized(store, tiny_causal_lm, method="dynamic", include_head=True)
     assert type(dynamic.torch_model().lm_head).__name__ == "Linear" and \
         type(dynamic.torch_model().lm_head).__module__.startswith("torch.ao.nn.quantized")
@@ -131,7 +134,11 @@ def test_int4_refuses_what_the_cpu_kernel_cannot_take(tiny_causal_lm):
     with pytest.raises(UnsupportedError, match="group sizes"):
         quantize_torchao(tiny_causal_lm.torch_model(), "int4-weight-only", include_head=False, group_size=16)
     with pytest.raises(ValueError, match="does not use group_size"):
-        QuantizeParams(method="torchao-int8-dynamic", group_size=64)
+        QuantizeParams(method="torchao-int8-dynamic", group_size=32)
+    _, spec, plain = quantize_torchao(tiny_causal_lm.torch_model(), "int4-weight-only", include_head=False,
+                                      group_size=128)          # divides the MLP's 128 inputs, not the 64 of the rest
+    assert sorted(plain) == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    assert len(spec["float_linears"]) == 2 * 6 and "lm_head" not in spec["float_linears"]
 
 
 class _Planted:

@@ -220,6 +220,10 @@ def quantize_torchao(model, method: str, *, include_head: bool, group_size: int 
                  and scheme.eligible(module.weight, spec)}
     if not originals:
         raise UnsupportedError(f"torchao {method}: no linear layer of this model fits it")
+    # named in the spec: a group size that does not divide a layer's inputs leaves that layer float
+    spec["float_linears"] = sorted(fqn for fqn, module in model.named_modules()
+                                   if isinstance(module, torch.nn.Linear) and fqn not in originals
+                                   and fqn not in keep_float)
     from torchao.quantization import quantize_
 
     quantize_(model, scheme.config(spec), filter_fn=lambda module, fqn: fqn in originals)
