@@ -251,7 +251,8 @@ def layer_linears(model) -> str:
     try:
         return family_of(model).layer_linears()
     except UnsupportedError:
-        causal = model_kind(model.config) == CAUSAL_LM or type(model).__name__.endswith("ForCausalLM")
+        config = getattr(model, "config", model)       # a model or its config
+        causal = model_kind(config) == CAUSAL_LM or type(model).__name__.endswith("ForCausalLM")
         return GENERIC_DECODER_LINEARS if causal else GENERIC_LAYER_LINEARS
 
 
