@@ -94,6 +94,8 @@ def test_torchao_artifacts_hold_plain_integers_only(store, tiny_causal_lm):
         assert stored.get_tensor(q_proj + "int4").dtype == torch.uint8
         assert stored.get_tensor(q_proj + "int4").shape == (64, 32)               # two 4-bit values a byte
         assert stored.get_tensor(q_proj + "scale").shape == (64, 2)               # one per group of 32
+    with pytest.raises(UnsupportedError, match="do not export to ONNX"):
+        artifact.onnx_files()
     total, nonzero = artifact.parameter_counts()
     assert total == sum(p.numel() for p in tiny_causal_lm.torch_model().parameters())
     assert 0 < nonzero <= total

@@ -16,7 +16,7 @@ from typing import Callable
 
 from compbench.common.errors import UnreadableArtifactError, UnsupportedError
 from compbench.models.formats.base import (
-    TorchModuleFormat,
+    ArtifactFormat,
     model_from_config,
     reading_safetensors,
     register_format,
@@ -29,7 +29,7 @@ INT4_GROUP_SIZES = (32, 64, 128)     # what torchao's CPU int4 kernel (Int4Opaqu
 
 
 @register_format
-class TorchaoFormat(TorchModuleFormat):
+class TorchaoFormat(ArtifactFormat):
     """torchao-quantized ``nn.Linear`` weights (plain integers + scales), every other tensor as stored float."""
 
     name = "torchao"
@@ -73,6 +73,10 @@ class TorchaoFormat(TorchModuleFormat):
                 f"{sorted(set(missing) - {f'{fqn}.weight' for fqn in spec['modules']})[:5]}, unexpected "
                 f"{sorted(unexpected)[:5]}); remove the artifact folder and it is built again")
         return model.to(device)
+
+    def onnx_files(self, folder: Path) -> list[Path]:
+        raise UnsupportedError("torchao's quantized tensors do not export to ONNX; use quantize method ort-dynamic "
+                               "or ort-int4 for onnxruntime")
 
 
 # ------------------------------------------------------------------------ schemes
