@@ -145,7 +145,7 @@ def method(name: str):
 class Quantize(Compressor):
     name = "quantize"
     Params = QuantizeParams
-    code_version = "4"
+    code_version = "5"   # 5: causal LMs (lm_head float by default), torchao, nf4, ort-int4
 
     @classmethod
     def accepts(cls, params: QuantizeParams) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -130,7 +130,7 @@ def test_dynamic_quantizes_linear_and_embeddings(builder, responsive, sst2, fp32
 
 def test_dynamic_without_embeddings_keeps_them_float(builder, responsive, sst2, fp32_logits):
     artifact = quantize(builder, method="dynamic", embeddings=False)
-    assert json.loads((artifact.path / QUANTIZATION_SPEC).read_text()) == {"embeddings": False}
+    assert json.loads((artifact.path / QUANTIZATION_SPEC).read_text()) == {"embeddings": False, "include_head": False}
     module = artifact.torch_model()
     embeddings = module.bert.embeddings.word_embeddings
     assert type(embeddings) is torch.nn.Embedding and embeddings.weight.dtype == torch.float32
@@ -348,9 +348,12 @@ def test_quantizing_twice_is_refused_in_the_suite_and_at_build(builder, first):
 
 
 @pytest.mark.parametrize("params, where, fragment", [
-    ({"method": "dynamic", "per_channel": True}, (), "method 'dynamic' does not use per_channel; it reads: embeddings"),
+    ({"method": "dynamic", "per_channel": True}, (),
+     "method 'dynamic' does not use per_channel; it reads: embeddings, include_head"),
     ({"method": "fp16", "threshold": 4.0}, (), "does not use threshold; it reads: no other parameters"),
-    ({"method": "int4"}, ("method",), "'dynamic', 'ort-dynamic', 'ort-static', 'bnb-int8', 'fp16' or 'ort-fp16'"),
+    ({"method": "int4"}, ("method",), "'dynamic', 'ort-dynamic', 'ort-int4', 'ort-static', 'bnb-int8', 'bnb-nf4', "
+                                      "'torchao-int8-weight-only', 'torchao-int8-dynamic', 'torchao-int4-weight-only', "
+                                      "'fp16' or 'ort-fp16'"),
     ({"method": "ort-static", "calibration_rows": 0}, ("calibration_rows",), "greater than or equal to 1"),
     ({"method": "ort-static", "calibration_method": "percentile", "percentile": 90}, ("percentile",),
      "greater than 90"),
@@ -380,7 +383,7 @@ def test_bad_params_in_a_suite_are_one_line():
     with pytest.raises(UsageError) as info:
         validate_suite(raw, "suite.yaml")
     assert str(info.value) == ("suite.yaml: pipelines[0].steps[0].params: method 'dynamic' does not use per_channel; "
-                               "it reads: embeddings")
+                               "it reads: embeddings, include_head")
 
 
 
