@@ -24,9 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from compbench.backends.base import Clock, Session
-from compbench.common.statistics import median_ratio
 from compbench.config.measure import GenerationConfig, MeasureConfig
-from compbench.measurement.timing import latency_stats, timed_calls
+from compbench.measurement.timing import interleaved_speedup, latency_stats, timed_calls
 from compbench.tasks.causal_lm import ZERO_SHOT_SPLIT, LanguageModelingConfig
 from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch
@@ -221,8 +220,5 @@ def generation_timing(session: Session, tokenizer, batch: Batch, reference: Gene
     if device_memory is not None:
         out["gpu_memory"] = device_memory
     if reference_ms:
-        ratio = median_ratio(reference_ms, full_ms, paired=True, resamples=measure.bootstrap_resamples, seed=seed)
-        out["speedup"] = {"ratio": ratio.value, "ci95": ratio.as_list(), "pairs": len(full_ms),
-                          "reference_full_ms": float(np.median(reference_ms)), "interleaved": True,
-                          "resolution": measure.target_precision}
+        out["speedup"] = interleaved_speedup(full_ms, reference_ms, measure, seed, "reference_full_ms")
     return out

@@ -96,11 +96,18 @@ def shape_timing(model_ms: list[float], reference_ms: list[float], cold: float, 
     out: dict = {"latency_ms": latency_stats(np.asarray(model_ms), cold),
                  "latency_samples_ms": [round(value, 4) for value in model_ms]}
     if reference_ms:
-        ratio = median_ratio(reference_ms, model_ms, paired=True, resamples=config.bootstrap_resamples, seed=seed)
-        out["speedup"] = {"ratio": ratio.value, "ci95": ratio.as_list(), "pairs": len(model_ms),
-                          "reference_p50_ms": float(np.median(reference_ms)), "interleaved": True,
-                          "resolution": config.target_precision}
+        out["speedup"] = interleaved_speedup(model_ms, reference_ms, config, seed, "reference_p50_ms")
     return out
+
+
+def interleaved_speedup(model_ms: list[float], reference_ms: list[float], config: MeasureConfig, seed: int,
+                        reference_key: str) -> dict:
+    """The reference's median over the model's, from calls timed interleaved in pairs, with the paired 95%
+    bootstrap interval; ``reference_key`` names the reference's median ms."""
+    ratio = median_ratio(reference_ms, model_ms, paired=True, resamples=config.bootstrap_resamples, seed=seed)
+    return {"ratio": ratio.value, "ci95": ratio.as_list(), "pairs": len(model_ms),
+            reference_key: float(np.median(reference_ms)), "interleaved": True,
+            "resolution": config.target_precision}
 
 
 def device_costs(session: Session, batch: Batch, config: MeasureConfig) -> dict:
