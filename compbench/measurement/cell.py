@@ -24,7 +24,14 @@ from compbench.config.cells import Cell, shapes
 from compbench.config.schema import Suite
 from compbench.measurement.accuracy import evaluate_session
 from compbench.measurement.flops import flops_per_example
-from compbench.measurement.language import GenerateCall, generation_timing, language_quality, lm_tokenizer, prompt_batch
+from compbench.measurement.language import (
+    GenerateCall,
+    decoding_memory,
+    generation_timing,
+    language_quality,
+    lm_tokenizer,
+    prompt_batch,
+)
 from compbench.measurement.machine_load import LoadWatch
 from compbench.measurement.parity import parity_max_abs_diff
 from compbench.measurement.peak import measure_read_bandwidth
@@ -151,9 +158,11 @@ class CellMeasurement:
             cold = {shape: cold_ms(session, batch) for shape, batch in batches.items()}   # before anything else
             common = self._shape_independent(cell, session, artifact, tokenizer, data)
             costs = {shape: device_costs(session, batch, self.suite.measure) for shape, batch in batches.items()}
-            if language:    # read against each row's decoding speed: measured in the same window
+            if language:    # with the model alone loaded; bandwidth is read against the decoding speed
                 common["memory_bandwidth"] = measure_read_bandwidth(cell.backend.device,
                                                                     cell.backend.resolved_threads())
+                memory = {shape: decoding_memory(session, tokenizer, batch, self.suite.measure.generation)
+                          for shape, batch in batches.items()}
         except Exception as exc:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
         flops = self._flops(artifact)
@@ -163,14 +172,14 @@ class CellMeasurement:
                                     cold[shape], flops) for shape in batches]
             if language:
                 for shape, row in zip(batches, rows):
-                    self._generation(cell, session, tokenizer, partner, batches[shape], shape, row)
+                    self._generation(cell, session, tokenizer, partner, batches[shape], shape, row, memory[shape])
             return rows
         finally:
             if partner is not None:
                 partner[0].close()
 
     def _generation(self, cell: Cell, session: Session, tokenizer, partner, batch: Batch, shape: tuple[int, int],
-                    row: dict) -> None:
+                    row: dict, memory: dict) -> None:
         """A causal LM's decoding at one shape, timed interleaved with the teacher's when there is one; a failure
         fails the row, with why."""
         if row["status"] != "ok":
@@ -179,8 +188,8 @@ class CellMeasurement:
             config = self.suite.measure.generation
             reference = (GenerateCall.of(partner[0], partner[2], partner[1][shape], config.new_tokens)
                          if partner else None)
-            row["generation"] = generation_timing(session, tokenizer, batch, reference, config, self.suite.measure,
-                                                  self.suite.seed)
+            row["generation"] = {**generation_timing(session, tokenizer, batch, reference, config,
+                                                     self.suite.measure, self.suite.seed), **memory}
             g = row["generation"]
             self.reporter.log(f"  generate {shape[0]} x {shape[1]} + {g['new_tokens']}: first token "
                               f"{g['ttft_ms']['p50']:.1f} ms, {g['time_per_token_ms']:.2f} ms a token, "

@@ -10,8 +10,9 @@ call is greedy and makes exactly ``new_tokens`` tokens. Calls that make one toke
 prefill plus one step) alternate with calls that make all of them, so the time per output token is
 ``(full - first) / (new_tokens - 1)`` from medians of the same window. Against the teacher the full calls are
 timed interleaved (ABBA) with the teacher's, and the speed-up is their median ratio with a paired interval, as
-for forward latency. Peak memory is the process's resident set (CPU) sampled during the full calls, or the
-allocator's peak (CUDA); the KV cache is computed from the config (what the cache holds at the last token).
+for forward latency. Peak memory is measured first, with the model alone loaded: the process's resident set
+(CPU) sampled during one full call, or the allocator's peak (CUDA); the KV cache is computed from the config
+(what the cache holds at the last token).
 """
 
 from __future__ import annotations
@@ -188,20 +189,35 @@ def kv_cache_bytes(config, batch_size: int, tokens: int, bytes_per_value: int = 
     return int(2 * layers * kv_heads * head_dim * tokens * batch_size * bytes_per_value)
 
 
-def generation_timing(session: Session, tokenizer, batch: Batch, reference: GenerateCall | None,
-                      config: GenerationConfig, measure: MeasureConfig, seed: int) -> dict:
-    """The ``generation`` field of a shape's row (see the module docstring)."""
+def decoding_memory(session: Session, tokenizer, batch: Batch, config: GenerationConfig) -> dict:
+    """Memory of one full ``generate`` call with this model alone loaded (before the teacher it is timed against
+    is): the process's peak resident set (and the allocator's peak on CUDA), and the KV cache at the last token.
+    The call also checks that ``generate`` makes exactly ``new_tokens`` tokens (the same work every call)."""
     call = GenerateCall.of(session, tokenizer, batch, config.new_tokens)
     batch_size, prompt_tokens = batch["input_ids"].shape
-    produced = call.generate()
+    session.reset_memory_peak()
+    with peak_rss() as memory:
+        produced = call.generate()
     if produced.shape[1] != prompt_tokens + config.new_tokens:     # min_new_tokens not honoured: not the same work
         raise RuntimeError(f"generate made {produced.shape[1] - prompt_tokens} tokens, not {config.new_tokens}")
+    out = {"peak_rss_bytes": int(memory["peak_bytes"]), "rss_before_bytes": int(memory["before_bytes"]),
+           "kv_cache_bytes": kv_cache_bytes(getattr(call.model, "config", None), batch_size,
+                                            prompt_tokens + config.new_tokens)}
+    device_memory = session.memory_peak()
+    if device_memory is not None:
+        out["gpu_memory"] = device_memory
+    return out
+
+
+def generation_timing(session: Session, tokenizer, batch: Batch, reference: GenerateCall | None,
+                      config: GenerationConfig, measure: MeasureConfig, seed: int) -> dict:
+    """The timing part of a shape's ``generation`` field (see the module docstring)."""
+    call = GenerateCall.of(session, tokenizer, batch, config.new_tokens)
+    batch_size, prompt_tokens = batch["input_ids"].shape
     timing = measure.model_copy(update={"min_iters": config.min_calls, "min_seconds": config.min_seconds,
                                         "max_seconds": config.max_seconds, "warmup_iters": 1})
     alternating = _Alternating(call)
-    session.reset_memory_peak()
-    with peak_rss() as memory:
-        full_ms, reference_ms = timed_calls(alternating, reference, timing)
+    full_ms, reference_ms = timed_calls(alternating, reference, timing)
     first = float(np.median(alternating.first_ms))
     full = float(np.median(full_ms))
     per_token = max(full - first, 0.0) / (config.new_tokens - 1)
@@ -212,13 +228,7 @@ def generation_timing(session: Session, tokenizer, batch: Batch, reference: Gene
         "time_per_token_ms": per_token,
         "tokens_per_s": batch_size * config.new_tokens * 1000.0 / full,
         "decode_tokens_per_s": batch_size * 1000.0 / per_token if per_token > 0 else None,
-        "peak_rss_bytes": int(memory["peak_bytes"]), "rss_before_bytes": int(memory["before_bytes"]),
-        "kv_cache_bytes": kv_cache_bytes(getattr(call.model, "config", None), batch_size,
-                                         prompt_tokens + config.new_tokens),
     }
-    device_memory = session.memory_peak()
-    if device_memory is not None:
-        out["gpu_memory"] = device_memory
     if reference_ms:
         out["speedup"] = interleaved_speedup(full_ms, reference_ms, measure, seed, "reference_full_ms")
     return out
