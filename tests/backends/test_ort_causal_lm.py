@@ -168,6 +168,7 @@ def folder_artifact(folder: Path, where: Path) -> ModelArtifact:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_smollm2_perplexity_on_ort_fp32_and_int4(smollm2_folder, glue_data, tmp_path, one_torch_thread):
     """The real model (about 3 minutes on 2 busy cores: export, quantize, three perplexities): ORT fp32 equals
     torch (measured: 28.757267 both, 4e-9 apart) and ort-int4 (block 32, symmetric) costs what was measured."""

@@ -246,6 +246,7 @@ def smollm2(smollm2_folder, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_wanda_beats_magnitude_on_smollm2(smollm2, glue_data, tmp_path, one_torch_thread):
     data = lm_data(glue_data, 100, 10)
     texts = data.eval["validation"]["text"].tolist()
@@ -260,6 +261,7 @@ def test_wanda_beats_magnitude_on_smollm2(smollm2, glue_data, tmp_path, one_torc
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_kd_lowers_the_perplexity_of_a_15_layer_smollm2_student(smollm2, glue_data, tmp_path, one_torch_thread):
     data = lm_data(glue_data, 100, 10)
     texts = data.eval["validation"]["text"].tolist()

@@ -185,6 +185,7 @@ def test_bitsandbytes_methods_load_causal_lms(method, bound, store, tiny_causal_
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_int8_weight_only_keeps_smollm2_perplexity(smollm2_folder, glue_data, tmp_path, one_torch_thread):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
