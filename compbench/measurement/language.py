@@ -30,7 +30,7 @@ from compbench.measurement.timing import interleaved_speedup, latency_stats, tim
 from compbench.tasks.causal_lm import ZERO_SHOT_SPLIT, LanguageModelingConfig
 from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch
-from compbench.tasks.language_modeling import perplexity, render_prompts, zero_shot_scores
+from compbench.tasks.language_modeling import device_of, perplexity, render_prompts, zero_shot_scores
 from compbench.tasks.metrics import bootstrap_ci
 
 RSS_SAMPLE_SECONDS = 0.005
@@ -114,7 +114,7 @@ class GenerateCall:
         import torch
 
         model = session.language_model()
-        device = _device_of(model)
+        device = device_of(model)
         inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return cls(model, inputs, new_tokens, pad, session.clock())
@@ -132,13 +132,6 @@ class GenerateCall:
 
     def first_token(self) -> "GenerateCall":
         return GenerateCall(self.model, self.inputs, 1, self.pad_token_id, self.clock)
-
-
-def _device_of(model):
-    import torch
-
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else torch.device("cpu")
 
 
 class _Alternating:

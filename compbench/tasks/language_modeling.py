@@ -247,7 +247,8 @@ def windows(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int,
     return out
 
 
-def _device_of(model):
+def device_of(model):
+    """The torch device a causal LM (a torch module, or optimum's ORT model) reads its inputs on."""
     import torch
 
     try:
@@ -300,7 +301,7 @@ def _batched_forward(model, rows: list[list[int]], pad_id: int):
     for i, row in enumerate(rows):
         ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, :len(row)] = 1
-    device = _device_of(model)
+    device = device_of(model)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
     return out.logits.float(), mask
 
