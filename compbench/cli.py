@@ -40,7 +40,7 @@ class Seconds(click.ParamType):
 
 
 SECONDS = Seconds()
-ROWS = click.IntRange(min=1, max=1_000_000_000)     # config.limits.MAX_ROWS (not imported: the CLI starts light)
+ROWS = click.IntRange(min=1, max=1_000_000_000)     # common.fields.MAX_ROWS (not imported: the CLI starts light)
 
 
 @contextmanager

@@ -196,7 +196,7 @@ def _bitsandbytes(model: ModelArtifact, ctx: CompressContext, config, *, what: s
     and save it; bitsandbytes 0.50 runs both on CPU too."""
     import torch
 
-    from compbench.models.formats.base import auto_model_class
+    from compbench.models.kinds import auto_model_class
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

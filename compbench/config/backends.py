@@ -7,7 +7,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from compbench.common.envinfo import usable_cores
-from compbench.config.limits import MAX_THREADS, bounded_int
+from compbench.common.fields import bounded_int
+from compbench.config.limits import MAX_THREADS
 
 Device = Literal["cpu", "cuda"]
 DEVICES = get_args(Device)

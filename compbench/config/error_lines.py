@@ -8,10 +8,10 @@ through :class:`ParamsError`, so its lines name the field inside the step too.
 from __future__ import annotations
 
 import typing
-from typing import Any
 
 from pydantic import BaseModel
 
+from compbench.common.fields import show_value
 from compbench.common.registry import closest_name, unknown_name_message
 
 
@@ -117,20 +117,6 @@ def _describe(error: dict, model: type[BaseModel], location: list) -> str:
     else:
         expected = error["msg"].replace("Input should be", "must be")
     return f"{expected}; got {show_value(error.get('input'))}"
-
-
-def show_value(value: Any) -> str:
-    """A value as the suite's author wrote it (YAML words), kept short."""
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list" if value else "an empty list"
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def field_path(location: list) -> str:

@@ -7,13 +7,9 @@ suite beyond one is refused when it is read, with one line naming the field.
 
 from __future__ import annotations
 
-import math
 import os
-from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
-
-from compbench.config.error_lines import show_value
+from compbench.common.fields import bounded_int
 
 MAX_BATCH_SIZE = 65_536             # rows per call: timed shapes, evaluation, training
 MIN_SEQ_LEN = 8                     # tokens per row ...
@@ -22,7 +18,6 @@ MAX_ITERS = 1_000_000               # calls per shape: warm-up, and the least an
 MAX_RESAMPLES = 1_000_000           # bootstrap resamples of an interval
 MAX_EPOCHS = 10_000
 MAX_STEPS = 1_000_000_000           # optimiser steps
-MAX_ROWS = 1_000_000_000            # data.limit_train / limit_eval: rows of a split
 MAX_SEED = 2**32 - 1                # numpy's global seed and pandas' random_state take 0 .. 2**32 - 1
 MAX_THREADS = 4_096
 MAX_TIMING_SECONDS = 86_400.0       # measure.min_seconds / max_seconds: a day per shape
@@ -32,26 +27,6 @@ INPUT_TENSORS = 3                   # input_ids, attention_mask, token_type_ids 
 INPUT_ITEM_BYTES = 8                # ... int64 each
 BOOTSTRAP_ARRAYS = 3                # a paired bootstrap holds resamples x calls of: indices, and both sides' values
 BOOTSTRAP_ITEM_BYTES = 8            # int64 indices, float64 values
-
-
-def _refuse_out_of_range(low: int, high: int):
-    """Before pydantic's own int check: a bool is not a count, and a float out of range (``1.0e+23``) is refused
-    with the range rather than pydantic's 'exceeded maximum size'."""
-    def check(value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"must be an integer; got {show_value(value)}")
-        if isinstance(value, float) and math.isfinite(value):
-            if value > high:
-                raise ValueError(f"must be less than or equal to {high}; got {value:g}")
-            if value < low:
-                raise ValueError(f"must be greater than or equal to {low}; got {value:g}")
-        return value
-    return check
-
-
-def bounded_int(low: int, high: int) -> Any:
-    """An int field type that takes ``low`` .. ``high`` (a float that is a whole number in range too)."""
-    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_refuse_out_of_range(low, high))]
 
 
 BatchSize = bounded_int(1, MAX_BATCH_SIZE)

@@ -22,11 +22,12 @@ from pydantic import (
 )
 
 from compbench.common.errors import UsageError
+from compbench.common.fields import MAX_ROWS, bounded_int
 from compbench.common.plugins import BACKENDS, COMPRESSORS
 from compbench.common.registry import unknown_name_message
 from compbench.config.backends import DEVICES, PROFILES, BackendOptions
 from compbench.config.error_lines import FieldError, ParamsError
-from compbench.config.limits import MAX_ROWS, MAX_TIMEOUT_SECONDS, Seed, bounded_int
+from compbench.config.limits import MAX_TIMEOUT_SECONDS, Seed
 from compbench.config.measure import MeasureConfig
 from compbench.config.training import TeacherConfig
 from compbench.tasks.causal_lm import LanguageModelingConfig

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compbench.config.limits import MAX_EPOCHS, MAX_STEPS, BatchSize, Seed, SeqLen, bounded_int
+from compbench.common.fields import bounded_int
+from compbench.config.limits import MAX_EPOCHS, MAX_STEPS, BatchSize, Seed, SeqLen
 
 
 class TrainConfig(BaseModel):

@@ -26,7 +26,7 @@ from compbench.config.schema import Suite
 from compbench.config.settings import RunSettings, default_cache_dir
 from compbench.measurement.cell import CellMeasurement
 from compbench.models.artifact import ModelArtifact
-from compbench.models.formats.base import CAUSAL_LM, model_kind
+from compbench.models.kinds import CAUSAL_LM, model_kind
 from compbench.models.references import ResolvedModel, resolve_model
 from compbench.tasks.causal_lm import LanguageModelingConfig, load_language_modeling_data
 from compbench.tasks.data import TaskData, load_task_data

@@ -15,7 +15,8 @@ from pathlib import Path
 from compbench.common.errors import CompbenchError, UnsupportedError
 from compbench.common.hashing import stable_hash
 from compbench.models.formats import FORMATS, ArtifactFormat
-from compbench.models.formats.base import CAUSAL_LM, ONNX_EXPORTS, SEQUENCE_CLASSIFICATION, model_kind
+from compbench.models.formats.base import ONNX_EXPORTS
+from compbench.models.kinds import CAUSAL_LM, SEQUENCE_CLASSIFICATION, model_kind
 
 META_FILE = "compbench.json"
 # Folders an artifact gains after it is built, caches of what is computed from it: outside its seal

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 
 from compbench.common.errors import UnsupportedError
+from compbench.models.kinds import CAUSAL_LM, model_kind
 
 # Linear layers inside BERT-style encoder layers: the default ``modules`` of magnitude pruning and SVD for a
 # model type without an entry here.
@@ -246,8 +247,6 @@ def layer_linears(model) -> str:
     """Regex over module names selecting the Linears inside the transformer layers: the family's, or for a model
     type without an entry the BERT-style ``encoder.layer.N.`` naming (a causal LM: ``layers.N.``; magnitude pruning
     and SVD work on any Linear, so they do not need the table)."""
-    from compbench.models.formats.base import CAUSAL_LM, model_kind
-
     try:
         return family_of(model).layer_linears()
     except UnsupportedError:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from compbench.common.errors import UnsupportedError
+from compbench.models.kinds import CAUSAL_LM, model_kind
 
 ONNX_FILE = "model.onnx"
 
@@ -37,8 +38,6 @@ def export_module(model, output_folder: Path) -> str:
     """``torch.onnx.export`` of a loaded sequence-classification module (any structure inside); a causal LM's
     module through optimum, as a decoder with past key values like ``export_onnx`` gives. Returns which exporter
     made it."""
-    from compbench.models.formats.base import CAUSAL_LM, model_kind  # formats.base imports this module
-
     with quiet_tracing():
         if model_kind(model.config) == CAUSAL_LM:
             return _export_causal_lm(model, output_folder)
@@ -76,8 +75,6 @@ def _export(model_folder: Path, output_folder: Path) -> str:
 
 def _is_causal_lm(model_folder: Path) -> bool:
     from transformers import AutoConfig
-
-    from compbench.models.formats.base import CAUSAL_LM, model_kind  # formats.base imports this module
 
     return model_kind(AutoConfig.from_pretrained(model_folder)) == CAUSAL_LM
 

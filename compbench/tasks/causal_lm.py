@@ -27,8 +27,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from compbench.common.errors import UsageError
+from compbench.common.fields import MAX_ROWS, bounded_int
 from compbench.common.hashing import stable_hash
-from compbench.config.limits import MAX_ROWS, bounded_int
 from compbench.tasks.data import TaskData, fingerprint
 from compbench.tasks.glue import TASKS, TaskSpec, get_task
 from compbench.tasks.language_modeling import glue_corpus, load_corpus

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from compbench.common.errors import UnsupportedError
 from compbench.models.artifact import ModelArtifact
 from compbench.models.families import family_of
-from compbench.models.formats.base import auto_model_class, model_kind
+from compbench.models.kinds import auto_model_class, model_kind
 from compbench.models.references import ResolvedModel, resolve_model
 from compbench.tasks.glue import TaskSpec
 from compbench.training.finetune import load_base_for_task

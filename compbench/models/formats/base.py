@@ -107,42 +107,6 @@ class TorchModuleFormat(ArtifactFormat):
         return cached_onnx_export(folder, lambda tmp: export_module(self.load_torch(folder), tmp))
 
 
-SEQUENCE_CLASSIFICATION, CAUSAL_LM = "sequence-classification", "causal-lm"
-MODEL_KINDS = (SEQUENCE_CLASSIFICATION, CAUSAL_LM)
-
-
-def model_kind(config) -> str:
-    """What a transformers ``config`` describes: a causal LM (its architecture ends ``ForCausalLM``, or the config
-    of a decoder-only family without a classification head) or a sequence classifier (everything else)."""
-    architectures = getattr(config, "architectures", None) or []
-    if any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures):
-        return CAUSAL_LM
-    return SEQUENCE_CLASSIFICATION
-
-
-def auto_model_class(kind: str):
-    """transformers' Auto class that builds a model of ``kind``."""
-    import transformers
-
-    return {SEQUENCE_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
-            CAUSAL_LM: transformers.AutoModelForCausalLM}[kind]
-
-
-def folder_model_class(folder: Path):
-    """The Auto class for the model a ``save_pretrained`` folder holds (by its config's architectures)."""
-    from transformers import AutoConfig
-
-    return auto_model_class(model_kind(AutoConfig.from_pretrained(folder)))
-
-
-def model_from_config(folder: Path):
-    """The folder's architecture with fresh weights, for formats that load their own state."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(folder)
-    return auto_model_class(model_kind(config)).from_config(config)
-
-
 def onnx_model_files(model_file: Path) -> list[Path]:
     """The ONNX file and the external-data files its initializers point to."""
     import onnx

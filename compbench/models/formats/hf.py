@@ -8,13 +8,12 @@ from pathlib import Path
 
 from compbench.models.formats.base import (
     ArtifactFormat,
-    auto_model_class,
     cached_onnx_export,
     checked_safetensors,
-    model_kind,
     reading_safetensors,
     register_format,
 )
+from compbench.models.kinds import auto_model_class, model_kind
 from compbench.models.onnx_export import export_onnx
 
 

@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compbench.models.formats.base import (
-    TorchModuleFormat,
-    model_from_config,
-    reading_safetensors,
-    register_format,
-)
+from compbench.models.formats.base import TorchModuleFormat, reading_safetensors, register_format
 from compbench.models.formats.hf import HuggingFaceFormat
+from compbench.models.kinds import model_from_config
 
 LOW_RANK_SPEC = "low_rank.json"
 

@@ -7,12 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compbench.models.formats.base import (
-    TorchModuleFormat,
-    model_from_config,
-    reading_safetensors,
-    register_format,
-)
+from compbench.models.formats.base import TorchModuleFormat, reading_safetensors, register_format
+from compbench.models.kinds import model_from_config
 
 SPARSE_WEIGHTS = "model.sparse.safetensors"
 SPARSE_SPEC = "sparse.json"

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from compbench.common.errors import CompbenchError, UnsupportedError
-from compbench.models.formats.base import ArtifactFormat, model_from_config, register_format
+from compbench.models.formats.base import ArtifactFormat, register_format
+from compbench.models.kinds import model_from_config
 
 QUANTIZED_STATE = "quantized_state.pt"
 QUANTIZATION_SPEC = "quantization.json"   # what was quantized, so loading rebuilds the same modules

@@ -15,12 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from compbench.common.errors import UnreadableArtifactError, UnsupportedError
-from compbench.models.formats.base import (
-    ArtifactFormat,
-    model_from_config,
-    reading_safetensors,
-    register_format,
-)
+from compbench.models.formats.base import ArtifactFormat, reading_safetensors, register_format
+from compbench.models.kinds import model_from_config
 
 TORCHAO_WEIGHTS = "model.torchao.safetensors"
 TORCHAO_SPEC = "torchao.json"
