@@ -30,7 +30,7 @@ from compbench.measurement.timing import interleaved_speedup, latency_stats, tim
 from compbench.tasks.causal_lm import ZERO_SHOT_SPLIT, LanguageModelingConfig
 from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch
-from compbench.tasks.language_modeling import device_of, perplexity, render_prompts, zero_shot_scores
+from compbench.tasks.language_modeling import device_of, perplexity, zero_shot_scores
 from compbench.tasks.metrics import bootstrap_ci
 
 RSS_SAMPLE_SECONDS = 0.005
@@ -58,18 +58,19 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
     metrics = {"perplexity": losses.perplexity, "nll_per_token": losses.mean_nll}
     zero_shot = {}
     for entry in task.zero_shot:
-        rows = data.eval[ZERO_SHOT_SPLIT + entry.task]
-        scores = zero_shot_scores(model, tokenizer, render_prompts(entry.template, rows), entry.choices,
+        rows = data.eval[ZERO_SHOT_SPLIT + entry.key]
+        scores = zero_shot_scores(model, tokenizer, entry.prompts_of(rows), entry.choices_of(rows),
                                   batch_size=QUALITY_BATCH)
         labels = rows["label"].to_numpy(dtype=np.int64)
         predictions = scores.predictions
         accuracy = float(np.mean(predictions == labels))
-        zero_shot[entry.task] = {
+        zero_shot[entry.key] = {
             "accuracy": accuracy,
             "ci95": bootstrap_ci("accuracy", predictions, labels, n_resamples=config.bootstrap_resamples,
                                  seed=seed).as_list(),
             "accuracy_norm": float(np.mean(scores.normalized_predictions == labels)),
-            "majority": float(np.bincount(labels).max() / len(labels)),
+            "majority": float(np.bincount(labels).max() / len(labels)),   # a data task: always the same index
+            "choices": scores.logliks.shape[1],
             "rows": int(len(labels)), "predictions": predictions.tolist(), "labels": labels.tolist(),
         }
         metrics[entry.metric_name] = accuracy

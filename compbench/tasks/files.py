@@ -67,7 +67,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Union
+from typing import Any, Iterable, Literal, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -1167,3 +1167,28 @@ def resolve_file_task(config: FileTaskConfig, base_dir: Path, seed: int = 0) -> 
         raise UsageError(message if message.startswith(f"task {config.name}") else
                          f"task {config.name}: {message}") from None
     return spec, source
+
+
+# ----------------------------------------------------------------------------------------------- plain columns
+
+
+def read_split_columns(data: str, base_dir: Path, splits: Sequence[str], *, hf_config: str | None = None,
+                       encoding: str = "utf-8", what: str = "data") -> tuple[str, dict[str, list], str]:
+    """The columns of one split of ``data`` (any file, folder, ``save_to_disk`` folder or hub id a file task
+    takes), for readers that need rows but no labels (a causal LM's corpus, a multiple-choice task).
+
+    The split is the first of ``splits`` the data has; a single file is its only split whatever its name.
+    Returns ``(split, columns, where)``; no such split is a one-line usage error naming the splits there are."""
+    reading = FileTaskConfig.model_construct(name=what, data=data, text="", label="", hf_config=hf_config,
+                                             encoding=encoding)
+    inputs = locate_inputs(reading, base_dir)
+    single = len(inputs) == 1 and all(i.kind != "hub" for found in inputs.values() for i in found)
+    split = next((s for s in splits if s in inputs), next(iter(inputs)) if single else None)
+    where = f"{what} {data!r}" + (f" ({hf_config})" if hf_config else "")
+    if split is None:
+        raise UsageError(f"{where} has no {' or '.join(splits)} split (it has {', '.join(inputs)})")
+    tables = [read_input(data_input, reading) for data_input in inputs[split]]
+    names = list(tables[0].columns)
+    columns = {name: [value for table in tables for value in table.columns.get(name, [None] * len(table))]
+               for name in names}
+    return split, columns, f"{where} split {split}" if not single else where

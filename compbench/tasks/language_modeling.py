@@ -43,6 +43,8 @@ from compbench.tasks.sources import DataSource, detect_layout
 IGNORE_INDEX = -100                      # labels that the loss skips (the Hugging Face convention)
 GLUE_CORPUS_TASKS = ("rte", "mrpc")
 SENTENCES_PER_DOCUMENT = 4
+CORPUS_FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".ndjson": "jsonl",
+                  ".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}     # a corpus file's format by extension
 SST2_TEMPLATE = "Review: {sentence}\nSentiment:"
 SST2_CHOICES = (" negative", " positive")  # in label-id order
 
@@ -103,9 +105,7 @@ def load_corpus(path: str | Path, *, column: str = "text", format: str = "auto",
     path = Path(path).expanduser()
     if not path.is_file():
         raise UsageError(f"corpus file {path} does not exist")
-    kind = format if format != "auto" else {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl",
-                                            ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet",
-                                            ".csv": "csv"}.get(path.suffix.lower())
+    kind = format if format != "auto" else CORPUS_FORMATS.get(path.suffix.lower())
     if kind == "text":
         text = path.read_text(encoding=encoding)
         documents = _clean(text.split(separator) if separator else [text])

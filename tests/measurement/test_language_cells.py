@@ -11,13 +11,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from compbench.measurement.language import kv_cache_bytes, prompt_batch
 from compbench.results.analysis import analyse, decode_roofline, front_score, kept_share
 from compbench.results.rows import read_rows
+from compbench.tasks.glue import get_task
 from compbench.tasks.metrics import paired_bootstrap_perplexity_delta
+from compbench.tasks.sources import detect_layout
 
 SST2_ZERO_SHOT = {"task": "sst2", "template": "Review: {sentence}\nSentiment:", "choices": [" negative", " positive"]}
 
@@ -51,7 +54,15 @@ def compbench(*args, cwd: Path, cache: Path, timeout: float = 600) -> subprocess
 def tiny_lm_run(tmp_path_factory, tiny_causal_lm, glue_data):
     folder = tmp_path_factory.mktemp("lm-run")
     suite = folder / "lm.yaml"
-    suite.write_text(yaml.safe_dump(lm_suite(tiny_causal_lm.path, glue_data)))
+    config = lm_suite(tiny_causal_lm.path, glue_data)
+    # SST-2 again, as a multiple-choice file of the user's: answers in a list column, the gold answer as text
+    rows = detect_layout(glue_data / "glue").load_split(get_task("sst2"), "validation")
+    pd.DataFrame({"sentence": rows["sentence"], "options": [list(SST2_ZERO_SHOT["choices"])] * len(rows),
+                  "answer": [SST2_ZERO_SHOT["choices"][int(v)].strip() for v in rows["label"]]}).to_json(
+        folder / "sst2-mc.jsonl", orient="records", lines=True)
+    config["tasks"][0]["zero_shot"].append({"name": "sst2-mc", "data": "sst2-mc.jsonl", "label": "answer",
+                                            "template": SST2_ZERO_SHOT["template"], "choices_column": "options"})
+    suite.write_text(yaml.safe_dump(config))
     done = compbench("run", suite, "--results-dir", folder / "results", "--run-id", "first", "--no-progress",
                      cwd=folder, cache=folder / "cache")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -72,6 +83,9 @@ def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run):
         assert row["eval_rows"] == 24 == len(row["labels"]) and row["eval_tokens"] == sum(row["labels"])
         zero_shot = row["zero_shot"]["sst2"]      # --limit-eval (24) caps its limit (40) too
         assert zero_shot["rows"] == 24 and row["metrics"]["zero_shot_sst2"] == zero_shot["accuracy"]
+        # the same rows as a multiple-choice file score exactly as the GLUE task does (another path, same numbers)
+        assert row["zero_shot"]["sst2-mc"]["predictions"] == zero_shot["predictions"]
+        assert row["zero_shot"]["sst2-mc"]["labels"] == zero_shot["labels"]
         g = row["generation"]
         assert (g["batch_size"], g["prompt_tokens"], g["new_tokens"]) == (row["batch_size"], 16, 6)
         assert g["ttft_ms"]["p50"] > 0 and g["time_per_token_ms"] > 0 and g["tokens_per_s"] > 0
