@@ -4,7 +4,8 @@ The loss and its variants (divergence, black-box ``targets: teacher_labels``, ``
 the hard-label baseline) are ``kd.TeacherSignal``'s. ``teacher_seeds`` adds teachers (the
 suite's teacher fine-tuned again with those seeds) whose temperature-softened distributions
 are averaged with the input model's (multi-teacher). ``hidden_weight`` / ``attention_weight``
-add intermediate-layer matching (``layer_matching``). The teachers' logits are computed once
+add intermediate-layer matching (``layer_matching``), ``relational_weight`` a relation loss between the rows'
+pooled representations (``relational``: RKD, similarity-preserving). The teachers' logits are computed once
 per training row and looked up per batch.
 
 Causal LMs (a ``language_modeling`` task): the student (e.g. ``student: {layers: [0, 2, 4, ...]}``, a subset
@@ -26,6 +27,7 @@ from compbench.config.training import TrainConfig
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.training.kd import TeacherSignal
 from compbench.training.layer_matching import LayerMatcher
+from compbench.training.relational import Relation
 from compbench.training.students import StudentSpec, build_student
 from compbench.training.teachers import EpochSelection, train_against_teachers
 
@@ -41,6 +43,10 @@ class DistillParams(TeacherSignal, EpochSelection):
         0.0, ge=0, description="weight of hidden-state MSE (learned projection when widths differ)"
     )
     attention_weight: float = Field(0.0, ge=0, description="weight of attention-map MSE (needs equal head counts)")
+    relational_weight: float = Field(0.0, ge=0, description="weight of the relation loss between the rows' pooled "
+                                     "representations of a batch (any widths)")
+    relation: Relation = Field("rkd", description="rkd (distance + 2 x angle), rkd_distance, rkd_angle, "
+                               "similarity (similarity-preserving)")
     layer_map: dict[int, int] | None = Field(None, description="student layer -> teacher layer for the matching; "
                                              "default: uniform, last layers meet")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, learning_rate=1e-4))
@@ -51,6 +57,8 @@ class DistillParams(TeacherSignal, EpochSelection):
             raise ValueError(
                 "teacher_seeds: alpha 0 (hard labels) uses no teacher; give alpha > 0 or drop teacher_seeds"
             )
+        if "relation" in self.model_fields_set and self.relational_weight == 0:
+            raise ValueError("relation: the relation loss is off; set relational_weight > 0")
         if self.layer_map is not None and self.hidden_weight == 0 and self.attention_weight == 0:
             raise ValueError("layer_map: no layer matching is on; set hidden_weight or attention_weight > 0")
         return self
@@ -73,14 +81,16 @@ class Distill(Compressor):
         params = self.params
         if model.is_causal_lm:
             check_causal_lm_params(params)
+        elif params.top_k is not None:
+            raise UnsupportedError("top_k folds a causal LM's vocabulary to the teacher's k likeliest tokens; a "
+                                   "classifier's classes are kept whole: drop top_k")
         student, tokenizer = build_student(model, params.student, seed=params.train.seed, task=ctx.data.task,
                                            resolve=ctx.resolve_model)
         matcher = None
-        if params.hidden_weight > 0 or params.attention_weight > 0:
+        if params.hidden_weight > 0 or params.attention_weight > 0 or params.relational_weight > 0:
             check_same_vocabulary(tokenizer, model.tokenizer())
-            matcher = LayerMatcher(
-                model.torch_model(), student, params.layer_map, params.hidden_weight, params.attention_weight
-            )
+            matcher = LayerMatcher(model.torch_model(), student, params.layer_map, params.hidden_weight,
+                                   params.attention_weight, params.relational_weight, params.relation)
         teachers = [model, *(ctx.teacher_with_seed(seed) for seed in params.teacher_seeds)] if params.alpha > 0 else []
         summary = train_against_teachers(student, tokenizer, teachers, params, params.train, ctx,
                                          selection=params, matcher=matcher, description="distill")
@@ -93,9 +103,9 @@ class Distill(Compressor):
 
 def check_causal_lm_params(params: DistillParams) -> None:
     """What token-level distillation of a causal LM does not do (yet), refused before anything is built."""
-    if params.hidden_weight > 0 or params.attention_weight > 0:
-        raise UnsupportedError("layer matching (hidden_weight, attention_weight) is not built for causal LMs; "
-                               "distil them with the token-level loss alone")
+    if params.hidden_weight > 0 or params.attention_weight > 0 or params.relational_weight > 0:
+        raise UnsupportedError("layer matching and relations (hidden_weight, attention_weight, relational_weight) "
+                               "are not built for causal LMs; distil them with the token-level loss alone")
     if params.teacher_seeds:
         raise UnsupportedError("teacher_seeds: a causal LM has no fine-tuning recipe to train further teachers "
                                "with other seeds")

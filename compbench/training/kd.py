@@ -1,7 +1,10 @@
 """The knowledge-distillation loss (Hinton et al. 2015) and its variants.
 
-Loss: ``alpha * T^2 * D(p_teacher^T, p_student^T) + (1 - alpha) * CE(student, labels)`` with D
-the forward KL (default), reverse KL or Jensen-Shannon divergence; for regression (STS-B)
+Loss: ``alpha * T^2 * D(p_teacher^T, p_student^T) + (1 - alpha) * CE(student, labels)`` with D (teacher p,
+student q) the forward KL(p||q) (default, mode-covering), the reverse KL(q||p) (mode-seeking, MiniLLM), the
+generalized Jensen-Shannon divergence ``beta KL(p||m) + (1 - beta) KL(q||m)``, ``m = beta p + (1 - beta) q`` (GKD,
+Agarwal et al. 2024; beta 0.5 is the plain JSD), or the skew KL ``KL(p || skew p + (1 - skew) q)`` and skew
+reverse KL ``KL(q || skew q + (1 - skew) p)`` (DistiLLM, Ko et al. 2024); for regression (STS-B)
 ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, labels)``. ``targets:
 teacher_labels`` is black-box: only the teachers' predicted labels. Several teachers'
 temperature-softened distributions are averaged. ``alpha: 0`` needs no teacher at all.
@@ -11,7 +14,10 @@ logit over T, so D is the two-outcome divergence averaged over labels and rows (
 cross-entropy, is); black-box targets are the labels whose averaged teacher probability is > 0.5.
 
 Causal LMs (``token_distillation_loss``): the same loss per predicted token over the vocabulary, the label term
-the next token's cross-entropy.
+the next token's cross-entropy. With ``top_k`` the teacher's distribution is kept only on its k most likely
+tokens per position, the rest of its mass in one "any other token" outcome, and the student's is folded the same
+way (a k + 1-outcome distribution each; exact as k reaches the vocabulary), so only k logits per token need be
+kept of the teacher.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-Divergence = Literal["forward_kl", "reverse_kl", "js"]
+Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl"]
 
 
 class TeacherSignal(BaseModel):
@@ -34,20 +40,59 @@ class TeacherSignal(BaseModel):
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the teacher signal; 0 = hard labels only")
     divergence: Divergence = "forward_kl"
+    beta: float = Field(0.5, gt=0, lt=1, description="divergence js: the teacher's weight in the mixture")
+    skew: float = Field(0.1, gt=0, lt=1, description="skew_kl / skew_reverse_kl: the weight of the distribution "
+                                                     "the divergence is taken from, in the mixture")
+    top_k: int | None = Field(None, ge=1, description="causal LMs: the teacher's k most likely tokens per "
+                                                      "position, the rest as one outcome (default: all)")
     targets: Literal["soft", "teacher_labels"] = Field(
         "soft", description="soft: white-box probabilities; teacher_labels: black-box"
     )
 
 
-def divergence(name: Divergence, student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of D(teacher || student) (forward), D(student || teacher) (reverse), or JS."""
+def divergence(name: Divergence, student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor, *,
+               beta: float = 0.5, skew: float = 0.1) -> torch.Tensor:
+    """Mean over the batch (rows of the last dimension's distributions) of the divergence ``name`` between the
+    teacher p and the student q (module docstring): KL(p||q), KL(q||p), JSD_beta, or a skew KL."""
     kl = lambda log_p, log_q: F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")  # noqa: E731  KL(p || q)
     if name == "forward_kl":
         return kl(teacher_log_probs, student_log_probs)
     if name == "reverse_kl":
         return kl(student_log_probs, teacher_log_probs)
-    mixture = torch.logsumexp(torch.stack([student_log_probs, teacher_log_probs]), dim=0) - torch.log(torch.tensor(2.0))
-    return 0.5 * kl(teacher_log_probs, mixture) + 0.5 * kl(student_log_probs, mixture)
+    if name == "js":
+        mixture = _mixture(teacher_log_probs, student_log_probs, beta)
+        return beta * kl(teacher_log_probs, mixture) + (1 - beta) * kl(student_log_probs, mixture)
+    if name == "skew_kl":
+        return kl(teacher_log_probs, _mixture(teacher_log_probs, student_log_probs, skew))
+    if name == "skew_reverse_kl":
+        return kl(student_log_probs, _mixture(student_log_probs, teacher_log_probs, skew))
+    raise ValueError(f"unknown divergence {name!r}")
+
+
+def _mixture(log_p: torch.Tensor, log_q: torch.Tensor, weight: float) -> torch.Tensor:
+    """log(weight * p + (1 - weight) * q), computed in log space."""
+    return torch.logaddexp(log_p + math.log(weight), log_q + math.log1p(-weight))
+
+
+def top_k_folded(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor,
+                 k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both distributions over the teacher's ``k`` most likely tokens of each row plus one outcome for every other
+    token: (teacher, student) log-probabilities of shape (rows, k + 1). The rest's mass is floored at 1e-12 so
+    its log stays finite (its weight in any divergence is then ~0 where the top k hold everything)."""
+    k = min(k, teacher_log_probs.shape[-1])
+    top, index = teacher_log_probs.topk(k, dim=-1)
+
+    def fold(kept: torch.Tensor) -> torch.Tensor:
+        rest = torch.log((-torch.expm1(torch.logsumexp(kept, dim=-1, keepdim=True))).clamp(min=1e-12))
+        return torch.cat([kept, rest], dim=-1)
+
+    return fold(top), fold(student_log_probs.gather(-1, index))
+
+
+def signal_divergence(params: "TeacherSignal", student_log_probs: torch.Tensor,
+                      teacher_log_probs: torch.Tensor) -> torch.Tensor:
+    """``divergence`` as ``params`` names and shapes it."""
+    return divergence(params.divergence, student_log_probs, teacher_log_probs, beta=params.beta, skew=params.skew)
 
 
 def ensemble_log_probs(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -103,8 +148,8 @@ def distillation_loss(
         teacher_term = F.cross_entropy(student_logits, ensemble_log_probs(teacher_logits, 1.0).argmax(dim=-1))
     else:
         t = params.temperature
-        teacher_term = t * t * divergence(params.divergence, F.log_softmax(student_logits / t, dim=-1),
-                                          ensemble_log_probs(teacher_logits, t))
+        teacher_term = t * t * signal_divergence(params, F.log_softmax(student_logits / t, dim=-1),
+                                                 ensemble_log_probs(teacher_logits, t))
     return params.alpha * teacher_term + (1 - params.alpha) * label_term
 
 
@@ -120,8 +165,8 @@ def _multi_label_loss(student_logits, teacher_logits, labels, params: "TeacherSi
         teacher_term = F.binary_cross_entropy_with_logits(student_logits, hard)
     else:
         t = params.temperature   # the divergence summed over labels, averaged like the BCE label term
-        teacher_term = t * t * divergence(params.divergence, _label_log_probs(student_logits, t),
-                                          ensemble_label_log_probs(teacher_logits, t)) / student_logits.shape[-1]
+        teacher_term = t * t * signal_divergence(params, _label_log_probs(student_logits, t),
+                                                 ensemble_label_log_probs(teacher_logits, t)) / student_logits.shape[-1]
     return params.alpha * teacher_term + (1 - params.alpha) * label_term
 
 
@@ -146,7 +191,10 @@ def token_distillation_loss(student_logits, teacher_logits, labels, params: "Tea
         teacher_term = F.cross_entropy(student.float(), ensemble_log_probs(teacher, 1.0).argmax(dim=-1))
     else:
         t = params.temperature
+        student_log_probs = F.log_softmax(student.float() / t, dim=-1)
+        teacher_log_probs = ensemble_log_probs(teacher, t)
+        if params.top_k is not None:
+            teacher_log_probs, student_log_probs = top_k_folded(teacher_log_probs, student_log_probs, params.top_k)
         # batchmean over the (scored tokens, vocab) rows: the mean per-token divergence
-        teacher_term = t * t * divergence(params.divergence, F.log_softmax(student.float() / t, dim=-1),
-                                          ensemble_log_probs(teacher, t))
+        teacher_term = t * t * signal_divergence(params, student_log_probs, teacher_log_probs)
     return params.alpha * teacher_term + (1 - params.alpha) * label_term

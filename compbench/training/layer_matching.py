@@ -1,6 +1,7 @@
-"""Intermediate-layer distillation: hidden states matched by MSE through learned linear
+"""Feature- and relation-based distillation: hidden states matched by MSE through learned linear
 projections where the widths differ (FitNets, TinyBERT), and attention maps matched by MSE
-where the head counts agree, between mapped student and teacher layers, padding excluded."""
+where the head counts agree, between mapped student and teacher layers, padding excluded; and the
+relations between a batch's pooled representations (``relational``: RKD, similarity-preserving)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import torch
 
 from compbench.models.families import family_of
+from compbench.training.relational import Relation, pooled, relational_loss
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
@@ -39,15 +41,18 @@ def masked_mse(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 
 class LayerMatcher(torch.nn.Module):
     """``hidden_weight * MSE(P_l h_student, h_teacher) + attention_weight * MSE(A_student, A_teacher)``,
-    averaged over the mapped layer pairs. Its only parameters are the projections P_l (one per
+    averaged over the mapped layer pairs, plus ``relational_weight * R(pooled student, pooled teacher)`` with R
+    the ``relation`` loss of ``relational``. Its only parameters are the projections P_l (one per
     mapped student layer, identity when the widths agree); the teacher is run frozen per batch."""
 
     def __init__(
-        self, teacher, student, layer_map: dict[int, int] | None, hidden_weight: float, attention_weight: float
+        self, teacher, student, layer_map: dict[int, int] | None, hidden_weight: float, attention_weight: float,
+        relational_weight: float = 0.0, relation: Relation = "rkd",
     ) -> None:
         super().__init__()
         self._teacher = (teacher.eval(),)   # a tuple: not a submodule, so never trained nor saved
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
+        self.relational_weight, self.relation = relational_weight, relation
         # sizes from each model's family table (DistilBERT counts them in n_layers, dim, n_heads); layers are
         # those a forward pass runs (hidden_states and attentions have one entry per layer, ALBERT's too)
         student_family, teacher_family = family_of(student), family_of(teacher)
@@ -71,13 +76,21 @@ class LayerMatcher(torch.nn.Module):
 
     @property
     def output_flags(self) -> dict[str, bool]:
-        return {"output_hidden_states": self.hidden_weight > 0, "output_attentions": self.attention_weight > 0}
+        return {"output_hidden_states": self.hidden_weight > 0 or self.relational_weight > 0,
+                "output_attentions": self.attention_weight > 0}
 
     def forward(self, student_outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             teacher_outputs = self._teacher[0](**batch, **self.output_flags)
         tokens = batch["attention_mask"].to(student_outputs.logits.dtype)
         total = student_outputs.logits.new_zeros(())
+        relational = total
+        if self.relational_weight > 0:
+            relational = self.relational_weight * relational_loss(
+                self.relation, pooled(student_outputs.hidden_states[-1], tokens),
+                pooled(teacher_outputs.hidden_states[-1], tokens))
+        if self.hidden_weight == 0 and self.attention_weight == 0:
+            return relational
         for student_layer, teacher_layer in self.layer_map.items():
             if self.hidden_weight > 0:
                 hidden = student_outputs.hidden_states[student_layer + 1]       # [0] is the embeddings
@@ -89,4 +102,4 @@ class LayerMatcher(torch.nn.Module):
                 pairs = tokens[:, None, :, None] * tokens[:, None, None, :]      # valid query x valid key
                 total = total + self.attention_weight * masked_mse(
                     student_outputs.attentions[student_layer], teacher_outputs.attentions[teacher_layer], pairs)
-        return total / len(self.layer_map)
+        return total / len(self.layer_map) + relational
