@@ -221,6 +221,39 @@ def compare(run_a: Path, run_b: Path, fmt: str) -> None:
     click.echo(comparison.render(fmt), nl=False)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--max-drop", required=True, help="The largest metric drop against the teacher: points (1pt) or a "
+                                                "percentage of its metric (2%; perplexity needs one).")
+@click.option("--objective", type=click.Choice(["latency", "size", "decode"]),
+              help="What 'best' minimises: median latency (default), deployed size, or a causal LM's time per "
+                   "output token (default for causal LMs).")
+@click.option("--backend", help="Only this backend (its label in the rows, or its name).")
+@click.option("--batch", type=click.IntRange(min=1), help="The shape's batch size (default: the smallest measured).")
+@click.option("--seq", type=click.IntRange(min=1), help="The shape's sequence length (default: the smallest).")
+@click.option("--confident", is_flag=True, help="Bound the end of the delta's 95% interval, not its estimate.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def recommend(run_dir: Path, max_drop: str, objective: str | None, backend: str | None, batch: int | None,
+              seq: int | None, confident: bool, fmt: str) -> None:
+    """The cheapest model of RUN_DIR whose metric stays within --max-drop of the teacher's, per task, and the
+    Pareto front of the others within it (from results.jsonl alone). Exit 1 if no model is within the bound."""
+    import json
+
+    from compbench.results.recommend import MaxDrop, as_records, candidates, render
+    from compbench.results.rows import read_rows
+
+    with usage_errors():
+        bound = MaxDrop.parse(max_drop)
+        found = candidates(read_rows(_run_dir(run_dir) / "results.jsonl"), bound, objective=objective,
+                           backend=backend, batch=batch, seq=seq, confident=confident)
+    if not found:
+        fail_usage(f"{run_dir / 'results.jsonl'} has no ok rows to recommend from")
+    click.echo(json.dumps(as_records(found), indent=2) + "\n" if fmt == "json" else render(found, bound, confident),
+               nl=False)
+    if any(result["best"] is None for result in found.values()):
+        sys.exit(1)
+
+
 @main.group()
 def cache() -> None:
     """Inspect or clear the cache of built models and measured cells."""
