@@ -35,6 +35,7 @@ class CompressContext:
     retrain_teacher: Callable[[int], ModelArtifact] | None = None
     # A model reference (alias, folder relative to the suite's, hub id) as the suite means it.
     resolve_model: Callable[[str], ResolvedModel] = resolve_model
+    base_dir: Path = Path(".")  # the suite's folder: relative file parameters start there
 
     def teacher_with_seed(self, seed: int) -> ModelArtifact:
         if self.retrain_teacher is None:
@@ -100,9 +101,11 @@ class Compressor(ABC):
         self.params = params
 
     @classmethod
-    def key_material(cls, params: BaseModel, resolve_model: Callable[[str], ResolvedModel]) -> dict:
-        """What else the output depends on that ``params`` only names (e.g. the content of a model folder a
-        parameter points to): it goes into the step's cache key. Default: nothing."""
+    def key_material(cls, params: BaseModel, resolve_model: Callable[[str], ResolvedModel],
+                     base_dir: Path = Path(".")) -> dict:
+        """What else the output depends on that ``params`` only names (e.g. the content of a model folder or a
+        file, relative to the suite's ``base_dir``, a parameter points to): it goes into the step's cache key.
+        Default: nothing."""
         return {}
 
     @abstractmethod

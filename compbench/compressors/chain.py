@@ -42,7 +42,7 @@ def step_identity(input_hash: str, step: StepConfig, inputs: StepInputs) -> tupl
     key = stable_hash({"input": input_hash, "compressor": step.compressor, "params": params.model_dump(),
                        "code_version": compressor_cls.code_version, "data": inputs.data_fingerprint,
                        "seed": inputs.seed, "libraries": package_versions(BUILD_LIBRARIES),
-                       "references": compressor_cls.key_material(params, inputs.resolve_model)})
+                       "references": compressor_cls.key_material(params, inputs.resolve_model, inputs.base_dir)})
     return key, params.model_dump()
 
 
@@ -89,7 +89,8 @@ class PipelineBuild:
             self.reporter.log(f"{label}: {step.compressor} {params.model_dump(exclude_defaults=True)}")
             ctx = CompressContext(data=self.data, teacher=self.teacher, seed=self.inputs.seed, device=self.device,
                                   work_dir=folder, reporter=self.reporter, max_seq_len=self.max_seq_len,
-                                  retrain_teacher=self.retrain_teacher, resolve_model=self.inputs.resolve_model)
+                                  retrain_teacher=self.retrain_teacher, resolve_model=self.inputs.resolve_model,
+                                  base_dir=self.base_dir)
             compressor = compressor_cls(params)
             compressor.check_input(source)
             result = compressor.compress(source, ctx)

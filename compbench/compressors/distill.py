@@ -19,6 +19,8 @@ teachers are refused for causal LMs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, model_validator
 
 from compbench.common.errors import UnsupportedError
@@ -30,6 +32,7 @@ from compbench.training.layer_matching import LayerMatcher
 from compbench.training.relational import Relation
 from compbench.training.students import StudentSpec, build_student
 from compbench.training.teachers import EpochSelection, train_against_teachers
+from compbench.training.transfer import REST, TransferConfig, file_digest
 
 
 class DistillParams(TeacherSignal, EpochSelection):
@@ -50,6 +53,8 @@ class DistillParams(TeacherSignal, EpochSelection):
     layer_map: dict[int, int] | None = Field(None, description="student layer -> teacher layer for the matching; "
                                              "default: uniform, last layers meet")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, learning_rate=1e-4))
+    transfer: TransferConfig | None = Field(None, description="rows without a human label that the teacher labels "
+                                            "for the student: unlabeled (rest or a file) and/or augment")
 
     @model_validator(mode="after")
     def _teacher_signal_needed(self) -> "DistillParams":
@@ -57,7 +62,10 @@ class DistillParams(TeacherSignal, EpochSelection):
             raise ValueError(
                 "teacher_seeds: alpha 0 (hard labels) uses no teacher; give alpha > 0 or drop teacher_seeds"
             )
-        if "relation" in self.model_fields_set and self.relational_weight == 0:
+        if self.transfer is not None and self.alpha == 0:
+            raise ValueError("transfer: alpha 0 (hard labels) uses no teacher to label the transfer rows; give "
+                             "alpha > 0")
+        if self.relation != "rkd" and self.relational_weight == 0:      # (a dump re-validated sets every field)
             raise ValueError("relation: the relation loss is off; set relational_weight > 0")
         if self.layer_map is not None and self.hidden_weight == 0 and self.attention_weight == 0:
             raise ValueError("layer_map: no layer matching is on; set hidden_weight or attention_weight > 0")
@@ -73,9 +81,13 @@ class Distill(Compressor):
     input_formats = ("hf", "hf-sparse")
 
     @classmethod
-    def key_material(cls, params: DistillParams, resolve_model) -> dict:
-        """A student ``model`` reference is its content (a local folder's weights), not its name."""
-        return {"student_model": resolve_model(params.student.model).identity} if params.student.model else {}
+    def key_material(cls, params: DistillParams, resolve_model, base_dir: Path = Path(".")) -> dict:
+        """A student ``model`` reference is its content (a local folder's weights), not its name; an unlabeled
+        transfer file is its content too."""
+        material = {"student_model": resolve_model(params.student.model).identity} if params.student.model else {}
+        if params.transfer is not None and params.transfer.unlabeled not in (None, REST):
+            material["transfer_file"] = file_digest(base_dir, params.transfer.unlabeled)
+        return material
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         params = self.params
@@ -93,7 +105,8 @@ class Distill(Compressor):
                                    params.attention_weight, params.relational_weight, params.relation)
         teachers = [model, *(ctx.teacher_with_seed(seed) for seed in params.teacher_seeds)] if params.alpha > 0 else []
         summary = train_against_teachers(student, tokenizer, teachers, params, params.train, ctx,
-                                         selection=params, matcher=matcher, description="distill")
+                                         selection=params, matcher=matcher, description="distill",
+                                         transfer=params.transfer)
         if matcher:
             summary["layer_map"] = [
                 [student_layer, teacher_layer] for student_layer, teacher_layer in matcher.layer_map.items()
@@ -106,6 +119,9 @@ def check_causal_lm_params(params: DistillParams) -> None:
     if params.hidden_weight > 0 or params.attention_weight > 0 or params.relational_weight > 0:
         raise UnsupportedError("layer matching and relations (hidden_weight, attention_weight, relational_weight) "
                                "are not built for causal LMs; distil them with the token-level loss alone")
+    if params.transfer is not None:
+        raise UnsupportedError("transfer: a causal LM distils on its corpus's text, every token of which the teacher "
+                               "already scores; teacher-made rows for causal LMs are generated completions")
     if params.teacher_seeds:
         raise UnsupportedError("teacher_seeds: a causal LM has no fine-tuning recipe to train further teachers "
                                "with other seeds")

@@ -28,6 +28,9 @@ class TaskData:
     dropped: dict[str, int] = field(default_factory=dict)
     # split -> {reason: rows} where the source says why (file tasks: blank text, missing label), plus "no label".
     drop_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the train split's rows that ``limit_train`` left out, text only (no label): unlabeled transfer data that
+    # distillation may have its teacher label; empty without a limit
+    spare_train: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _check_limit(name: str, value: int | None) -> None:
@@ -65,16 +68,19 @@ def _check_labels(task: TaskSpec, frame: pd.DataFrame, where: str) -> None:
         )
 
 
-def _subset(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
-    """A seeded sample without replacement of ``limit`` rows, or all rows (in file order)."""
+def _subset_and_rest(frame: pd.DataFrame, limit: int | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded sample without replacement of ``limit`` rows (or all rows, in file order), and the rows it left
+    out (in file order)."""
     if limit is None or limit >= len(frame):
-        return frame
-    return frame.sample(n=limit, random_state=seed).reset_index(drop=True)
+        return frame, frame.iloc[:0]
+    chosen = frame.sample(n=limit, random_state=seed)
+    return chosen.reset_index(drop=True), frame.drop(index=chosen.index).reset_index(drop=True)
 
 
 def _load_one(task: TaskSpec, source: DataSource, split: str, limit: int | None,
-              seed: int) -> tuple[pd.DataFrame, int, dict[str, int]]:
-    """One split, cleaned and subset; (rows, count dropped, why they were dropped)."""
+              seed: int) -> tuple[pd.DataFrame, int, dict[str, int], pd.DataFrame]:
+    """One split, cleaned and subset; (rows, count dropped, why they were dropped, the rows the limit left out:
+    their text columns only)."""
     raw = source.load_split(task, split)
     malformed = int(raw.attrs.get(MALFORMED_LINES_ATTR, 0))
     reasons = {str(k): int(v) for k, v in (raw.attrs.get(DROP_REASONS_ATTR) or {}).items()}
@@ -84,7 +90,8 @@ def _load_one(task: TaskSpec, source: DataSource, split: str, limit: int | None,
     if unlabelled:
         reasons["no label"] = reasons.get("no label", 0) + unlabelled
     _check_labels(task, rows, f"{task.name}/{split} in {source.description}")
-    return _subset(rows, limit, seed), malformed + unlabelled, reasons
+    chosen, rest = _subset_and_rest(rows, limit, seed)
+    return chosen, malformed + unlabelled, reasons, rest[list(task.text_fields)]
 
 
 def frame_digest(frame: pd.DataFrame) -> bytes:
@@ -115,11 +122,12 @@ def load_task_data(task: TaskSpec, source: DataSource, *, limit_train: int | Non
     """Train and eval rows of ``task``, unlabelled rows dropped, limits applied by seeded sampling."""
     _check_limit("limit_train", limit_train)
     _check_limit("limit_eval", limit_eval)
-    train, dropped_train, reasons_train = _load_one(task, source, "train", limit_train, seed)
+    train, dropped_train, reasons_train, spare = _load_one(task, source, "train", limit_train, seed)
     dropped, reasons = {"train": dropped_train}, {"train": reasons_train}
     evals: dict[str, pd.DataFrame] = {}
     for split in task.eval_splits:
-        evals[split], dropped[split], reasons[split] = _load_one(task, source, split, limit_eval, seed)
-    digest = fingerprint(task, {"train": train, **evals}, limit_train=limit_train,
-                         limit_eval=limit_eval, seed=seed)
-    return TaskData(task, train, evals, source.description, digest, dropped, reasons)
+        evals[split], dropped[split], reasons[split], _ = _load_one(task, source, split, limit_eval, seed)
+    # the spare rows count only where there are some: a run without a limit keeps its fingerprint
+    digest = fingerprint(task, {"train": train, **evals, **({"spare_train": spare} if len(spare) else {})},
+                         limit_train=limit_train, limit_eval=limit_eval, seed=seed)
+    return TaskData(task, train, evals, source.description, digest, dropped, reasons, spare)

@@ -18,6 +18,9 @@ Batch = dict[str, np.ndarray]
 RunFn = Callable[[Batch], np.ndarray]
 
 
+IGNORE_LABEL = -100          # a class id no row has: the row carries no label (PyTorch's ignore index)
+
+
 @dataclass
 class EncodedRows:
     """Tokenised rows (unpadded), their labels, and optional further per-row training targets
@@ -35,6 +38,12 @@ class EncodedRows:
         return EncodedRows([self.features[i] for i in index], self.labels[index],
                            {name: values[index] for name, values in self.targets.items()})
 
+    def __add__(self, other: "EncodedRows") -> "EncodedRows":
+        """These rows, then ``other``'s (both with the same targets)."""
+        return EncodedRows(self.features + other.features, np.concatenate([self.labels, other.labels]),
+                           {name: np.concatenate([values, other.targets[name]])
+                            for name, values in self.targets.items()})
+
 
 def texts_of(task: TaskSpec, rows: pd.DataFrame) -> tuple[list[str], ...]:
     return tuple(rows[field].astype(str).tolist() for field in task.text_fields)
@@ -42,10 +51,32 @@ def texts_of(task: TaskSpec, rows: pd.DataFrame) -> tuple[list[str], ...]:
 
 def encode_rows(tokenizer, task: TaskSpec, rows: pd.DataFrame, max_seq_len: int) -> EncodedRows:
     """Tokenise ``rows`` with truncation to ``max_seq_len`` and no padding."""
+    return EncodedRows(features=encode_features(tokenizer, task, rows, max_seq_len), labels=encode_labels(task, rows))
+
+
+def encode_unlabeled_rows(tokenizer, task: TaskSpec, rows: pd.DataFrame, max_seq_len: int) -> EncodedRows:
+    """Rows without a label (transfer data for distillation): their labels say so (``unlabeled``)."""
+    return EncodedRows(features=encode_features(tokenizer, task, rows, max_seq_len), labels=unlabeled(task, len(rows)))
+
+
+def encode_features(tokenizer, task: TaskSpec, rows: pd.DataFrame, max_seq_len: int) -> list[dict[str, list[int]]]:
     encoded = tokenizer(*texts_of(task, rows), truncation=True, max_length=max_seq_len)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-    features = [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
-    return EncodedRows(features=features, labels=encode_labels(task, rows))
+    return [{k: encoded[k][i] for k in keys} for i in range(len(rows))]
+
+
+def unlabeled(task: TaskSpec, n: int) -> np.ndarray:
+    """Labels that mark ``n`` rows as carrying none: class id -100 (the loss's ignore index), NaN scores."""
+    if task.is_multi_label:
+        return np.full((n, task.num_labels), np.nan, dtype=np.float32)
+    return np.full(n, np.nan, dtype=np.float32) if task.is_regression else np.full(n, IGNORE_LABEL, dtype=np.int64)
+
+
+def labelled_mask(labels):
+    """Which rows of a batch's labels (a torch tensor) carry a label (see ``unlabeled``)."""
+    if labels.is_floating_point():
+        return ~labels.isnan().reshape(len(labels), -1).any(dim=1)
+    return labels != IGNORE_LABEL
 
 
 def encode_text_chunks(tokenizer, texts: list[str], max_seq_len: int) -> EncodedRows:

@@ -7,7 +7,9 @@ Agarwal et al. 2024; beta 0.5 is the plain JSD), or the skew KL ``KL(p || skew p
 reverse KL ``KL(q || skew q + (1 - skew) p)`` (DistiLLM, Ko et al. 2024); for regression (STS-B)
 ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, labels)``. ``targets:
 teacher_labels`` is black-box: only the teachers' predicted labels. Several teachers'
-temperature-softened distributions are averaged. ``alpha: 0`` needs no teacher at all.
+temperature-softened distributions are averaged. ``alpha: 0`` needs no teacher at all. Rows without a label
+(teacher-made transfer data, ``training.transfer``) count in the teacher term only: the label term averages over
+the batch's labelled rows.
 
 Multi-label (labels a float multi-hot matrix): each label is its own yes/no distribution, the sigmoid of its
 logit over T, so D is the two-outcome divergence averaged over labels and rows (as the label term, binary
@@ -28,6 +30,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+
+from compbench.tasks.encoding import labelled_mask
 
 Divergence = Literal["forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl"]
 
@@ -135,9 +139,7 @@ def distillation_loss(
     if kind == "multi_label":
         return _multi_label_loss(student_logits, teacher_logits, labels, params)
     regression = kind == "regression"
-    label_term = (
-        F.mse_loss(student_logits.squeeze(-1), labels) if regression else F.cross_entropy(student_logits, labels)
-    )
+    label_term = _label_term(student_logits, labels, regression)
     if params.alpha == 0:
         return label_term
     if teacher_logits.dim() == 2:
@@ -153,9 +155,21 @@ def distillation_loss(
     return params.alpha * teacher_term + (1 - params.alpha) * label_term
 
 
+def _label_term(student_logits, labels, regression: bool, multi_label: bool = False) -> torch.Tensor:
+    """The loss on the labels, over the rows that carry one (transfer rows do not: ``encoding.unlabeled``); 0 for
+    a batch of transfer rows only."""
+    labelled = labelled_mask(labels)
+    if not bool(labelled.any()):
+        return student_logits.sum() * 0.0
+    student_logits, labels = student_logits[labelled], labels[labelled]
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype))
+    return F.mse_loss(student_logits.squeeze(-1), labels) if regression else F.cross_entropy(student_logits, labels)
+
+
 def _multi_label_loss(student_logits, teacher_logits, labels, params: "TeacherSignal") -> torch.Tensor:
     """The multi-label form (module docstring): per-label sigmoid distributions, BCE on the labels."""
-    label_term = F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype))
+    label_term = _label_term(student_logits, labels, False, multi_label=True)
     if params.alpha == 0:
         return label_term
     if teacher_logits.dim() == 2:

@@ -17,7 +17,13 @@ from compbench.common.hashing import stable_hash
 from compbench.common.sealing import load_sealed_array, save_sealed_array
 from compbench.config.training import TrainConfig
 from compbench.models.artifact import TEACHER_LOGITS, ModelArtifact
-from compbench.tasks.encoding import EncodedRows, encode_rows, encode_training_rows, predict_logits
+from compbench.tasks.encoding import (
+    EncodedRows,
+    encode_rows,
+    encode_training_rows,
+    encode_unlabeled_rows,
+    predict_logits,
+)
 from compbench.training.evaluation import (
     INFERENCE_BATCH_SIZE,
     lower_is_better,
@@ -27,21 +33,25 @@ from compbench.training.evaluation import (
 )
 from compbench.training.kd import TeacherSignal, distillation_loss, token_distillation_loss
 from compbench.training.loop import fit
+from compbench.training.transfer import TransferConfig, rows_digest, transfer_rows
 
 
-def teacher_logits(teacher: ModelArtifact, data, max_seq_len: int, reporter) -> np.ndarray:
-    """A teacher's logits for every training row, from the rows as the teacher's own tokenizer
-    encodes them; computed once per (teacher, training rows, length) and kept in the teacher's
-    artifact folder, so every pipeline distilling from it reuses them."""
-    key = stable_hash({"data": data.fingerprint, "max_seq_len": max_seq_len, "teacher": teacher.content_hash})
+def teacher_logits(teacher: ModelArtifact, data, max_seq_len: int, reporter, *, transfer=None) -> np.ndarray:
+    """A teacher's logits for every training row (or, given ``transfer``, for those unlabeled rows), from the
+    rows as the teacher's own tokenizer encodes them; computed once per (teacher, rows, length) and kept in the
+    teacher's artifact folder, so every pipeline distilling from it reuses them."""
+    rows_key = {"data": data.fingerprint} if transfer is None else {"transfer": rows_digest(transfer)}
+    key = stable_hash({**rows_key, "max_seq_len": max_seq_len, "teacher": teacher.content_hash})
+    which = "training" if transfer is None else "transfer"
     cache = teacher.path / TEACHER_LOGITS / f"{key}.npy"
     cached = load_sealed_array(cache)
     if cached is not None:
-        reporter.log(f"  teacher logits for the training rows from cache ({teacher.path.name})")
+        reporter.log(f"  teacher logits for the {which} rows from cache ({teacher.path.name})")
         return cached
     tokenizer = teacher.tokenizer()
-    rows = encode_rows(tokenizer, data.task, data.train, max_seq_len)
-    reporter.log(f"  teacher logits for {len(rows)} training rows ({teacher.path.name})")
+    rows = (encode_rows(tokenizer, data.task, data.train, max_seq_len) if transfer is None
+            else encode_unlabeled_rows(tokenizer, data.task, transfer, max_seq_len))
+    reporter.log(f"  teacher logits for {len(rows)} {which} rows ({teacher.path.name})")
     logits = predict_logits(module_runner(teacher.torch_model()), tokenizer, rows, batch_size=INFERENCE_BATCH_SIZE)
     try:
         save_sealed_array(cache, logits)
@@ -70,9 +80,10 @@ def held_out(n_rows: int, wanted: int, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[ModelArtifact], signal: TeacherSignal,
                            config: TrainConfig, ctx, *, selection: EpochSelection, matcher=None,
-                           description: str) -> dict:
+                           description: str, transfer: TransferConfig | None = None) -> dict:
     """Train ``model`` in place on the task's training rows with the distillation loss (plus
-    ``matcher``'s intermediate-layer loss, if given); returns the lineage summary.
+    ``matcher``'s intermediate-layer loss, if given); returns the lineage summary. ``transfer``'s rows (text
+    only, ``training.transfer``) are trained on too, with the teachers' signal alone.
 
     ``config.max_seq_len`` follows the teacher's (``ctx.max_seq_len``) unless set explicitly. With
     ``selection.keep_best`` a seeded slice of the training rows is held out (not trained on) and the epoch
@@ -103,6 +114,16 @@ def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[Mod
         rows = rows.subset(trained_on)
     else:
         evaluate, split = validation_evaluator(ctx.data, tokenizer, config.max_seq_len)
+    if transfer is not None:
+        # built once the held-out rows are set aside: no edited copy of a row the epoch is chosen on is trained on
+        trained = ctx.data.train if not selection.keep_best else ctx.data.train.iloc[trained_on]
+        frame = transfer_rows(transfer, ctx.data, ctx.base_dir, ctx.seed, train=trained)
+        extra = encode_unlabeled_rows(tokenizer, task, frame, config.max_seq_len)
+        logits = np.stack([teacher_logits(teacher, ctx.data, config.max_seq_len, ctx.reporter, transfer=frame)
+                           for teacher in teachers], axis=1)
+        rows = rows + EncodedRows(extra.features, extra.labels, {"teacher_logits": logits})
+        record["transfer_rows"] = len(extra)
+        ctx.reporter.log(f"  {task.name} {description}: {len(extra)} teacher-labelled transfer rows")
 
     result = fit(model, tokenizer, rows, config, loss_fn=loss_fn, evaluate=evaluate, keep_best=selection.keep_best,
                  lower_is_better=lower_is_better(task), auxiliary=matcher, reporter=ctx.reporter,
