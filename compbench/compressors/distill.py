@@ -5,8 +5,12 @@ the hard-label baseline) are ``kd.TeacherSignal``'s. ``teacher_seeds`` adds teac
 suite's teacher fine-tuned again with those seeds) whose temperature-softened distributions
 are averaged with the input model's (multi-teacher). ``hidden_weight`` / ``attention_weight``
 add intermediate-layer matching (``layer_matching``), ``relational_weight`` a relation loss between the rows'
-pooled representations (``relational``: RKD, similarity-preserving). The teachers' logits are computed once
-per training row and looked up per batch.
+pooled representations (``relational``: RKD, similarity-preserving). ``transfer`` adds rows without a human label
+that the teacher labels (``training.transfer``: the train rows a limit left out, a text file, augmented copies).
+``peers`` trains further students alongside, each learning from the others too (online distillation, deep mutual
+learning: ``training.online``); ``generations`` trains students in turn, each from the one before (born-again
+networks; a student of the teacher's own shape, e.g. ``student: {model: minilm-l6}``, is self-distillation).
+The teachers' logits are computed once per training row and looked up per batch.
 
 Causal LMs (a ``language_modeling`` task): the student (e.g. ``student: {layers: [0, 2, 4, ...]}``, a subset
 of the teacher's decoder layers) learns from the teacher's next-token distributions over the vocabulary at
@@ -19,6 +23,7 @@ teachers are refused for causal LMs.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -29,10 +34,13 @@ from compbench.config.training import TrainConfig
 from compbench.models.artifact import ModelArtifact, save_hf_artifact
 from compbench.training.kd import TeacherSignal
 from compbench.training.layer_matching import LayerMatcher
+from compbench.training.online import Peers
 from compbench.training.relational import Relation
 from compbench.training.students import StudentSpec, build_student
 from compbench.training.teachers import EpochSelection, train_against_teachers
 from compbench.training.transfer import REST, TransferConfig, file_digest
+
+PEER_SEED_STEP = 1000        # peer k of a generation starts from seed + k * this: no two students share a seed
 
 
 class DistillParams(TeacherSignal, EpochSelection):
@@ -53,6 +61,11 @@ class DistillParams(TeacherSignal, EpochSelection):
     layer_map: dict[int, int] | None = Field(None, description="student layer -> teacher layer for the matching; "
                                              "default: uniform, last layers meet")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=3, learning_rate=1e-4))
+    peers: int = Field(0, ge=0, le=8, description="online distillation: further students trained alongside, each "
+                       "also learning from the others' current predictions (deep mutual learning); the first is kept")
+    peer_weight: float = Field(1.0, gt=0, description="weight of the mutual terms (peers)")
+    generations: int = Field(1, ge=1, le=10, description="born-again: students trained in turn, each from the one "
+                             "before (the first from the input model); the last is kept")
     transfer: TransferConfig | None = Field(None, description="rows without a human label that the teacher labels "
                                             "for the student: unlabeled (rest or a file) and/or augment")
 
@@ -62,6 +75,11 @@ class DistillParams(TeacherSignal, EpochSelection):
             raise ValueError(
                 "teacher_seeds: alpha 0 (hard labels) uses no teacher; give alpha > 0 or drop teacher_seeds"
             )
+        if self.generations > 1 and self.alpha == 0:
+            raise ValueError("generations: alpha 0 (hard labels) learns nothing from the generation before; give "
+                             "alpha > 0")
+        if "peer_weight" in self.model_fields_set and self.peers == 0 and self.peer_weight != 1.0:
+            raise ValueError("peer_weight: there are no peers; set peers >= 1")
         if self.transfer is not None and self.alpha == 0:
             raise ValueError("transfer: alpha 0 (hard labels) uses no teacher to label the transfer rows; give "
                              "alpha > 0")
@@ -96,22 +114,48 @@ class Distill(Compressor):
         elif params.top_k is not None:
             raise UnsupportedError("top_k folds a causal LM's vocabulary to the teacher's k likeliest tokens; a "
                                    "classifier's classes are kept whole: drop top_k")
-        student, tokenizer = build_student(model, params.student, seed=params.train.seed, task=ctx.data.task,
+        if params.peers and ctx.data.task.is_multi_label:
+            raise UnsupportedError("peers: mutual learning compares softmax distributions; a multi-label task's "
+                                   "per-label outcomes are not built for it")
+        teacher, records = model, []
+        with tempfile.TemporaryDirectory(prefix="compbench-generation-") as scratch:
+            for generation in range(1, params.generations + 1):     # born-again: each learns from the one before
+                student, tokenizer, summary = self._one_generation(teacher, ctx, generation)
+                records.append(summary)
+                if generation < params.generations:
+                    teacher = save_hf_artifact(Path(scratch) / str(generation), student, tokenizer, task=model.task,
+                                               lineage=[])
+        summary = {**records[-1], **({"generations": records} if params.generations > 1 else {})}
+        return save_hf_artifact(ctx.work_dir, student, tokenizer, task=model.task, lineage=[summary])
+
+    def _one_generation(self, teacher: ModelArtifact, ctx: CompressContext, generation: int):
+        """(student, tokenizer, lineage summary) of one student trained from ``teacher`` (the input model in the
+        first generation, the previous student after)."""
+        params = self.params
+        seed = params.train.seed + generation - 1
+        student, tokenizer = build_student(teacher, params.student, seed=seed, task=ctx.data.task,
                                            resolve=ctx.resolve_model)
         matcher = None
         if params.hidden_weight > 0 or params.attention_weight > 0 or params.relational_weight > 0:
-            check_same_vocabulary(tokenizer, model.tokenizer())
-            matcher = LayerMatcher(model.torch_model(), student, params.layer_map, params.hidden_weight,
+            check_same_vocabulary(tokenizer, teacher.tokenizer())
+            matcher = LayerMatcher(teacher.torch_model(), student, params.layer_map, params.hidden_weight,
                                    params.attention_weight, params.relational_weight, params.relation)
-        teachers = [model, *(ctx.teacher_with_seed(seed) for seed in params.teacher_seeds)] if params.alpha > 0 else []
+        peers = None
+        if params.peers:
+            peers = Peers([build_student(teacher, params.student, seed=seed + PEER_SEED_STEP * k, task=ctx.data.task,
+                                         resolve=ctx.resolve_model)[0] for k in range(1, params.peers + 1)],
+                          params.peer_weight)
+        further = [ctx.teacher_with_seed(s) for s in params.teacher_seeds] if generation == 1 else []
+        teachers = [teacher, *further] if params.alpha > 0 else []
+        description = f"distill generation {generation}" if params.generations > 1 else "distill"
         summary = train_against_teachers(student, tokenizer, teachers, params, params.train, ctx,
-                                         selection=params, matcher=matcher, description="distill",
-                                         transfer=params.transfer)
+                                         selection=params, matcher=matcher, description=description,
+                                         transfer=params.transfer, peers=peers)
         if matcher:
             summary["layer_map"] = [
                 [student_layer, teacher_layer] for student_layer, teacher_layer in matcher.layer_map.items()
             ]
-        return save_hf_artifact(ctx.work_dir, student, tokenizer, task=model.task, lineage=[summary])
+        return student, tokenizer, summary
 
 
 def check_causal_lm_params(params: DistillParams) -> None:
@@ -119,6 +163,9 @@ def check_causal_lm_params(params: DistillParams) -> None:
     if params.hidden_weight > 0 or params.attention_weight > 0 or params.relational_weight > 0:
         raise UnsupportedError("layer matching and relations (hidden_weight, attention_weight, relational_weight) "
                                "are not built for causal LMs; distil them with the token-level loss alone")
+    if params.peers:
+        raise UnsupportedError("peers: mutual learning is built for classifiers' rows; a causal LM's students "
+                               "learn from the teacher alone")
     if params.transfer is not None:
         raise UnsupportedError("transfer: a causal LM distils on its corpus's text, every token of which the teacher "
                                "already scores; teacher-made rows for causal LMs are generated completions")

@@ -33,6 +33,7 @@ from compbench.training.evaluation import (
 )
 from compbench.training.kd import TeacherSignal, distillation_loss, token_distillation_loss
 from compbench.training.loop import fit
+from compbench.training.online import Peers
 from compbench.training.transfer import TransferConfig, rows_digest, transfer_rows
 
 
@@ -80,7 +81,8 @@ def held_out(n_rows: int, wanted: int, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[ModelArtifact], signal: TeacherSignal,
                            config: TrainConfig, ctx, *, selection: EpochSelection, matcher=None,
-                           description: str, transfer: TransferConfig | None = None) -> dict:
+                           description: str, transfer: TransferConfig | None = None,
+                           peers: Peers | None = None) -> dict:
     """Train ``model`` in place on the task's training rows with the distillation loss (plus
     ``matcher``'s intermediate-layer loss, if given); returns the lineage summary. ``transfer``'s rows (text
     only, ``training.transfer``) are trained on too, with the teachers' signal alone.
@@ -102,7 +104,7 @@ def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[Mod
                 [teacher_logits(teacher, ctx.data, config.max_seq_len, ctx.reporter) for teacher in teachers], axis=1
             )
             rows = EncodedRows(rows.features, rows.labels, {"teacher_logits": logits})
-        loss_fn = row_loss(signal, task.is_regression, matcher)
+        loss_fn = row_loss(signal, task.is_regression, matcher, peers)
     record: dict = {}
     if selection.keep_best:
         trained_on, selected_on = held_out(len(rows), selection.selection_rows, ctx.seed)
@@ -125,23 +127,28 @@ def train_against_teachers(model: torch.nn.Module, tokenizer, teachers: list[Mod
         record["transfer_rows"] = len(extra)
         ctx.reporter.log(f"  {task.name} {description}: {len(extra)} teacher-labelled transfer rows")
 
+    trained_alongside = torch.nn.ModuleList([m for m in (matcher, peers) if m is not None])
     result = fit(model, tokenizer, rows, config, loss_fn=loss_fn, evaluate=evaluate, keep_best=selection.keep_best,
-                 lower_is_better=lower_is_better(task), auxiliary=matcher, reporter=ctx.reporter,
+                 lower_is_better=lower_is_better(task), auxiliary=trained_alongside, reporter=ctx.reporter,
                  description=f"{task.name} {description}")
     ctx.reporter.log(f"  {task.name} {description}: best epoch {result.best_epoch} on {split}, history "
                      + ", ".join(f"{h['score']:.4f}" for h in result.history))
     return {"train_rows": len(rows), "steps": result.steps, "seconds": round(result.seconds, 1),
             "best_epoch": result.best_epoch, "history": result.history, "eval_split": split, **record,
-            "teachers": len(teachers) if signal.alpha > 0 else 0}
+            "teachers": len(teachers) if signal.alpha > 0 else 0,
+            **({"peers": len(peers.students)} if peers is not None else {})}
 
 
-def row_loss(signal: TeacherSignal, regression: bool, matcher=None):
-    """The loss of one batch of classifier rows, the teachers' logits looked up with the rows."""
+def row_loss(signal: TeacherSignal, regression: bool, matcher=None, peers: Peers | None = None):
+    """The loss of one batch of classifier rows, the teachers' logits looked up with the rows; with ``peers``,
+    every peer's loss too, each with its mutual term (online distillation)."""
     def loss_fn(module, batch):
         teacher = batch.pop("teacher_logits", None)
         labels = batch.pop("labels")
         outputs = module(**batch, **(matcher.output_flags if matcher else {}))
         loss = distillation_loss(outputs.logits, teacher, labels, signal, regression)
+        if peers is not None:
+            loss = loss + peers.loss(outputs.logits, batch, teacher, labels, signal, regression)
         return loss + matcher(outputs, batch) if matcher else loss
     return loss_fn
 

@@ -1,7 +1,8 @@
 """Teacher-made transfer data: the train rows a limit left out (real SST-2, labels never carried), seeded
 word-level augmentation checked edit by edit, the loss on a batch mixing labelled and unlabeled rows against a
 hand computation, and a distillation build that trains on teacher-labelled transfer rows and keeps their logits
-beside the teacher."""
+beside the teacher. Online distillation's mutual term by hand and peers that come to agree; born-again
+generations."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from compbench.common.progress import Reporter
 from compbench.compressors.chain import PipelineBuild
 from compbench.compressors.distill import DistillParams
 from compbench.config.schema import PipelineConfig, StepConfig
+from compbench.config.training import TrainConfig
 from compbench.models.artifact import TEACHER_LOGITS
 from compbench.tasks.data import load_task_data
 from compbench.tasks.encoding import IGNORE_LABEL, labelled_mask, unlabeled
 from compbench.tasks.glue import get_task
 from compbench.tasks.sources import ParquetFolderSource
 from compbench.training.kd import TeacherSignal, distillation_loss
+from compbench.training.online import Peers, mutual_term
 from compbench.training.transfer import (
     AugmentConfig,
     TransferConfig,
@@ -135,3 +138,69 @@ def test_a_student_trains_on_teacher_labelled_transfer_rows(responsive, glue_dat
     # the teacher's logits on the transfer rows are kept beside it, as its logits on the labelled rows are
     kept = sorted((responsive.path / TEACHER_LOGITS).glob("*.npy"))
     assert {64, 152} <= {np.load(p).shape[0] for p in kept}
+
+
+# ---- online (deep mutual learning) and born-again generations ------------------------------------------------------
+
+
+def test_the_mutual_term_by_hand():
+    own = torch.tensor([[1.0, 0.0], [0.2, 0.4]], requires_grad=True)
+    peer_a, peer_b = torch.tensor([[0.0, 1.0], [1.0, 1.0]]), torch.tensor([[2.0, 0.0], [0.0, 0.5]])
+    p = lambda x: F.softmax(x, -1).numpy()                              # noqa: E731
+    kl = lambda a, b: float(np.mean(np.sum(a * np.log(a / b), -1)))     # noqa: E731
+    want = 0.5 * (kl(p(peer_a), p(own.detach())) + kl(p(peer_b), p(own.detach())))
+    got = mutual_term(own, [peer_a, peer_b], regression=False)
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    got.backward()
+    assert own.grad.abs().sum() > 0
+    assert float(mutual_term(torch.tensor([[0.5]]), [torch.tensor([[0.1]])], regression=True)) == pytest.approx(0.16)
+
+
+def test_peers_trained_together_come_to_agree(glue_data, minilm_path):
+    """Two 1-layer BERT students on real SST-2 rows, no teacher (alpha 0), mutual learning only: on rows neither
+    trained on, the KL between their predictions falls."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from compbench.tasks.encoding import encode_rows, iter_batches
+    from compbench.training.loop import fit
+    from compbench.training.teachers import row_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    kept, peer = BertForSequenceClassification(config), BertForSequenceClassification(config)
+    task = get_task("sst2")
+    frame = ParquetFolderSource(glue_data / "glue").load_split(task, "train").head(400)
+    train, held = encode_rows(tokenizer, task, frame.iloc[:320], 32), encode_rows(tokenizer, task, frame.iloc[320:], 32)
+    peers = Peers([peer], weight=2.0)
+    (batch, _), = iter_batches(tokenizer, held, len(held))
+    batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+
+    def disagreement() -> float:
+        with torch.no_grad():
+            return float(mutual_term(kept.eval()(**batch).logits, [peer.eval()(**batch).logits], False))
+
+    before = disagreement()
+    fit(kept, tokenizer, train, TrainConfig(epochs=2, batch_size=32, learning_rate=2e-3, seed=0),
+        loss_fn=row_loss(TeacherSignal(alpha=0.0), False, peers=peers), auxiliary=peers)
+    assert disagreement() < 0.5 * before
+
+
+def test_online_and_born_again_builds(responsive, glue_data, tmp_path):
+    data = sst2(glue_data, limit_train=64)
+    builder = PipelineBuild(responsive, data, ArtifactStore(tmp_path / "store"), seed=0, device="cpu",
+                            reporter=Reporter(enabled=False), max_seq_len=32, base_dir=tmp_path)
+    train = {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "seed": 3}
+    online = StepConfig(compressor="distill", params={"student": {"layers": [1]}, "alpha": 0.5, "peers": 2,
+                                                      "train": train, "selection_rows": 8})
+    record = builder.run(PipelineConfig(name="online", steps=[online])).lineage[-1]
+    assert record["peers"] == 2 and record["steps"] == 4
+    born_again = StepConfig(compressor="distill", params={"student": {"layers": [0, 1]}, "alpha": 1.0,
+                                                          "generations": 2, "train": train, "keep_best": False})
+    student = builder.run(PipelineConfig(name="born-again", steps=[born_again]))
+    generations = student.lineage[-1]["generations"]
+    assert len(generations) == 2 and all(g["steps"] == 4 for g in generations)
+    assert student.torch_model().config.num_hidden_layers == 2
+    with pytest.raises(ValidationError, match="generations: alpha 0"):
+        DistillParams(student={"layers": [0]}, alpha=0.0, generations=2)
