@@ -23,9 +23,11 @@ teachers are refused for causal LMs.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 from pydantic import Field, model_validator
 
 from compbench.common.errors import UnsupportedError
@@ -36,6 +38,7 @@ from compbench.training.kd import TeacherSignal
 from compbench.training.layer_matching import LayerMatcher
 from compbench.training.online import Peers
 from compbench.training.relational import Relation
+from compbench.training.sequence import SequenceConfig, generated_set, prompts_of
 from compbench.training.students import StudentSpec, build_student
 from compbench.training.teachers import EpochSelection, train_against_teachers
 from compbench.training.transfer import REST, TransferConfig, file_digest
@@ -66,6 +69,8 @@ class DistillParams(TeacherSignal, EpochSelection):
     peer_weight: float = Field(1.0, gt=0, description="weight of the mutual terms (peers)")
     generations: int = Field(1, ge=1, le=10, description="born-again: students trained in turn, each from the one "
                              "before (the first from the input model); the last is kept")
+    sequence: SequenceConfig | None = Field(None, description="causal LMs: the teacher writes completions of "
+                                            "prompts and the student trains on that text (sequence-level KD)")
     transfer: TransferConfig | None = Field(None, description="rows without a human label that the teacher labels "
                                             "for the student: unlabeled (rest or a file) and/or augment")
 
@@ -105,6 +110,8 @@ class Distill(Compressor):
         material = {"student_model": resolve_model(params.student.model).identity} if params.student.model else {}
         if params.transfer is not None and params.transfer.unlabeled not in (None, REST):
             material["transfer_file"] = file_digest(base_dir, params.transfer.unlabeled)
+        if params.sequence is not None and params.sequence.prompts != "corpus":
+            material["prompt_file"] = file_digest(base_dir, params.sequence.prompts)
         return material
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
@@ -114,6 +121,11 @@ class Distill(Compressor):
         elif params.top_k is not None:
             raise UnsupportedError("top_k folds a causal LM's vocabulary to the teacher's k likeliest tokens; a "
                                    "classifier's classes are kept whole: drop top_k")
+        if params.sequence is not None:
+            if not model.is_causal_lm:
+                raise UnsupportedError("sequence: the teacher writes text for a causal-LM student; a classifier's "
+                                       "teacher-made rows are transfer: (unlabeled, augment)")
+            ctx = self._on_teacher_text(model, ctx)
         if params.peers and ctx.data.task.is_multi_label:
             raise UnsupportedError("peers: mutual learning compares softmax distributions; a multi-label task's "
                                    "per-label outcomes are not built for it")
@@ -125,8 +137,20 @@ class Distill(Compressor):
                 if generation < params.generations:
                     teacher = save_hf_artifact(Path(scratch) / str(generation), student, tokenizer, task=model.task,
                                                lineage=[])
-        summary = {**records[-1], **({"generations": records} if params.generations > 1 else {})}
+        summary = {**records[-1], **({"generations": records} if params.generations > 1 else {}),
+                   **({"teacher_written": len(ctx.data.train)} if params.sequence is not None else {})}
         return save_hf_artifact(ctx.work_dir, student, tokenizer, task=model.task, lineage=[summary])
+
+    def _on_teacher_text(self, teacher: ModelArtifact, ctx: CompressContext) -> CompressContext:
+        """``ctx`` with the training text replaced by the teacher's completions of the prompts (``sequence``)."""
+        config = self.params.sequence
+        prompts = prompts_of(config, ctx.data.train[ctx.data.task.text_fields[0]].astype(str).tolist(),
+                             teacher.tokenizer(), ctx.base_dir, ctx.seed)
+        ctx.reporter.log(f"  {ctx.data.task.name} distill: the teacher writes {config.samples} x {config.new_tokens} "
+                         f"tokens for {len(prompts)} prompts")
+        texts = generated_set(teacher, prompts, config, ctx.seed, ctx.reporter)
+        train = pd.DataFrame({ctx.data.task.text_fields[0]: texts})
+        return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train))
 
     def _one_generation(self, teacher: ModelArtifact, ctx: CompressContext, generation: int):
         """(student, tokenizer, lineage summary) of one student trained from ``teacher`` (the input model in the
@@ -134,7 +158,8 @@ class Distill(Compressor):
         params = self.params
         seed = params.train.seed + generation - 1
         student, tokenizer = build_student(teacher, params.student, seed=seed, task=ctx.data.task,
-                                           resolve=ctx.resolve_model)
+                                           resolve=ctx.resolve_model,
+                                           same_vocabulary=params.sequence is None or params.alpha > 0)
         matcher = None
         if params.hidden_weight > 0 or params.attention_weight > 0 or params.relational_weight > 0:
             check_same_vocabulary(tokenizer, teacher.tokenizer())

@@ -62,12 +62,14 @@ class StudentSpec(BaseModel):
 
 
 def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int, task: TaskSpec | None = None,
-                  resolve: Callable[[str], ResolvedModel] = resolve_model):
+                  resolve: Callable[[str], ResolvedModel] = resolve_model, same_vocabulary: bool = True):
     """(student module, tokenizer) for the teacher's ``task`` (a ``model`` student gets a fresh head for it);
-    ``resolve`` finds a ``model`` reference (the suite's relative folders resolve against the suite's folder)."""
+    ``resolve`` finds a ``model`` reference (the suite's relative folders resolve against the suite's folder).
+    A causal-LM ``model`` student must tokenise as the teacher does unless ``same_vocabulary`` is False (only
+    text passes between them: sequence-level distillation)."""
     torch.manual_seed(seed)
     if spec.model is not None and teacher.is_causal_lm:
-        return causal_lm_student(teacher, resolve(spec.model))
+        return causal_lm_student(teacher, resolve(spec.model), same_vocabulary)
     if spec.model is not None:
         if task is None:
             raise ValueError("a student given as a model needs the task its head is made for")
@@ -80,17 +82,19 @@ def build_student(teacher: ModelArtifact, spec: StudentSpec, seed: int, task: Ta
     return student, teacher.tokenizer()
 
 
-def causal_lm_student(teacher: ModelArtifact, student: ResolvedModel):
-    """A causal LM given as a model reference, refused unless it tokenises as the teacher does."""
+def causal_lm_student(teacher: ModelArtifact, student: ResolvedModel, same_vocabulary: bool = True):
+    """A causal LM given as a model reference, refused unless it tokenises as the teacher does (where
+    ``same_vocabulary``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(student.location)
-    if tokenizer.get_vocab() != teacher.tokenizer().get_vocab():
+    if same_vocabulary and tokenizer.get_vocab() != teacher.tokenizer().get_vocab():
         raise UnsupportedError(
             f"student {student.reference}: token-level distillation compares the teacher's and the student's "
             "next-token distributions entry by entry, so the student needs the teacher's tokenizer; this one has "
             f"another vocabulary ({len(tokenizer.get_vocab())} tokens, the teacher's "
-            f"{len(teacher.tokenizer().get_vocab())})")
+            f"{len(teacher.tokenizer().get_vocab())}); sequence-level distillation (sequence:, alpha 0) works "
+            "across tokenizers")
     return AutoModelForCausalLM.from_pretrained(student.location), tokenizer
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compbench.common.errors import UsageError
+from compbench.common.sealing import file_sha256
 from compbench.tasks.data import TaskData
 from compbench.tasks.glue import TaskSpec
 from compbench.tasks.language_modeling import load_corpus
@@ -159,13 +160,7 @@ def file_digest(base_dir: Path, name: str) -> str | None:
     build then says so)."""
     path = Path(name).expanduser()
     path = path if path.is_absolute() else Path(base_dir) / path
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path) if path.is_file() else None
 
 
 def rows_digest(rows: pd.DataFrame) -> str:
