@@ -84,6 +84,7 @@ def test_damaged_teacher_weights_are_caught_before_a_number_is_written(runner, t
 CORRUPTIONS = ["[]", '{"a": 1}', "another cell's rows", "not json", "an empty list of rows", "other bytes"]
 
 
+@pytest.mark.long
 def test_a_cached_cell_result_that_is_not_this_cells_rows_is_measured_again(runner, tiny_artifact, glue_data):
     """The bug: a cached [] made a cell vanish (4 rows instead of 6, exit 0), another cell's rows were served
     as this cell's, and {"a": 1} crashed every later run. Each corruption of the pruned cell's entry, in turn."""
@@ -146,6 +147,7 @@ def test_a_cache_that_cannot_be_written_loses_no_row(runner, tiny_artifact, glue
     assert done.stderr.count("cell result not cached: cannot write") == 2 and "the rows are in the run" in done.stderr
 
 
+@pytest.mark.long
 def test_a_copied_or_moved_run_folder_resumes_where_it_is(runner, tiny_artifact, glue_data):
     """The bug: --resume worked in the folder recorded in run.json: resuming a copy rewrote the original's
     reports and left the copy broken; a moved folder could not be resumed."""
@@ -171,6 +173,7 @@ def test_a_copied_or_moved_run_folder_resumes_where_it_is(runner, tiny_artifact,
     assert not original.exists() and len(read_rows(moved / "results.jsonl")) == 4
 
 
+@pytest.mark.long
 def test_no_fail_fast_on_resume_lifts_a_recorded_fail_fast(runner, tiny_artifact, glue_data):
     """The bug: --fail-fast was inherited by every resume with no way to turn it off."""
     suite = runner.write_suite("ff", suite_dict(tiny_artifact.path, glue_data, [{"name": "raising"}, {"name": "torch"}],
@@ -291,6 +294,7 @@ def test_runs_started_together_never_share_a_folder(tmp_path):
     assert len(made) == 150 and len(set(made)) == 150
 
 
+@pytest.mark.long
 def test_a_measurement_on_a_busy_machine_is_flagged_and_not_cached(runner, tiny_artifact, glue_data):
     """The bug: timings taken while other processes ran were cached and later served as if clean (a baseline
     at 60 ms instead of 27 ms). Here a process burns a core throughout the run."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from compbench.results.report import RunReport
 
 from runs import Runner, suite_dict
@@ -13,6 +15,7 @@ from runs import Runner, suite_dict
 DYNAMIC = [{"compressor": "quantize", "params": {"method": "dynamic"}}]
 
 
+@pytest.mark.long
 def test_served_rows_take_the_identity_of_the_cell_that_asked(tmp_path: Path, tiny_artifact, glue_data: Path):
     runner = Runner(tmp_path, tmp_path, tmp_path / "cache")
     first = suite_dict(tiny_artifact.path, glue_data, [{"name": "torch"}], runner={"isolation": "inline"},

@@ -152,6 +152,7 @@ def test_a_run_killed_mid_way_resumes_to_the_same_rows(tmp_path, fault_plugin, t
     assert all(json.loads(line) for line in results_file.read_text().splitlines())         # the cut-off row is gone
 
 
+@pytest.mark.long
 def test_ray_executor_gives_the_same_rows_as_the_local_one(tmp_path, fault_plugin, tiny_model, glue_data, cache_root):
     runner = Runner(tmp_path, fault_plugin, cache_root)
     # one-thread backends: Ray could place two of their timings on the 2-CPU machine at once

@@ -84,6 +84,7 @@ def test_multi_class_multi_label_and_regression_tasks_from_files_run_end_to_end(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_your_fine_tuned_model_on_your_csv(tmp_path, fault_plugin, glue_data):
     """MiniLM fine-tuned by compbench on a CSV with the user's columns and string labels, then given back as a
     finished model (teacher.finetune: false): no training, and its baseline metric is the one measured when
