@@ -57,6 +57,7 @@ def teacher_dir(cache: Path) -> Path:
     raise AssertionError("no teacher in the cache")
 
 
+@pytest.mark.long
 def test_damaged_teacher_weights_are_caught_before_a_number_is_written(runner, tiny_artifact, glue_data):
     """The bug: 8 MB of random bytes over the teacher's weights gave accuracy 0.47 instead of 0.87, status ok,
     and the 0.47 stayed cached after the file was restored."""

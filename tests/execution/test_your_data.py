@@ -57,6 +57,7 @@ def three_kinds(glue_data: Path, folder: Path) -> list[dict]:
     return tasks
 
 
+@pytest.mark.long
 def test_multi_class_multi_label_and_regression_tasks_from_files_run_end_to_end(tmp_path, fault_plugin, tiny_artifact,
                                                                               glue_data):
     runner = Runner(tmp_path, fault_plugin, tmp_path / "cache")
