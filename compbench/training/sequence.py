@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compbench.common.hashing import stable_hash
 from compbench.common.sealing import load_sealed_array, save_sealed_array
-from compbench.tasks.language_modeling import load_corpus
+from compbench.training.transfer import text_file_rows
 
 GENERATED = "generated"
 GENERATION_BATCH = 8
@@ -66,10 +66,7 @@ def prompts_of(config: SequenceConfig, documents: list[str], tokenizer, base_dir
         prompts = [tokenizer.decode(tokenizer(doc, add_special_tokens=False).input_ids[:config.prompt_tokens])
                    for doc in documents]
     else:
-        path = Path(config.prompts).expanduser()
-        path = path if path.is_absolute() else (Path(base_dir) / path).resolve()
-        prompts = list(load_corpus(path, column=config.column,
-                                   separator="\n" if path.suffix == ".txt" else None).documents)
+        prompts = text_file_rows(base_dir, config.prompts, config.column)
     prompts = [p for p in prompts if p.strip()]
     if config.max_prompts is not None and config.max_prompts < len(prompts):
         keep = np.sort(np.random.default_rng(seed).choice(len(prompts), config.max_prompts, replace=False))

@@ -84,10 +84,7 @@ def unlabeled_rows(config: TransferConfig, data: TaskData, base_dir: Path, seed:
         if len(task.text_fields) != 1:
             raise UsageError(f"transfer.unlabeled {config.unlabeled}: {task.name} takes pairs of texts "
                              f"({', '.join(task.text_fields)}); a file gives single texts: use unlabeled: rest")
-        path = Path(config.unlabeled).expanduser()
-        path = path if path.is_absolute() else (Path(base_dir) / path).resolve()
-        corpus = load_corpus(path, column=config.column, separator="\n" if path.suffix == ".txt" else None)
-        rows = pd.DataFrame({task.text_fields[0]: list(corpus.documents)})
+        rows = pd.DataFrame({task.text_fields[0]: text_file_rows(base_dir, config.unlabeled, config.column)})
     if config.unlabeled_rows is not None and config.unlabeled_rows < len(rows):
         rows = rows.sample(n=config.unlabeled_rows, random_state=seed).sort_index()
     return rows.reset_index(drop=True)[list(task.text_fields)]
@@ -155,11 +152,23 @@ def transfer_rows(config: TransferConfig, data: TaskData, base_dir: Path, seed: 
     return pd.concat(parts, ignore_index=True)
 
 
-def file_digest(base_dir: Path, name: str) -> str | None:
-    """sha256 hex of an unlabeled file's bytes (relative to ``base_dir``), or None where it is missing (its
-    build then says so)."""
+def suite_file(base_dir: Path, name: str) -> Path:
+    """A file a parameter names, relative to the suite's folder ``base_dir`` unless absolute."""
     path = Path(name).expanduser()
-    path = path if path.is_absolute() else Path(base_dir) / path
+    return path if path.is_absolute() else (Path(base_dir) / path).resolve()
+
+
+def text_file_rows(base_dir: Path, name: str, column: str) -> list[str]:
+    """The texts of a file a parameter names: one per line of a ``.txt``, else ``column`` of a JSONL/CSV/parquet
+    file (blank ones dropped)."""
+    path = suite_file(base_dir, name)
+    return list(load_corpus(path, column=column, separator="\n" if path.suffix == ".txt" else None).documents)
+
+
+def file_digest(base_dir: Path, name: str) -> str | None:
+    """sha256 hex of a file's bytes (relative to ``base_dir``), or None where it is missing (its build then
+    says so)."""
+    path = suite_file(base_dir, name)
     return file_sha256(path) if path.is_file() else None
 
 
