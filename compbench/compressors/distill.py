@@ -125,7 +125,7 @@ class Distill(Compressor):
             if not model.is_causal_lm:
                 raise UnsupportedError("sequence: the teacher writes text for a causal-LM student; a classifier's "
                                        "teacher-made rows are transfer: (unlabeled, augment)")
-            ctx = self._on_teacher_text(model, ctx)
+            ctx, completions = self._on_teacher_text(model, ctx)
         if params.peers and ctx.data.task.is_multi_label:
             raise UnsupportedError("peers: mutual learning compares softmax distributions; a multi-label task's "
                                    "per-label outcomes are not built for it")
@@ -138,19 +138,21 @@ class Distill(Compressor):
                     teacher = save_hf_artifact(Path(scratch) / str(generation), student, tokenizer, task=model.task,
                                                lineage=[])
         summary = {**records[-1], **({"generations": records} if params.generations > 1 else {}),
-                   **({"teacher_written": len(ctx.data.train)} if params.sequence is not None else {})}
+                   **({"teacher_written": len(ctx.data.train), "teacher_completions": completions}
+                      if params.sequence is not None else {})}
         return save_hf_artifact(ctx.work_dir, student, tokenizer, task=model.task, lineage=[summary])
 
-    def _on_teacher_text(self, teacher: ModelArtifact, ctx: CompressContext) -> CompressContext:
-        """``ctx`` with the training text replaced by the teacher's completions of the prompts (``sequence``)."""
+    def _on_teacher_text(self, teacher: ModelArtifact, ctx: CompressContext) -> tuple[CompressContext, int]:
+        """``ctx`` with the training text replaced by the teacher's completions of the prompts (``sequence``), and
+        how many completions it wrote (before the answer filter)."""
         config = self.params.sequence
         prompts = prompts_of(config, ctx.data.train[ctx.data.task.text_fields[0]].astype(str).tolist(),
                              teacher.tokenizer(), ctx.base_dir, ctx.seed)
         ctx.reporter.log(f"  {ctx.data.task.name} distill: the teacher writes {config.samples} x {config.new_tokens} "
-                         f"tokens for {len(prompts)} prompts")
-        texts = generated_set(teacher, prompts, config, ctx.seed, ctx.reporter)
-        train = pd.DataFrame({ctx.data.task.text_fields[0]: texts})
-        return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train))
+                         f"tokens for {len(prompts.texts)} prompts")
+        teacher_text = generated_set(teacher, prompts, config, ctx.seed, ctx.reporter)
+        train = pd.DataFrame({ctx.data.task.text_fields[0]: teacher_text.texts})
+        return dataclasses.replace(ctx, data=dataclasses.replace(ctx.data, train=train)), teacher_text.written
 
     def _one_generation(self, teacher: ModelArtifact, ctx: CompressContext, generation: int):
         """(student, tokenizer, lineage summary) of one student trained from ``teacher`` (the input model in the

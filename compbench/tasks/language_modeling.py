@@ -97,6 +97,21 @@ def _limited(documents: list[str], limit: int | None) -> list[str]:
     return documents
 
 
+def read_text_table(path: Path, kind: str, columns: list[str], encoding: str = "utf-8") -> pd.DataFrame:
+    """``columns`` of a JSONL, parquet or CSV file (``kind``), or a one-line error naming the file."""
+    try:
+        frame = (pd.read_json(path, lines=True, dtype=False, encoding=encoding) if kind == "jsonl"
+                 else pd.read_parquet(path, columns=None) if kind == "parquet"
+                 else pd.read_csv(path, encoding=encoding, dtype=str, keep_default_na=False))
+    except Exception as exc:    # ValueError, ArrowInvalid, OSError: not that format, cut off, unreadable
+        raise UsageError(f"corpus file {path} is not readable as {kind} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    for column in columns:
+        if column not in frame.columns:
+            raise UsageError(f"corpus file {path} has no column {column!r} (has {', '.join(map(str, frame.columns))})")
+    return frame[columns]
+
+
 def load_corpus(path: str | Path, *, column: str = "text", format: str = "auto", separator: str | None = None,
                 limit: int | None = None, name: str | None = None, encoding: str = "utf-8") -> Corpus:
     """A corpus from a local file: text (``.txt``: the whole file is one document, or one per piece between
@@ -110,16 +125,7 @@ def load_corpus(path: str | Path, *, column: str = "text", format: str = "auto",
         text = path.read_text(encoding=encoding)
         documents = _clean(text.split(separator) if separator else [text])
     elif kind in ("jsonl", "parquet", "csv"):
-        try:
-            frame = (pd.read_json(path, lines=True, dtype=False, encoding=encoding) if kind == "jsonl"
-                     else pd.read_parquet(path, columns=None) if kind == "parquet"
-                     else pd.read_csv(path, encoding=encoding, dtype=str, keep_default_na=False))
-        except Exception as exc:    # ValueError, ArrowInvalid, OSError: not that format, cut off, unreadable
-            raise UsageError(f"corpus file {path} is not readable as {kind} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        if column not in frame.columns:
-            raise UsageError(f"corpus file {path} has no column {column!r} (has {', '.join(map(str, frame.columns))})")
-        documents = _clean(frame[column].tolist())
+        documents = _clean(read_text_table(path, kind, [column], encoding)[column].tolist())
     else:
         raise UsageError(f"corpus file {path}: unknown format {format if format != 'auto' else path.suffix!r}; "
                          "give format text, jsonl, parquet or csv")

@@ -27,7 +27,7 @@ from compbench.common.errors import UsageError
 from compbench.common.sealing import file_sha256
 from compbench.tasks.data import TaskData
 from compbench.tasks.glue import TaskSpec
-from compbench.tasks.language_modeling import load_corpus
+from compbench.tasks.language_modeling import CORPUS_FORMATS, load_corpus, read_text_table
 
 REST = "rest"
 
@@ -163,6 +163,18 @@ def text_file_rows(base_dir: Path, name: str, column: str) -> list[str]:
     file (blank ones dropped)."""
     path = suite_file(base_dir, name)
     return list(load_corpus(path, column=column, separator="\n" if path.suffix == ".txt" else None).documents)
+
+
+def text_file_columns(base_dir: Path, name: str, columns: list[str]) -> list[tuple[str, ...]]:
+    """``columns`` of a JSONL/CSV/parquet file a parameter names, row by row, as text (missing values empty)."""
+    path = suite_file(base_dir, name)
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist")
+    kind = CORPUS_FORMATS.get(path.suffix.lower())
+    if kind not in ("jsonl", "parquet", "csv"):
+        raise UsageError(f"{path}: the columns {', '.join(columns)} need a JSONL, CSV or parquet file")
+    frame = read_text_table(path, kind, columns).fillna("")
+    return [tuple(str(value) for value in row) for row in frame.itertuples(index=False)]
 
 
 def file_digest(base_dir: Path, name: str) -> str | None:

@@ -17,7 +17,7 @@ from compbench.compressors.chain import PipelineBuild
 from compbench.config.schema import PipelineConfig, StepConfig
 from compbench.tasks.causal_lm import LanguageModelingConfig, load_language_modeling_data
 from compbench.tasks.sources import detect_layout
-from compbench.training.sequence import GENERATED, SequenceConfig, generate_completions, prompts_of
+from compbench.training.sequence import GENERATED, SequenceConfig, generate_completions, gives_answer, prompts_of
 
 TRAIN = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "seed": 0, "max_seq_len": 32}
 
@@ -33,12 +33,15 @@ def test_prompts_are_the_documents_openings_and_completions_have_the_length_aske
     documents = lm_data(glue_data).train["text"].tolist()
     config = SequenceConfig(prompt_tokens=6, new_tokens=5, max_prompts=4)
     prompts = prompts_of(config, documents, tokenizer, Path("."), seed=0)
+    assert prompts.answers is None
+    prompts = prompts.texts
     assert len(prompts) == 4 and all(len(tokenizer(p, add_special_tokens=False).input_ids) <= 6 for p in prompts)
-    assert prompts == prompts_of(config, documents, tokenizer, Path("."), seed=0)
+    assert prompts == prompts_of(config, documents, tokenizer, Path("."), seed=0).texts
     sampled = SequenceConfig(prompt_tokens=6, new_tokens=5, samples=2, temperature=0.7)
-    texts = generate_completions(tiny_causal_lm.torch_model().eval(), tokenizer, prompts, sampled, seed=0,
-                                 batch_size=3)
-    assert len(texts) == 8 and all(t.startswith(prompts[i // 2]) for i, t in enumerate(texts))
+    written = generate_completions(tiny_causal_lm.torch_model().eval(), tokenizer, prompts, sampled, seed=0,
+                                   batch_size=3)
+    assert [index for index, _ in written] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert all(isinstance(text, str) for _, text in written) and len({text for _, text in written}) > 1
     assert tokenizer.padding_side == "right"                        # restored after left-padded generation
     with pytest.raises(ValidationError, match="greedy decoding"):
         SequenceConfig(samples=2)
@@ -67,6 +70,45 @@ def test_a_student_trains_on_the_teachers_completions_which_are_kept_and_reused(
                                                                   "keep_best": False})
     assert again.lineage[-1]["teacher_written"] == 6 and again.lineage[-1]["teachers"] == 1
     assert {p: p.stat().st_mtime_ns for p in kept} == mtimes
+
+
+def test_an_answer_is_given_by_the_patterns_last_match_or_as_a_whole_word():
+    pattern = r"(?i)answer:\s*(\w+)"
+    assert gives_answer("first answer: no. On reflection, Answer: Positive", "positive", pattern)
+    assert not gives_answer("answer: positive, then answer: negative", "positive", pattern)
+    assert not gives_answer("it is positive", "positive", pattern)          # the pattern is not met
+    assert gives_answer("I'd say it is  Very Positive.", "very positive", None)
+    assert not gives_answer("positively glowing", "positive", None)        # not as a whole word
+    assert not gives_answer("anything", "  ", None)                         # an empty answer matches nothing
+    with pytest.raises(ValidationError, match="has no group"):
+        SequenceConfig(prompts="p.jsonl", answer_column="label", answer_pattern="answer: \\w+")
+    with pytest.raises(ValidationError, match="prompt file"):
+        SequenceConfig(answer_column="label")
+    with pytest.raises(ValidationError, match="needs answer_column"):
+        SequenceConfig(prompts="p.jsonl", answer_pattern="(x)")
+
+
+def test_only_completions_that_give_their_prompts_answer_are_trained_on(tiny_causal_lm, tmp_path, glue_data):
+    """Rejection sampling on a prompt file with answers: the teacher's seeded completions are known beforehand, so
+    half of the prompts get an answer their completion gives (its last word) and half one it cannot."""
+    import json
+
+    tokenizer = tiny_causal_lm.tokenizer()
+    prompts = [" ".join(text.split()[:6]) for text in lm_data(glue_data).train["text"].tolist()[:8]]
+    config = {"new_tokens": 6, "temperature": 1.0}          # sampled: greedy decoding of random weights writes nothing
+    written = generate_completions(tiny_causal_lm.torch_model().eval(), tokenizer, prompts,
+                                   SequenceConfig(**config), seed=0)
+    last_words = {index: text.split()[-1] for index, text in written if text.split()}
+    answers = [last_words[i] if i % 2 == 0 and i in last_words else "zzzz-never-written" for i in range(8)]
+    with open(tmp_path / "prompts.jsonl", "w") as out:
+        for prompt, answer in zip(prompts, answers):
+            out.write(json.dumps({"question": prompt, "gold": answer}) + "\n")
+    sequence = {**config, "prompts": "prompts.jsonl", "column": "question", "answer_column": "gold"}
+    student = build(tiny_causal_lm, glue_data, tmp_path, {"student": {"layers": [0]}, "alpha": 0.0,
+                                                          "sequence": sequence, "train": TRAIN, "keep_best": False})
+    record = student.lineage[-1]
+    expected = sum(1 for i in range(0, 8, 2) if i in last_words)
+    assert expected >= 1 and record["teacher_written"] == expected and record["teacher_completions"] == len(written)
 
 
 def test_sequence_level_works_across_tokenizers_token_level_does_not(tiny_causal_lm, glue_data, tmp_path):
