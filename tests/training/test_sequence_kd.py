@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -70,6 +71,32 @@ def test_a_student_trains_on_the_teachers_completions_which_are_kept_and_reused(
                                                                   "keep_best": False})
     assert again.lineage[-1]["teacher_written"] == 6 and again.lineage[-1]["teachers"] == 1
     assert {p: p.stat().st_mtime_ns for p in kept} == mtimes
+
+
+def test_the_student_learns_the_text_the_teacher_wrote(tiny_causal_lm, glue_data, tmp_path):
+    """A short real run lowers the student's language-modelling loss on the teacher's completions."""
+    import torch
+
+    from compbench.training.sequence import generated_set
+    from compbench.training.students import StudentSpec, build_student
+
+    config = SequenceConfig(max_prompts=6, prompt_tokens=8, new_tokens=12, temperature=0.8, top_p=0.9)
+    prompts = prompts_of(config, lm_data(glue_data).train["text"].tolist(), tiny_causal_lm.tokenizer(), Path("."), 0)
+    texts = generated_set(tiny_causal_lm, prompts, config, 0, Reporter(enabled=False)).texts
+    tokenizer = tiny_causal_lm.tokenizer()
+
+    def loss(model) -> float:
+        with torch.inference_mode():
+            return float(np.mean([model(**(ids := tokenizer(t, return_tensors="pt")), labels=ids["input_ids"]).loss
+                                  for t in texts]))
+
+    before = loss(build_student(tiny_causal_lm, StudentSpec(layers=[0]), seed=0)[0].eval())
+    student = build(tiny_causal_lm, glue_data, tmp_path, {"student": {"layers": [0]}, "alpha": 0.0,
+                                                          "sequence": config.model_dump(), "keep_best": False,
+                                                          "train": {**TRAIN, "batch_size": 1, "epochs": 4,
+                                                                    "learning_rate": 5e-3}})
+    after = loss(student.torch_model().eval())
+    assert after < before - 0.5, (before, after)
 
 
 def test_an_answer_is_given_by_the_patterns_last_match_or_as_a_whole_word():
