@@ -232,9 +232,11 @@ def compare(run_a: Path, run_b: Path, fmt: str) -> None:
 @click.option("--batch", type=click.IntRange(min=1), help="The shape's batch size (default: the smallest measured).")
 @click.option("--seq", type=click.IntRange(min=1), help="The shape's sequence length (default: the smallest).")
 @click.option("--confident", is_flag=True, help="Bound the end of the delta's 95% interval, not its estimate.")
+@click.option("--against", help="Also read each choice's cost against the teacher on this backend (default: the "
+                                "first it was measured on, e.g. torch:cpu:default).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def recommend(run_dir: Path, max_drop: str, objective: str | None, backend: str | None, batch: int | None,
-              seq: int | None, confident: bool, fmt: str) -> None:
+              seq: int | None, confident: bool, against: str | None, fmt: str) -> None:
     """The cheapest model of RUN_DIR whose metric stays within --max-drop of the teacher's, per task, and the
     Pareto front of the others within it (from results.jsonl alone). Exit 1 if no model is within the bound."""
     import json
@@ -245,7 +247,7 @@ def recommend(run_dir: Path, max_drop: str, objective: str | None, backend: str 
     with usage_errors():
         bound = MaxDrop.parse(max_drop)
         found = candidates(read_rows(_run_dir(run_dir) / "results.jsonl"), bound, objective=objective,
-                           backend=backend, batch=batch, seq=seq, confident=confident)
+                           backend=backend, batch=batch, seq=seq, confident=confident, against=against)
     if not found:
         fail_usage(f"{run_dir / 'results.jsonl'} has no ok rows to recommend from")
     click.echo(json.dumps(as_records(found), indent=2) + "\n" if fmt == "json" else render(found, bound, confident),

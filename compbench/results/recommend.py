@@ -13,6 +13,11 @@ candidates the recommendation is the cheapest by the objective (``latency``: med
 ``size``: deployed bytes; ``decode``: a causal LM's time per output token), ties going to the better metric; the
 candidates on the (cost, metric) Pareto front are listed with it, so a user sees what a little more cost buys.
 Timings compare only within the run: the run's rows come from one machine, the speed-ups interleaved.
+
+A speed-up is read against the teacher on the model's own backend (interleaved, with an interval). Deployments
+are usually weighed against the teacher as it runs today, on another backend (PyTorch fp32): each choice also
+gets its cost against the teacher's row on ``--against`` (default: the first backend the teacher was measured
+on), a ratio of medians from separate cells of the run, not interleaved, and said so.
 """
 
 from __future__ import annotations
@@ -80,10 +85,17 @@ def _default_objective(rows: list[dict]) -> str:
 
 
 def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = None, backend: str | None = None,
-               batch: int | None = None, seq: int | None = None, confident: bool = False) -> dict[str, dict]:
-    """Per task: the shape used, the objective, the feasible choices (cheapest first), their Pareto front and the
-    recommendation (the cheapest; None when no model is within the bound)."""
+               batch: int | None = None, seq: int | None = None, confident: bool = False,
+               against: str | None = None) -> dict[str, dict]:
+    """Per task: the shape used, the objective, the feasible choices (cheapest first), their Pareto front, the
+    recommendation (the cheapest; None when no model is within the bound) and the teacher's row on ``against``
+    (module docstring) that each choice's cost is also read against."""
     analysed = [row for row in analyse(rows) if row["status"] == "ok"]
+    teachers = [row for row in analysed if row["is_baseline"]]
+    if against is not None and not any(against in (row["backend_label"], row.get("backend")) for row in teachers):
+        labels = sorted({row["backend_label"] for row in teachers})
+        raise UsageError(f"--against {against}: the teacher has no ok rows on it; it was measured on: "
+                         f"{', '.join(labels) or 'no backend'}")
     if backend is not None:
         labels = sorted({row["backend_label"] for row in analysed})
         analysed = [row for row in analysed if backend in (row["backend_label"], row.get("backend"))]
@@ -111,10 +123,22 @@ def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = N
                 choices.append(Choice(row, drop, bound, float(cost)))
         choices.sort(key=lambda c: (c.cost, c.drop))
         front = [choices[i] for i in front_order([c.cost for c in choices], [-c.drop for c in choices])]
+        deployed = [row for row in teachers if row["task"] == task and (row["batch_size"], row["seq_len"]) == shape
+                    and (against is None or against in (row["backend_label"], row.get("backend")))]
         out[task] = {"shape": shape, "objective": goal, "choices": choices, "front": front,
                      "best": choices[0] if choices else None, "unmeasured": len(unmeasured),
-                     "compared": len(compared)}
+                     "compared": len(compared), "against": deployed[0] if deployed else None}
     return out
+
+
+def against_ratio(choice: Choice, teacher: dict | None, objective: str) -> float | None:
+    """How many times cheaper ``choice`` is than ``teacher`` (its row on the --against backend) by the objective,
+    or None where that says nothing new (the same backend: the interleaved speed-up says it; size: the size ratio
+    says it) or is unmeasured."""
+    if teacher is None or objective == "size" or teacher["backend_label"] == choice.row["backend_label"]:
+        return None
+    cost = _cost(teacher, objective)
+    return float(cost) / choice.cost if cost and choice.cost else None
 
 
 def _shape(rows: list[dict], batch: int | None, seq: int | None, task: str) -> tuple[int, int]:
@@ -140,8 +164,9 @@ def _speed_text(row: dict, objective: str) -> str:
     return f"{ratio:.2f}x the teacher's speed" if ratio else "the teacher's speed (it is the teacher)"
 
 
-def describe(choice: Choice, objective: str, max_drop: MaxDrop) -> str:
-    """One line for a choice: model, backend, metric with its delta, cost, speed-up and size against the teacher."""
+def describe(choice: Choice, objective: str, max_drop: MaxDrop, teacher: dict | None = None) -> str:
+    """One line for a choice: model, backend, metric with its delta, cost, speed-up and size against the teacher
+    (and its cost against ``teacher``, the teacher's row on the --against backend, where that is another)."""
     row = choice.row
     low, high = row.get("metric_delta_ci95_low"), row.get("metric_delta_ci95_high")
     interval = f" [{low:+.4f}, {high:+.4f}]" if low is not None else ""
@@ -149,9 +174,12 @@ def describe(choice: Choice, objective: str, max_drop: MaxDrop) -> str:
     size = f", {1 / smaller:.1f}x smaller" if smaller and smaller < 0.99 else ""
     unit = " pt" if max_drop.unit == "pt" else "%"
     change = f"drop {choice.drop:.2f}{unit}" if choice.drop > 0 else f"gain {-choice.drop:.2f}{unit}"
+    ratio = against_ratio(choice, teacher, objective)
+    versus = (f"; {ratio:.2f}x faster than the teacher on {teacher['backend_label']} ({_cost(teacher, objective):.2f} "
+              f"ms{'/token' if objective == 'decode' else ''}; medians of separate cells)" if ratio else "")
     return (f"{row['pipeline']} on {row['backend_label']}: {row['metric_name']} {row['metric']:.4f} "
             f"(delta {row.get('metric_delta') or 0.0:+.4f}{interval}; {change}), {_cost_text(choice, objective)}, "
-            f"{_speed_text(row, objective)}{size}")
+            f"{_speed_text(row, objective)}{size}{versus}")
 
 
 def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
@@ -164,10 +192,10 @@ def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
             lines.append("  no model is within the bound" if result["compared"] else
                          "  no model can be compared: no teacher (baseline) row at this shape on its backend")
             continue
-        lines.append(f"  recommended: {describe(result['best'], result['objective'], max_drop)}")
+        lines.append(f"  recommended: {describe(result['best'], result['objective'], max_drop, result['against'])}")
         others = [c for c in result["front"] if c is not result["best"]]
         for choice in others:
-            lines.append(f"  also on the front: {describe(choice, result['objective'], max_drop)}")
+            lines.append(f"  also on the front: {describe(choice, result['objective'], max_drop, result['against'])}")
         lines.append(f"  {len(result['choices'])} model(s) within the bound"
                      + (f"; {result['unmeasured']} without a {result['objective']} figure" if result["unmeasured"]
                         else ""))
@@ -176,18 +204,20 @@ def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
 
 def as_records(found: dict[str, dict]) -> list[dict]:
     """The recommendations as plain records (``--format json``)."""
-    def record(choice: Choice | None) -> dict | None:
+    def record(choice: Choice | None, result: dict) -> dict | None:
         if choice is None:
             return None
-        row = choice.row
+        row, teacher = choice.row, result["against"]
+        ratio = against_ratio(choice, teacher, result["objective"])
         return {"pipeline": row["pipeline"], "backend_label": row["backend_label"], "metric_name": row["metric_name"],
                 "metric": row["metric"], "metric_delta": row.get("metric_delta"),
                 "metric_delta_ci95": [row.get("metric_delta_ci95_low"), row.get("metric_delta_ci95_high")],
                 "drop": choice.drop, "drop_bound": choice.drop_bound, "cost": choice.cost,
                 "speedup_p50": row.get("speedup_p50"), "size_bytes": row.get("size_bytes"),
-                "size_ratio": row.get("size_ratio")}
+                "size_ratio": row.get("size_ratio"),
+                "against": {"backend_label": teacher["backend_label"], "cost_ratio": ratio} if ratio else None}
     return [{"task": task, "batch_size": result["shape"][0], "seq_len": result["shape"][1],
-             "objective": result["objective"], "recommended": record(result["best"]),
-             "front": [record(c) for c in result["front"]], "within_bound": len(result["choices"])}
+             "objective": result["objective"], "recommended": record(result["best"], result),
+             "front": [record(c, result) for c in result["front"]], "within_bound": len(result["choices"])}
             for task, result in found.items()]
 

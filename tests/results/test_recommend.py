@@ -89,10 +89,29 @@ def test_the_command_prints_the_choice_and_exits_1_when_none_fits(tmp_path):
     assert strict.exit_code == 0 and "recommended: baseline" in strict.output   # the teacher itself fits any bound
 
 
+def test_a_choice_on_another_backend_is_also_read_against_the_teacher_as_deployed(tmp_path):
+    """int8 on ORT (5 ms) against the teacher on torch (the first backend it was measured on, 20 ms): 4x, said to
+    be a ratio of separate cells; a choice on torch itself gets no second figure (its speed-up says it)."""
+    found = candidates(run_rows(), MaxDrop.parse("1pt"))["sst2"]
+    assert found["against"]["backend"] == "torch"
+    write(tmp_path, run_rows())
+    done = CliRunner().invoke(main, ["recommend", str(tmp_path), "--max-drop", "1pt"])
+    assert ("4.00x faster than the teacher on torch:cpu:default (20.00 ms; medians of separate cells)"
+            in done.output), done.output
+    on_torch = [line for line in done.output.splitlines() if "on torch:cpu:default:" in line]
+    assert on_torch and not any("faster than the teacher" in line for line in on_torch)
+    records = json.loads(CliRunner().invoke(main, ["recommend", str(tmp_path), "--max-drop", "1pt", "--against",
+                                                   "onnxruntime", "--format", "json"]).output)
+    pruned_on_torch = [r for r in records[0]["front"] if r["backend_label"].startswith("torch")][0]
+    assert pruned_on_torch["against"] == {"backend_label": "onnxruntime:cpu:default", "cost_ratio": 20.0 / 12.0}
+    assert records[0]["recommended"]["against"] is None      # int8 is on ORT itself
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--max-drop", "one point"], "--max-drop 'one point': give points (1pt, 0.5) or a percentage (2%)"),
     (["--max-drop", "1pt", "--backend", "tensorrt"], "--backend tensorrt: no ok rows on it"),
     (["--max-drop", "1pt", "--batch", "8"], "sst2: no rows at batch 8 x seq any; measured: --batch 1 --seq 128"),
+    (["--max-drop", "1pt", "--against", "tensorrt"], "--against tensorrt: the teacher has no ok rows on it"),
 ])
 def test_mistakes_are_one_line_and_exit_2(tmp_path, args, expected):
     write(tmp_path, run_rows())
