@@ -20,9 +20,11 @@ from compbench.models.kinds import CAUSAL_LM, SEQUENCE_CLASSIFICATION, model_kin
 
 META_FILE = "compbench.json"
 # Folders an artifact gains after it is built, caches of what is computed from it: outside its seal
-# (each keeps its own). ONNX exports, one subfolder per exporter version; a teacher's logits on training rows.
+# (each keeps its own). ONNX exports, one subfolder per exporter version; a teacher's logits on training rows;
+# the text a causal-LM teacher wrote for sequence-level distillation.
 TEACHER_LOGITS = "teacher-logits"
-DERIVED = (ONNX_EXPORTS, TEACHER_LOGITS)
+TEACHER_WRITTEN = "generated"
+DERIVED = (ONNX_EXPORTS, TEACHER_LOGITS, TEACHER_WRITTEN)
 
 
 @dataclass

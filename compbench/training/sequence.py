@@ -35,10 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compbench.common.hashing import stable_hash
 from compbench.common.sealing import load_sealed_array, save_sealed_array
+from compbench.models.artifact import TEACHER_WRITTEN
 from compbench.tasks.language_modeling import CORPUS_FORMATS
 from compbench.training.transfer import text_file_columns, text_file_rows
 
-GENERATED = "generated"
+GENERATED = TEACHER_WRITTEN          # the teacher folder's subfolder of written sets (outside its seal)
 GENERATION_BATCH = 8
 FILTER_FIELDS = {"answer_column", "answer_pattern"}     # applied to the kept completions: not in their key
 

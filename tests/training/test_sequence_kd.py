@@ -71,6 +71,12 @@ def test_a_student_trains_on_the_teachers_completions_which_are_kept_and_reused(
                                                                   "keep_best": False})
     assert again.lineage[-1]["teacher_written"] == 6 and again.lineage[-1]["teachers"] == 1
     assert {p: p.stat().st_mtime_ns for p in kept} == mtimes
+    # the written set is a cache beside the teacher, outside its seal: the teacher still verifies and is served
+    from compbench.cache.store import UNSEALED
+    from compbench.common.sealing import seal_problem
+    from compbench.models.artifact import ModelArtifact
+
+    assert seal_problem(tiny_causal_lm.path, ModelArtifact.load(tiny_causal_lm.path).files, UNSEALED) is None
 
 
 def test_the_student_learns_the_text_the_teacher_wrote(tiny_causal_lm, glue_data, tmp_path):
