@@ -84,6 +84,11 @@ def _default_objective(rows: list[dict]) -> str:
     return "decode" if any(row.get("generation") for row in rows) else "latency"
 
 
+def _on_backend(row: dict, name: str) -> bool:
+    """Whether ``row`` was measured on backend ``name`` (its label, or the backend's name)."""
+    return name in (row["backend_label"], row.get("backend"))
+
+
 def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = None, backend: str | None = None,
                batch: int | None = None, seq: int | None = None, confident: bool = False,
                against: str | None = None) -> dict[str, dict]:
@@ -92,13 +97,13 @@ def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = N
     (module docstring) that each choice's cost is also read against."""
     analysed = [row for row in analyse(rows) if row["status"] == "ok"]
     teachers = [row for row in analysed if row["is_baseline"]]
-    if against is not None and not any(against in (row["backend_label"], row.get("backend")) for row in teachers):
+    if against is not None and not any(_on_backend(row, against) for row in teachers):
         labels = sorted({row["backend_label"] for row in teachers})
         raise UsageError(f"--against {against}: the teacher has no ok rows on it; it was measured on: "
                          f"{', '.join(labels) or 'no backend'}")
     if backend is not None:
         labels = sorted({row["backend_label"] for row in analysed})
-        analysed = [row for row in analysed if backend in (row["backend_label"], row.get("backend"))]
+        analysed = [row for row in analysed if _on_backend(row, backend)]
         if not analysed:
             raise UsageError(f"--backend {backend}: no ok rows on it; backends in the run: {', '.join(labels)}")
     out = {}
@@ -124,7 +129,7 @@ def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = N
         choices.sort(key=lambda c: (c.cost, c.drop))
         front = [choices[i] for i in front_order([c.cost for c in choices], [-c.drop for c in choices])]
         deployed = [row for row in teachers if row["task"] == task and (row["batch_size"], row["seq_len"]) == shape
-                    and (against is None or against in (row["backend_label"], row.get("backend")))]
+                    and (against is None or _on_backend(row, against))]
         out[task] = {"shape": shape, "objective": goal, "choices": choices, "front": front,
                      "best": choices[0] if choices else None, "unmeasured": len(unmeasured),
                      "compared": len(compared), "against": deployed[0] if deployed else None}

@@ -39,7 +39,6 @@ from compbench.models.artifact import TEACHER_WRITTEN
 from compbench.tasks.language_modeling import CORPUS_FORMATS
 from compbench.training.transfer import text_file_columns, text_file_rows
 
-GENERATED = TEACHER_WRITTEN          # the teacher folder's subfolder of written sets (outside its seal)
 GENERATION_BATCH = 8
 FILTER_FIELDS = {"answer_column", "answer_pattern"}     # applied to the kept completions: not in their key
 
@@ -67,7 +66,7 @@ class SequenceConfig(BaseModel):
                                                          "answer appears as a whole word")
 
     @model_validator(mode="after")
-    def _samples_need_sampling(self) -> "SequenceConfig":
+    def _settings_agree(self) -> "SequenceConfig":
         if self.answer_column is not None and (self.prompts == "corpus"
                                                or CORPUS_FORMATS.get(Path(self.prompts).suffix.lower()) == "text"):
             raise ValueError(f"answer_column {self.answer_column!r}: the answers are a column of the prompt file; "
@@ -178,7 +177,7 @@ def generated_set(teacher, prompts: Prompts, config: SequenceConfig, seed: int, 
     where given, each after its prompt (module docstring)."""
     key = stable_hash({"teacher": teacher.content_hash, "prompts": prompts.texts, "seed": seed, "pairs": 1,
                        "config": config.model_dump(exclude=FILTER_FIELDS)})
-    path = teacher.path / GENERATED / f"{key}.npy"
+    path = teacher.path / TEACHER_WRITTEN / f"{key}.npy"
     kept = load_sealed_array(path)
     if kept is not None:
         reporter.log(f"  teacher-written set from cache ({len(kept)} texts)")

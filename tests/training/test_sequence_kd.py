@@ -16,9 +16,10 @@ from compbench.common.errors import UnsupportedError
 from compbench.common.progress import Reporter
 from compbench.compressors.chain import PipelineBuild
 from compbench.config.schema import PipelineConfig, StepConfig
+from compbench.models.artifact import TEACHER_WRITTEN
 from compbench.tasks.causal_lm import LanguageModelingConfig, load_language_modeling_data
 from compbench.tasks.sources import detect_layout
-from compbench.training.sequence import GENERATED, SequenceConfig, generate_completions, gives_answer, prompts_of
+from compbench.training.sequence import SequenceConfig, generate_completions, gives_answer, prompts_of
 
 TRAIN = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "seed": 0, "max_seq_len": 32}
 
@@ -62,7 +63,7 @@ def test_a_student_trains_on_the_teachers_completions_which_are_kept_and_reused(
                                                           "keep_best": False})
     record = student.lineage[-1]
     assert record["teacher_written"] == 6 and record["steps"] >= 1 and record["teachers"] == 0
-    kept = list((tiny_causal_lm.path / GENERATED).glob("*.npy"))
+    kept = list((tiny_causal_lm.path / TEACHER_WRITTEN).glob("*.npy"))
     assert len(kept) >= 1
     mtimes = {p: p.stat().st_mtime_ns for p in kept}
     # token-level KD on the same teacher-written text: the set is read back, not written again
