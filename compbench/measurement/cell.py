@@ -111,6 +111,14 @@ def size_of(artifact: ModelArtifact, session: Session) -> dict:
     return {"size_bytes": files_size(session.deployed_files), "params": params, "nonzero_params": nonzero}
 
 
+def runtime_of(cell: Cell, session: Session, artifact: ModelArtifact) -> dict:
+    """What ran, as the session reads it back: ``runtime_precision`` (never the precision asked for when the engine
+    chose another) and the session's ``runtime`` record."""
+    info = session.runtime_info()
+    default = BACKENDS.get(cell.backend.name)().compute_precision(cell.backend, artifact.precision)
+    return {"runtime_precision": info.get("precision", default), "runtime": info or None}
+
+
 class CellMeasurement:
     """Measures cells of one run: the cold call first, then accuracy through the timed session, size, logit
     parity against PyTorch fp32, device costs with the model alone, and per shape the latency, timed
@@ -222,7 +230,8 @@ class CellMeasurement:
                                                suite.seed)
             parity = parity_max_abs_diff(cell.backend, artifact, data, logits, self.store,
                                          suite.teacher.max_seq_len, suite.measure.eval_batch_size)
-        return {**size_of(artifact, session), **quality, "artifact": str(artifact.path),
+        return {**size_of(artifact, session), **quality, **runtime_of(cell, session, artifact),
+                "artifact": str(artifact.path),
                 "artifact_hash": artifact.hash, "artifact_content_hash": artifact.content_hash,
                 "artifact_format": artifact.format, "artifact_kind": artifact.kind,
                 "artifact_precision": artifact.precision,

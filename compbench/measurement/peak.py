@@ -257,11 +257,11 @@ def peak_sizes(device: str) -> tuple[int, ...]:
     return CUDA_SIZES if device.startswith("cuda") else CPU_SIZES
 
 
-def peak_key(options: BackendOptions, artifact_precision: str) -> tuple[str, int, str]:
-    """The (device, threads, dtype) whose matmul peak a cell's achieved rate is read against: the
-    precision its arithmetic runs in (an int8 model's against the int8 peak, fp16 weights or a fp16
-    backend against the fp16 peak), fp32 otherwise."""
-    precision = artifact_precision.split("-")[0] if options.precision == "fp32" else options.precision
+def peak_key(options: BackendOptions, compute_precision: str) -> tuple[str, int, str]:
+    """The (device, threads, dtype) whose matmul peak a cell's achieved rate is read against: the precision its
+    arithmetic runs in (``Backend.compute_precision``: an int8 model's against the int8 peak, fp16 weights or a
+    bf16 backend against that precision's peak), fp32 otherwise."""
+    precision = compute_precision.split("-")[0]
     return options.device, options.resolved_threads(), PEAK_DTYPES.get(precision, "float32")
 
 
