@@ -23,5 +23,6 @@ BACKENDS: Registry = Registry(
     "backend", "compbench.backends", base="compbench.backends.base:Backend",
     builtins={
         "onnxruntime": "compbench.backends.onnxruntime:OnnxRuntimeBackend",
+        "openvino": "compbench.backends.openvino:OpenVinoBackend",
         "torch": "compbench.backends.torch:TorchBackend",
     })

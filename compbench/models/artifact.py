@@ -15,16 +15,16 @@ from pathlib import Path
 from compbench.common.errors import CompbenchError, UnsupportedError
 from compbench.common.hashing import stable_hash
 from compbench.models.formats import FORMATS, ArtifactFormat
-from compbench.models.formats.base import ONNX_EXPORTS
+from compbench.models.formats.base import ONNX_EXPORTS, OPENVINO_EXPORTS
 from compbench.models.kinds import CAUSAL_LM, SEQUENCE_CLASSIFICATION, model_kind
 
 META_FILE = "compbench.json"
 # Folders an artifact gains after it is built, caches of what is computed from it: outside its seal
-# (each keeps its own). ONNX exports, one subfolder per exporter version; a teacher's logits on training rows;
-# the text a causal-LM teacher wrote for sequence-level distillation.
+# (each keeps its own). ONNX exports and OpenVINO IR, one subfolder per converter version; a teacher's logits on
+# training rows; the text a causal-LM teacher wrote for sequence-level distillation.
 TEACHER_LOGITS = "teacher-logits"
 TEACHER_WRITTEN = "generated"
-DERIVED = (ONNX_EXPORTS, TEACHER_LOGITS, TEACHER_WRITTEN)
+DERIVED = (ONNX_EXPORTS, OPENVINO_EXPORTS, TEACHER_LOGITS, TEACHER_WRITTEN)
 
 
 @dataclass

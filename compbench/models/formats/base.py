@@ -51,6 +51,7 @@ EXPORT_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", 
 
 
 ONNX_EXPORTS = "onnx"           # in an artifact's folder: its ONNX exports, one subfolder per exporter version
+OPENVINO_EXPORTS = "openvino"   # ... and its OpenVINO IR, one subfolder per converter version (models.openvino_export)
 EXPORT_SEAL = "seal.json"       # in an export's folder: its files' sizes and sha256
 
 
@@ -60,14 +61,19 @@ def onnx_export_dir(folder: Path) -> Path:
 
 
 def cached_onnx_export(folder: Path, export: Callable[[Path], str]) -> list[Path]:
-    """Exported once per exporter version, on first use, into ``onnx_export_dir`` (written aside, sealed, then
-    renamed); ``export(tmp_folder)`` writes the model there and returns which exporter made it. An export
-    that no longer matches its seal is moved aside and made again; where the cache cannot be written
-    (read-only, full) the export goes to a temporary folder of this process instead."""
-    target = onnx_export_dir(folder)
+    """The artifact in ``folder`` as ONNX, exported once per exporter version into ``onnx_export_dir``
+    (``cached_export``); ``export(tmp_folder)`` writes the model there and returns which exporter made it."""
+    return onnx_model_files(cached_export(onnx_export_dir(folder), export) / ONNX_FILE)
+
+
+def cached_export(target: Path, export: Callable[[Path], str]) -> Path:
+    """The folder holding what ``export(tmp_folder)`` writes (it returns which exporter made it), made on first use
+    in ``target`` (written aside, sealed, then renamed); an export that no longer matches its seal is moved aside
+    and made again; where the cache cannot be written (read-only, full) the export goes to a temporary folder of
+    this process instead, which is returned."""
     problem = _export_problem(target)
     if problem is None:
-        return onnx_model_files(target / ONNX_FILE)
+        return target
     if target.exists():
         try:
             os.rename(target, unique_aside(target, "damaged"))
@@ -77,12 +83,13 @@ def cached_onnx_export(folder: Path, export: Callable[[Path], str]) -> list[Path
             raise UnreadableArtifactError(f"{problem}; it cannot be replaced ({exc.strerror}): remove {target}") \
                 from None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target, folder=True) as tmp:
             _sealed_export(tmp, export)
     except OSError:
-        target = Path(tempfile.mkdtemp(prefix="compbench-onnx-"))
+        target = Path(tempfile.mkdtemp(prefix="compbench-export-"))
         _sealed_export(target, export)
-    return onnx_model_files(target / ONNX_FILE)
+    return target
 
 
 def _sealed_export(folder: Path, export: Callable[[Path], str]) -> None:
