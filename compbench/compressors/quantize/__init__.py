@@ -1,0 +1,179 @@
+"""``quantize``: INT8 (and fp16) quantization, one compressor with the method as a parameter; one module per
+library beside this one (``torch``, ``bitsandbytes``, ``torchao``, ``onnxruntime``), each registering its methods in
+``METHODS``. Here: the parameters, what each method takes and writes (``METHOD_IO``), and the compressor.
+
+- ``dynamic``: PyTorch ``quantize_dynamic`` (INT8 ``nn.Linear`` weights, activations at run time); writes
+  ``torch-int8-dynamic``; runs on torch CPU.
+- ``ort-dynamic``: onnxruntime ``quantize_dynamic`` (INT8 weights, activations at run time); writes ``onnx``;
+  runs on onnxruntime. A causal LM's decoder (exported with past key values) keeps its cache inputs and loads as
+  optimum's ``ORTModelForCausalLM``; by default its embedding Gather and its lm_head (the folded transpose of a tied
+  table) are quantized too. Measured on SmolLM2-135M (40 GLUE documents): per-tensor INT8 nearly doubles perplexity
+  (33.1 -> 62.9), and neither is the cause (Gather fp32: 63.1; lm_head fp32: 60.9); ``per_channel`` breaks it (6e6).
+- ``ort-int4``: onnxruntime's ``MatMulNBitsQuantizer``: 4-bit weight-only, one scale (and zero point unless
+  symmetric) per ``block_size`` weights, MatMul into ``MatMulNBits``; writes ``onnx``; runs on onnxruntime.
+- ``ort-static``: onnxruntime ``quantize_static``, QDQ, activations calibrated on training rows; writes ``onnx``;
+  runs on onnxruntime.
+- ``bnb-int8``: bitsandbytes LLM.int8 through transformers; writes ``hf`` (8-bit); runs on torch, where
+  bitsandbytes supports the device.
+- ``bnb-nf4``: bitsandbytes 4-bit NF4 (fp32 compute) through transformers; writes ``hf`` (4-bit); same.
+- ``torchao-int8-weight-only``, ``torchao-int8-dynamic`` (int8 per-token activations x int8 weights),
+  ``torchao-int4-weight-only`` (groups of ``group_size``, torchao's CPU int4 kernel): torchao's ``quantize_`` on
+  every ``nn.Linear`` (a causal LM's ``lm_head`` only with ``include_head``); writes ``torchao`` (plain integers
+  in safetensors); runs on torch (int4: CPU only).
+- ``fp16``: half-precision weights; writes ``hf`` (fp16); runs on torch CUDA.
+- ``ort-fp16``: onnxruntime's ``convert_float_to_float16`` on the fp32 ONNX export (fp32 inputs/outputs kept);
+  writes ``onnx`` (fp16); runs on onnxruntime CUDA (the CPU provider runs it too, mostly in fp32 through
+  inserted Casts).
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from compbench.compressors.base import CompressContext, Compressor, Stored, check_method_params
+from compbench.models.artifact import ModelArtifact
+
+Method = Literal["dynamic", "ort-dynamic", "ort-int4", "ort-static", "bnb-int8", "bnb-nf4", "torchao-int8-weight-only",
+                 "torchao-int8-dynamic", "torchao-int4-weight-only", "fp16", "ort-fp16"]
+QType = Literal["qint8", "quint8"]
+
+# Which parameters each method reads (setting another one is a mistake, not a no-op).
+METHOD_PARAMS: dict[str, set[str]] = {
+    "dynamic": {"embeddings", "include_head"},
+    "ort-dynamic": {"per_channel", "weight_type", "op_types", "reduce_range"},
+    "ort-int4": {"block_size", "symmetric", "accuracy_level"},
+    "ort-static": {"per_channel", "weight_type", "activation_type", "op_types", "reduce_range",
+                   "calibration_method", "calibration_rows", "percentile"},
+    "bnb-int8": {"threshold"},
+    "bnb-nf4": set(),
+    "torchao-int8-weight-only": {"include_head"},
+    "torchao-int8-dynamic": {"include_head"},
+    "torchao-int4-weight-only": {"include_head", "group_size"},
+    "fp16": set(),
+    "ort-fp16": set(),
+}
+
+
+class QuantizeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field(description="dynamic, ort-dynamic, ort-int4, ort-static, bnb-int8, "
+                           "bnb-nf4, torchao-int8-weight-only, torchao-int8-dynamic, torchao-int4-weight-only, "
+                           "fp16 or ort-fp16")
+    per_channel: bool = Field(False, description="one scale per output channel (ORT methods)")
+    weight_type: QType = "qint8"
+    activation_type: QType = Field(
+        "quint8", description="ort-static: activations' integer type (u8 x s8 is the fast x86 path)"
+    )
+    op_types: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="ONNX op types to quantize; default: onnxruntime's choice "
+        "for ort-dynamic, MatMul and Gather for ort-static",
+    )
+    reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI that saturate u8s8)")
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_rows: int = Field(256, ge=1, description="ort-static: training rows seen during calibration")
+    percentile: float = Field(99.999, gt=90, le=100, description="ort-static with percentile calibration")
+    threshold: float = Field(6.0, gt=0, description="bnb-int8: LLM.int8 outlier threshold")
+    embeddings: bool = Field(True, description="dynamic: also store embedding tables as 8-bit (weight-only)")
+    include_head: bool = Field(False, description="dynamic, torchao-*: quantize a causal LM's output head "
+                               "(lm_head) too; it stays float by default")
+    # 64, not torchao's 128: 128 does not divide SmolLM2's width (576), whose layers would then stay float
+    group_size: Literal[32, 64, 128] = Field(64, description="torchao-int4-weight-only: weights per scale and "
+                                             "zero point (what torchao's CPU int4 kernel takes); a layer whose "
+                                             "inputs it does not divide stays float (listed in torchao.json)")
+    block_size: int = Field(32, ge=16, description="ort-int4: weights per scale (a power of two, at least 16)")
+    symmetric: bool = Field(True, description="ort-int4: no zero points (scales only)")
+    accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
+        None, description="ort-int4: MatMulNBits compute type (4: int8 activations, the fast CPU path; "
+        "None: onnxruntime's default, fp32)")
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"block_size {value}: MatMulNBits takes a power of two (16, 32, 64, 128, ...)")
+        return value
+
+    @model_validator(mode="after")
+    def _only_params_the_method_reads(self) -> "QuantizeParams":
+        check_method_params(self, METHOD_PARAMS[self.method])
+        return self
+
+
+# What each method takes (input formats) and writes. The PyTorch methods rebuild plain modules (a sparse-stored
+# model loads dense; factorised layers would be lost); the ONNX Runtime methods read the model's ONNX export,
+# which every PyTorch-loadable format has; bitsandbytes loads the folder with from_pretrained (plain hf only).
+METHOD_IO: dict[str, tuple[tuple[str, ...], Stored]] = {
+    "dynamic": (("hf", "hf-sparse"), Stored("torch-int8-dynamic", "int8-dynamic")),
+    "ort-dynamic": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int8-dynamic")),
+    "ort-int4": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int4")),
+    "ort-static": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "int8-static")),
+    "bnb-int8": (("hf",), Stored("hf", "int8-bnb")),
+    "bnb-nf4": (("hf",), Stored("hf", "nf4-bnb")),
+    "torchao-int8-weight-only": (("hf", "hf-sparse"), Stored("torchao", "int8-weight-only")),
+    "torchao-int8-dynamic": (("hf", "hf-sparse"), Stored("torchao", "int8-dynamic")),
+    "torchao-int4-weight-only": (("hf", "hf-sparse"), Stored("torchao", "int4-weight-only")),
+    "fp16": (("hf", "hf-sparse"), Stored("hf", "fp16")),
+    "ort-fp16": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "fp16")),
+}
+Quantizer = Callable[[ModelArtifact, QuantizeParams, CompressContext], ModelArtifact]
+METHODS: dict[str, Quantizer] = {}
+
+
+def method(name: str):
+    def register(function: Quantizer) -> Quantizer:
+        METHODS[name] = function
+        return function
+    return register
+
+
+class Quantize(Compressor):
+    name = "quantize"
+    Params = QuantizeParams
+    code_version = "5"   # 5: causal LMs (lm_head float by default), torchao, nf4, ort-int4
+
+    @classmethod
+    def accepts(cls, params: QuantizeParams) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return METHOD_IO[params.method][0], ("fp32",)
+
+    @classmethod
+    def produces(cls, params: QuantizeParams) -> Stored:
+        return METHOD_IO[params.method][1]
+
+    def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
+        return METHODS[self.params.method](model, self.params, ctx)
+
+
+def finish(model: ModelArtifact, ctx: CompressContext, *, fmt: str, precision: str) -> ModelArtifact:
+    """Add the model config and tokenizer beside the written weights."""
+    shutil.copyfile(model.path / "config.json", ctx.work_dir / "config.json")
+    model.tokenizer().save_pretrained(ctx.work_dir)
+    return ModelArtifact(
+        path=ctx.work_dir, task=model.task, num_labels=model.num_labels, format=fmt, hash="", precision=precision,
+        kind=model.kind,
+    )
+
+
+def library_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+# each library's methods register themselves in METHODS (imported last: they import the names above)
+from compbench.compressors.quantize import bitsandbytes, onnxruntime, torch, torchao  # noqa: E402, F401
+from compbench.compressors.quantize.onnxruntime import (  # noqa: E402, F401
+    CALIBRATION,
+    ENTROPY_CALIBRATION,
+    QUANT_TYPES,
+    STATIC_OP_TYPES,
+    CalibrationRows,
+)
