@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from compbench.common.cpu_features import native_precision_problem
+from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 
 DTYPES: dict[str, torch.dtype] = {
@@ -257,10 +259,33 @@ def peak_sizes(device: str) -> tuple[int, ...]:
     return CUDA_SIZES if device.startswith("cuda") else CPU_SIZES
 
 
+def emulated_peak_problem(device: str, dtype: str) -> str | None:
+    """Why a ``dtype`` matmul peak on ``device`` would time emulation, not arithmetic (None: it would not): bf16 and
+    fp16 on a CPU without AMX or AVX512-BF16/FP16 (``common.cpu_features``), where ``torch.matmul`` converts to fp32
+    and back around each product (on an AMD EPYC with AVX2 only: 1.2 GFLOP/s in bf16 against 100 in fp32, 2 threads).
+    With AMX or AVX512-BF16/FP16, ``torch.matmul`` in bf16/fp16 runs oneDNN's kernels for them and is timed as fp32
+    and int8 are. GPUs are not judged here (a CUDA device computes both)."""
+    if not device.startswith("cpu"):
+        return None
+    precision = next((name for name, torch_name in PEAK_DTYPES.items() if torch_name == dtype), None)
+    return native_precision_problem(precision) if precision else None
+
+
+def measure_run_peak(device: str, threads: int, dtype: str) -> MatmulPeak:
+    """The peak a run's cells at (``device``, ``threads``, ``dtype``) are read against (``peak_key``), over
+    ``peak_sizes``; a precision the CPU would only emulate is refused (``UnsupportedError``: the peak job is
+    skipped with the reason) rather than measured, as the cells that would run in it are skipped."""
+    problem = emulated_peak_problem(device, dtype)
+    if problem:
+        raise UnsupportedError(f"no {dtype} matmul peak: {problem}")
+    return measure_matmul_peak(device, threads, dtype, sizes=peak_sizes(device))
+
+
 def peak_key(options: BackendOptions, compute_precision: str) -> tuple[str, int, str]:
     """The (device, threads, dtype) whose matmul peak a cell's achieved rate is read against: the precision its
     arithmetic runs in (``Backend.compute_precision``: an int8 model's against the int8 peak, fp16 weights or a
-    bf16 backend against that precision's peak), fp32 otherwise."""
+    bf16 backend against that precision's peak: a torch bf16 entry's, weights cast or autocast, the bfloat16
+    one), fp32 otherwise."""
     precision = compute_precision.split("-")[0]
     return options.device, options.resolved_threads(), PEAK_DTYPES.get(precision, "float32")
 
