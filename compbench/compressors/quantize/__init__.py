@@ -1,6 +1,6 @@
 """``quantize``: INT8 (and fp16) quantization, one compressor with the method as a parameter; one module per
-library beside this one (``torch``, ``bitsandbytes``, ``torchao``, ``onnxruntime``), each registering its methods in
-``METHODS``. Here: the parameters, what each method takes and writes (``METHOD_IO``), and the compressor.
+library beside this one (``torch``, ``bitsandbytes``, ``torchao``, ``onnxruntime``, ``nncf``), each registering its
+methods in ``METHODS``. Here: the parameters, what each method takes and writes (``METHOD_IO``), and the compressor.
 
 - ``dynamic``: PyTorch ``quantize_dynamic`` (INT8 ``nn.Linear`` weights, activations at run time); writes
   ``torch-int8-dynamic``; runs on torch CPU.
@@ -24,6 +24,14 @@ library beside this one (``torch``, ``bitsandbytes``, ``torchao``, ``onnxruntime
 - ``ort-fp16``: onnxruntime's ``convert_float_to_float16`` on the fp32 ONNX export (fp32 inputs/outputs kept);
   writes ``onnx`` (fp16); runs on onnxruntime CUDA (the CPU provider runs it too, mostly in fp32 through
   inserted Casts).
+- ``nncf-int8`` (encoders): NNCF's post-training static INT8 (``nncf.quantize``, transformer model type, SmoothQuant)
+  of the model's fp32 OpenVINO IR, calibrated on seeded training rows; writes ``openvino`` (``int8-static``).
+- ``nncf-int8-accuracy`` (encoders): NNCF's accuracy-controlled quantization: as ``nncf-int8``, then layers are
+  reverted to float until the task's headline metric on held-out training rows (never the evaluation split) drops
+  by at most ``max_drop``; writes ``openvino`` (``int8-mixed``), the reverted layers in the lineage.
+- ``nncf-int8-wo``, ``nncf-int4``: NNCF's weight compression (``nncf.compress_weights``) of the fp32 IR (a causal
+  LM: optimum-intel's stateful decoder); int4 optionally data-aware (AWQ, scale estimation, GPTQ) on the training
+  text; writes ``openvino`` (``int8-weight-only``, ``int4-weight-only``); runs on openvino.
 """
 
 from __future__ import annotations
@@ -31,13 +39,15 @@ from __future__ import annotations
 import shutil
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from compbench.compressors.base import CompressContext, Compressor, Stored, check_method_params
 from compbench.models.artifact import ModelArtifact
 
-Method = Literal["dynamic", "ort-dynamic", "ort-int4", "ort-static", "bnb-int8", "bnb-nf4", "torchao-int8-weight-only",
-                 "torchao-int8-dynamic", "torchao-int4-weight-only", "fp16", "ort-fp16"]
+# (the NNCF methods first: the others' error message keeps its old tail)
+Method = Literal["nncf-int8", "nncf-int8-accuracy", "nncf-int8-wo", "nncf-int4", "dynamic", "ort-dynamic", "ort-int4",
+                 "ort-static", "bnb-int8", "bnb-nf4", "torchao-int8-weight-only", "torchao-int8-dynamic",
+                 "torchao-int4-weight-only", "fp16", "ort-fp16"]
 QType = Literal["qint8", "quint8"]
 
 # Which parameters each method reads (setting another one is a mistake, not a no-op).
@@ -54,7 +64,25 @@ METHOD_PARAMS: dict[str, set[str]] = {
     "torchao-int4-weight-only": {"include_head", "group_size"},
     "fp16": set(),
     "ort-fp16": set(),
+    "nncf-int8": {"calibration_rows", "preset", "smooth_quant_alpha"},
+    "nncf-int8-accuracy": {"calibration_rows", "preset", "smooth_quant_alpha", "max_drop", "drop_type",
+                           "validation_rows"},
+    "nncf-int8-wo": {"mode"},
+    "nncf-int4": {"mode", "group_size", "ratio", "all_layers", "awq", "scale_estimation", "gptq", "calibration_rows"},
 }
+# Parameters only the NNCF methods read, added after the others' cache keys were made: left out of the others'
+# dumps (where they are at their defaults anyway), so those keys stay as they were.
+NNCF_ONLY = ("preset", "smooth_quant_alpha", "max_drop", "drop_type", "validation_rows", "mode", "ratio", "all_layers",
+             "awq", "scale_estimation", "gptq")
+# A method's own default where it differs from the field's (the field's serves ort-static): NNCF's subset sizes
+# (quantize: 300 samples; compress_weights: 128), and the modes optimum-intel picks by default for 8 and 4 bits.
+METHOD_DEFAULTS: dict[str, dict] = {
+    "nncf-int8": {"calibration_rows": 300},
+    "nncf-int8-accuracy": {"calibration_rows": 300},
+    "nncf-int8-wo": {"mode": "int8_asym"},
+    "nncf-int4": {"calibration_rows": 128, "mode": "int4_asym"},
+}
+DATA_AWARE = ("awq", "scale_estimation", "gptq")
 
 
 class QuantizeParams(BaseModel):
@@ -62,7 +90,7 @@ class QuantizeParams(BaseModel):
 
     method: Method = Field(description="dynamic, ort-dynamic, ort-int4, ort-static, bnb-int8, "
                            "bnb-nf4, torchao-int8-weight-only, torchao-int8-dynamic, torchao-int4-weight-only, "
-                           "fp16 or ort-fp16")
+                           "fp16, ort-fp16, nncf-int8, nncf-int8-accuracy, nncf-int8-wo or nncf-int4")
     per_channel: bool = Field(False, description="one scale per output channel (ORT methods)")
     weight_type: QType = "qint8"
     activation_type: QType = Field(
@@ -76,21 +104,48 @@ class QuantizeParams(BaseModel):
     )
     reduce_range: bool = Field(False, description="7-bit weights (for CPUs without VNNI that saturate u8s8)")
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_rows: int = Field(256, ge=1, description="ort-static: training rows seen during calibration")
+    calibration_rows: int = Field(256, ge=1, description="ort-static, nncf-int8*: training rows seen during "
+                                  "calibration (nncf-int8*: default 300); nncf-int4 with awq, scale_estimation or "
+                                  "gptq: training text chunks of max_seq_len tokens (default 128)")
     percentile: float = Field(99.999, gt=90, le=100, description="ort-static with percentile calibration")
     threshold: float = Field(6.0, gt=0, description="bnb-int8: LLM.int8 outlier threshold")
     embeddings: bool = Field(True, description="dynamic: also store embedding tables as 8-bit (weight-only)")
     include_head: bool = Field(False, description="dynamic, torchao-*: quantize a causal LM's output head "
                                "(lm_head) too; it stays float by default")
     # 64, not torchao's 128: 128 does not divide SmolLM2's width (576), whose layers would then stay float
-    group_size: Literal[32, 64, 128] = Field(64, description="torchao-int4-weight-only: weights per scale and "
-                                             "zero point (what torchao's CPU int4 kernel takes); a layer whose "
-                                             "inputs it does not divide stays float (listed in torchao.json)")
+    group_size: Literal[32, 64, 128] = Field(64, description="torchao-int4-weight-only, nncf-int4: weights per "
+                                             "scale and zero point; torchao (its CPU int4 kernel's sizes): a "
+                                             "layer whose inputs it does not divide stays float (listed in "
+                                             "torchao.json); nncf-int4: such a layer is an error")
     block_size: int = Field(32, ge=16, description="ort-int4: weights per scale (a power of two, at least 16)")
     symmetric: bool = Field(True, description="ort-int4: no zero points (scales only)")
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
         None, description="ort-int4: MatMulNBits compute type (4: int8 activations, the fast CPU path; "
         "None: onnxruntime's default, fp32)")
+    # NNCF (nncf-* methods; defaults are NNCF's for a transformer unless said)
+    preset: Literal["mixed", "performance"] = Field(
+        "mixed", description="nncf-int8*: mixed (symmetric weights, asymmetric activations; NNCF's transformer "
+        "default) or performance (both symmetric)")
+    smooth_quant_alpha: float = Field(
+        0.95, ge=-1, le=1, description="nncf-int8*: SmoothQuant's alpha for MatMuls (NNCF's transformer default "
+        "0.95); negative: no SmoothQuant")
+    max_drop: float = Field(0.01, ge=0, description="nncf-int8-accuracy: the largest drop of the task's headline "
+                            "metric on held-out training rows that is accepted")
+    drop_type: Literal["absolute", "relative"] = Field(
+        "absolute", description="nncf-int8-accuracy: max_drop in metric units, or as a share of the fp32 value")
+    validation_rows: int = Field(300, ge=2, description="nncf-int8-accuracy: training rows held out (seeded, "
+                                 "never calibrated on; at most half of them) to measure the drop on")
+    mode: Literal["int8_asym", "int8_sym", "int4_asym", "int4_sym"] | None = Field(
+        None, description="nncf-int8-wo: int8_asym (default) or int8_sym; nncf-int4: int4_asym (default) or "
+        "int4_sym")
+    ratio: float = Field(1.0, gt=0, le=1, description="nncf-int4: share of the layers (by weights) in 4 bits, the "
+                         "rest in int8_asym, chosen by NNCF's sensitivity metric")
+    all_layers: bool = Field(False, description="nncf-int4: the embeddings and the last MatMul (lm_head) in 4 bits "
+                             "too; by default NNCF keeps them in int8_asym")
+    awq: bool = Field(False, description="nncf-int4: activation-aware weight quantization on training text")
+    scale_estimation: bool = Field(False, description="nncf-int4: scales fitted to the layers' outputs on training "
+                                   "text")
+    gptq: bool = Field(False, description="nncf-int4: GPTQ on training text")
 
     @field_validator("block_size")
     @classmethod
@@ -101,8 +156,28 @@ class QuantizeParams(BaseModel):
 
     @model_validator(mode="after")
     def _only_params_the_method_reads(self) -> "QuantizeParams":
+        for name, value in METHOD_DEFAULTS.get(self.method, {}).items():
+            if name not in self.model_fields_set:
+                setattr(self, name, value)
         check_method_params(self, METHOD_PARAMS[self.method])
+        if self.method == "nncf-int8-wo" and not self.mode.startswith("int8"):
+            raise ValueError(f"method 'nncf-int8-wo' takes mode int8_asym or int8_sym, not {self.mode}")
+        if self.method == "nncf-int4":
+            if not self.mode.startswith("int4"):
+                raise ValueError(f"method 'nncf-int4' takes mode int4_asym or int4_sym, not {self.mode}")
+            data_aware = [name for name in DATA_AWARE if getattr(self, name)]
+            if self.calibration_rows != METHOD_DEFAULTS["nncf-int4"]["calibration_rows"] and not data_aware:
+                raise ValueError("nncf-int4 reads calibration_rows only with awq, scale_estimation or gptq "
+                                 "(data-aware); without them it reads no data")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        data = handler(self)
+        if not self.method.startswith("nncf-"):
+            for name in NNCF_ONLY:
+                data.pop(name, None)
+        return data
 
 
 # What each method takes (input formats) and writes. The PyTorch methods rebuild plain modules (a sparse-stored
@@ -120,6 +195,12 @@ METHOD_IO: dict[str, tuple[tuple[str, ...], Stored]] = {
     "torchao-int4-weight-only": (("hf", "hf-sparse"), Stored("torchao", "int4-weight-only")),
     "fp16": (("hf", "hf-sparse"), Stored("hf", "fp16")),
     "ort-fp16": (("hf", "hf-sparse", "hf-low-rank"), Stored("onnx", "fp16")),
+    # NNCF: the model's fp32 OpenVINO IR (models.openvino_export), converted from its ONNX export (encoders) or by
+    # optimum-intel from the PyTorch model (causal LMs), so every PyTorch-loadable fp32 format
+    "nncf-int8": (("hf", "hf-sparse", "hf-low-rank"), Stored("openvino", "int8-static")),
+    "nncf-int8-accuracy": (("hf", "hf-sparse", "hf-low-rank"), Stored("openvino", "int8-mixed")),
+    "nncf-int8-wo": (("hf", "hf-sparse", "hf-low-rank"), Stored("openvino", "int8-weight-only")),
+    "nncf-int4": (("hf", "hf-sparse", "hf-low-rank"), Stored("openvino", "int4-weight-only")),
 }
 Quantizer = Callable[[ModelArtifact, QuantizeParams, CompressContext], ModelArtifact]
 METHODS: dict[str, Quantizer] = {}
@@ -145,6 +226,16 @@ class Quantize(Compressor):
     def produces(cls, params: QuantizeParams) -> Stored:
         return METHOD_IO[params.method][1]
 
+    @classmethod
+    def key_material(cls, params: QuantizeParams, resolve_model, base_dir=None) -> dict:
+        """The NNCF methods' output also depends on OpenVINO, NNCF and optimum-intel (not among the libraries
+        every step's key names) and on their own code version; the other methods' keys are unchanged."""
+        if params.method.startswith("nncf-"):
+            from compbench.compressors.quantize.nncf import key_material
+
+            return key_material()
+        return {}
+
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
         return METHODS[self.params.method](model, self.params, ctx)
 
@@ -169,7 +260,7 @@ def library_version(package: str) -> str:
 
 
 # each library's methods register themselves in METHODS (imported last: they import the names above)
-from compbench.compressors.quantize import bitsandbytes, onnxruntime, torch, torchao  # noqa: E402, F401
+from compbench.compressors.quantize import bitsandbytes, nncf, onnxruntime, torch, torchao  # noqa: E402, F401
 from compbench.compressors.quantize.onnxruntime import (  # noqa: E402, F401
     CALIBRATION,
     ENTROPY_CALIBRATION,
