@@ -226,14 +226,16 @@ def compare(run_a: Path, run_b: Path, fmt: str) -> None:
 @click.option("--max-drop", required=True, help="The largest metric drop against the teacher: points (1pt) or a "
                                                 "percentage of its metric (2%; perplexity needs one).")
 @click.option("--objective", type=click.Choice(["latency", "size", "decode"]),
-              help="What 'best' minimises: median latency (default), deployed size, or a causal LM's time per "
-                   "output token (default for causal LMs).")
+              help="What 'best' minimises: latency (default), as the speed-up measured against the teacher on the "
+                   "suite's reference backend; deployed size; or a causal LM's generate() time, likewise measured "
+                   "(default for causal LMs).")
 @click.option("--backend", help="Only this backend (its label in the rows, or its name).")
 @click.option("--batch", type=click.IntRange(min=1), help="The shape's batch size (default: the smallest measured).")
 @click.option("--seq", type=click.IntRange(min=1), help="The shape's sequence length (default: the smallest).")
 @click.option("--confident", is_flag=True, help="Bound the end of the delta's 95% interval, not its estimate.")
-@click.option("--against", help="Also read each choice's cost against the teacher on this backend (default: the "
-                                "first it was measured on, e.g. torch:cpu:default).")
+@click.option("--against", help="The reference backend the speed-ups are read against: accepted when it names the "
+                                "run's (its suite's reference_backend, e.g. torch); another is refused, since it "
+                                "would take a ratio of medians of separate cells.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def recommend(run_dir: Path, max_drop: str, objective: str | None, backend: str | None, batch: int | None,
               seq: int | None, confident: bool, against: str | None, fmt: str) -> None:

@@ -25,9 +25,9 @@ from compbench.common.errors import UsageError
 from compbench.common.fields import MAX_ROWS, bounded_int
 from compbench.common.plugins import BACKENDS, COMPRESSORS
 from compbench.common.registry import unknown_name_message
-from compbench.config.backends import DEVICES, PROFILES, BackendOptions
+from compbench.config.backends import DEVICES, PROFILES, BackendOptions, Device
 from compbench.config.error_lines import FieldError, ParamsError
-from compbench.config.limits import MAX_TIMEOUT_SECONDS, Seed
+from compbench.config.limits import MAX_THREADS, MAX_TIMEOUT_SECONDS, Seed
 from compbench.config.measure import MeasureConfig
 from compbench.config.training import TeacherConfig
 from compbench.tasks.causal_lm import LanguageModelingConfig
@@ -205,6 +205,18 @@ class BackendConfig(BackendOptions):
         return self
 
 
+class ReferenceBackendConfig(BackendConfig):
+    """The suite's ``reference_backend:``: the model as served today, which every cell's model (the teacher too) is
+    also timed against, interleaved. A backend entry whose ``device`` and ``threads``, where not given, are each
+    cell's (a profile that sets threads sets them): a 1-thread cell is compared with the reference at 1 thread, a
+    CUDA cell with the reference on the GPU."""
+
+    device: Device | None = Field(None, description="cpu or cuda; default: the cell's device")
+    threads: bounded_int(1, MAX_THREADS) | None = Field(
+        None, description="intra-op threads; default: the profile's, else the cell's"
+    )
+
+
 # List fields whose entries must differ: field -> (what an entry is, its identity, where in the entry that lives).
 _UNIQUE_ENTRIES = {
     "tasks": ("task", lambda task: task if isinstance(task, str) else task.name, ()),
@@ -225,6 +237,11 @@ class Suite(Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     pipelines: list[PipelineConfig] = Field(default_factory=list)
     backends: list[BackendConfig] = Field(default_factory=lambda: [BackendConfig(name="torch")], min_length=1)
+    reference_backend: ReferenceBackendConfig | None = Field(
+        default_factory=lambda: ReferenceBackendConfig(name="torch"),
+        description="the model as served today, every model is also timed against the teacher on it (default: "
+                    "PyTorch fp32 on each cell's device and threads; null: no such timing)",
+    )
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     seed: Seed = 0

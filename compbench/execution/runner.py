@@ -27,6 +27,7 @@ from compbench.common.locks import run_folder_lock
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
 from compbench.compressors.chain import StepInputs, planned_hash
+from compbench.config.backends import PROFILES
 from compbench.config.cells import Cell, expand, shapes
 from compbench.config.loading import load_suite, suite_yaml
 from compbench.config.schema import Suite, run_name_problem
@@ -129,6 +130,18 @@ def resume_run(run_dir: Path, reporter: Reporter | None = None, **overrides: Any
     return SuiteRun(suite, settings, reporter or Reporter(), resuming=True)
 
 
+def reference_description(suite: Suite) -> str:
+    """The suite's reference backend in words, for the run's log."""
+    given = suite.reference_backend
+    if given is None:
+        return "none (reference_backend: null): models are timed against the teacher on their own backend only"
+    device = given.device or "each cell's device"
+    threads = given.threads or PROFILES.get(given.profile, {}).get("threads") or "each cell's"
+    options = "".join(f", {key}={value}" for key, value in sorted(given.options.items()))
+    return (f"{given.name} {given.precision} on {device} at {threads} threads{options}: every model, the teacher "
+            "too, is also timed interleaved against the teacher there (speedup_vs_reference)")
+
+
 class SuiteRun:
     """One execution (or resumption) of a suite into one results folder."""
 
@@ -205,6 +218,7 @@ class SuiteRun:
         model = context.base_model
         self.reporter.log(f"data: {context.data_description()}; model: {model.reference} ({model.location}); "
                           f"cache: {self.settings.cache_dir}")
+        self.reporter.log(f"reference backend: {reference_description(suite)}")
 
     def _keep_finished_rows(self) -> dict[str, list[dict]]:
         """Keep the rows of complete cells (atomically rewriting the file: a row cut off by a kill,

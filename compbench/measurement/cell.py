@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from compbench.common.hashing import files_hash, stable_hash
 from compbench.common.locks import machine_timing_lock
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
-from compbench.config.cells import Cell, shapes
-from compbench.config.schema import Suite
+from compbench.config.cells import Cell, reference_backend, same_backend, shapes
+from compbench.config.schema import BASELINE, BackendConfig, Suite
 from compbench.measurement.accuracy import evaluate_session
 from compbench.measurement.flops import flops_per_example
 from compbench.measurement.language import (
@@ -35,14 +36,14 @@ from compbench.measurement.language import (
 from compbench.measurement.machine_load import LoadWatch
 from compbench.measurement.parity import parity_max_abs_diff
 from compbench.measurement.peak import measure_read_bandwidth
-from compbench.measurement.timing import Call, cold_ms, device_costs, shape_timing, timed_calls
+from compbench.measurement.timing import Call, cold_ms, device_costs, interleaved_calls, shape_timing
 from compbench.models.artifact import ModelArtifact, files_size
 from compbench.results.rows import cell_row, closed_rows, row_problem
 from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch, timing_batch
 
 # Bump when measuring changes what a row says for the same model and settings.
-MEASURE_VERSION = "3"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs
+MEASURE_VERSION = "4"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs; 4: speedup_vs_reference
 # The code a measurement runs, relative to the package: any change to it measures again (the package's own
 # version number never changes between commits, so it cannot stand for the code).
 MEASURING_CODE = ("measurement", "backends", "tasks", "models", "results/rows.py", "config/measure.py",
@@ -71,15 +72,18 @@ def measured_identity(artifact: ModelArtifact) -> str:
 
 def cell_key(suite: Suite, cell: Cell, artifact_id: str, data_fingerprint: str, reference_id: str | None) -> str:
     """The result cache's key of a cell: the model (and the teacher it is timed against; ``measured_identity``),
-    backend and measure settings, rows, seed, machine, and the measuring code (compbench's and the backend's,
-    a plugin's too)."""
-    backend_source = Path(inspect.getsourcefile(BACKENDS.get(cell.backend.name)))
+    backend and measure settings, the reference backend the teacher is also timed on (as resolved for this cell),
+    rows, seed, machine, and the measuring code (compbench's and the backends', a plugin's too)."""
+    served = reference_backend(suite, cell.backend)
+    sources = sorted({str(inspect.getsourcefile(BACKENDS.get(name)))
+                      for name in (cell.backend.name, *([served.name] if served else []))})
     return stable_hash({
         "version": MEASURE_VERSION, "artifact": artifact_id, "reference": reference_id,
         "backend": cell.backend.model_dump(),
         "threads": cell.backend.resolved_threads(), "measure": suite.measure.model_dump(), "data": data_fingerprint,
+        "reference_backend": None if served is None else {**served.model_dump(), "label": served.label},
         "max_seq_len": suite.teacher.max_seq_len, "seed": suite.seed, "machine": machine_fingerprint(),
-        "code": code_fingerprint(), "backend_code": files_hash([backend_source]),
+        "code": code_fingerprint(), "backend_code": files_hash([Path(source) for source in sources]),
     })
 
 
@@ -119,22 +123,73 @@ def runtime_of(cell: Cell, session: Session, artifact: ModelArtifact) -> dict:
     return {"runtime_precision": info.get("precision", default), "runtime": info or None}
 
 
+@dataclass
+class Partner:
+    """A teacher loaded to time a cell's model against: its session, its own encoding of the timing rows per shape,
+    its tokenizer, and the torch threads to pin before each of its calls (None: no pinning needed)."""
+
+    session: Session
+    batches: dict[tuple[int, int], Batch]
+    tokenizer: object
+    threads: int | None = None
+
+    def call(self, shape: tuple[int, int]) -> Call:
+        return Call.of(self.session, self.batches[shape], self.threads)
+
+
+@dataclass
+class VersusReference:
+    """How a cell's model is read against the teacher on the suite's reference backend (``label``): timed with the
+    teacher loaded there (``partner``), or the same timing as the own-backend speed-up (``shared``: the teacher on
+    the cell's backend at fp32 is the reference), or 1 by definition (``identity``: the cell is the teacher on the
+    reference), or not at all (``reason``)."""
+
+    label: str | None
+    partner: Partner | None = None
+    shared: bool = False
+    identity: bool = False
+    reason: str | None = None
+
+    def record(self, measured: dict | None, own_speedup: dict | None, resolution: float) -> dict:
+        """The row's ``speedup_vs_reference``: ``ratio`` (the reference's median over the model's), ``ci95``,
+        ``reference`` (the reference's backend label) and ``source`` (``timed``: interleaved in this cell;
+        ``same-as-speedup``: the own-backend teacher is the reference; ``is-reference``: the row is the reference,
+        1 by definition), and the timing fields a ``speedup`` has; ``ratio`` None with the ``reason`` when not
+        timed against it."""
+        if measured:
+            return {**measured, "reference": self.label, "source": "timed"}
+        if self.identity:
+            return {"ratio": 1.0, "ci95": [1.0, 1.0], "pairs": 0, "interleaved": False, "resolution": resolution,
+                    "reference": self.label, "source": "is-reference"}
+        if self.shared and own_speedup:
+            return {**own_speedup, "reference": self.label, "source": "same-as-speedup"}
+        return {"ratio": None, "ci95": None, "reference": self.label, "source": None,
+                "reason": self.reason or "the teacher on the reference backend was not timed"}
+
+    def close(self) -> None:
+        if self.partner is not None:
+            self.partner.session.close()
+
+
 class CellMeasurement:
     """Measures cells of one run: the cold call first, then accuracy through the timed session, size, logit
     parity against PyTorch fp32, device costs with the model alone, and per shape the latency, timed
-    interleaved with the teacher on the same backend when the cell is compared with it."""
+    interleaved with the teacher on the same backend when the cell is compared with it and with the teacher on the
+    suite's reference backend (the model as served today)."""
 
     def __init__(self, suite: Suite, run_id: str, store: ArtifactStore, reporter: Reporter, failures: Failures) -> None:
         self.suite, self.run_id, self.store, self.reporter, self.failures = suite, run_id, store, reporter, failures
 
     def measure(self, cell: Cell, artifact: ModelArtifact, data: TaskData,
                 reference: ModelArtifact | None = None) -> list[dict]:
-        """The cell's rows; ``reference`` (the teacher, for a cell compared with it) is timed alongside."""
+        """The cell's rows; ``reference`` (the teacher, for a cell compared with it) is timed alongside, and the
+        teacher (``reference``, or the baseline cell's own model) on the suite's reference backend too."""
         backend = BACKENDS.get(cell.backend.name)()
         availability = backend.availability(cell.backend)
         if not availability.ok:
             return self._closed(cell, "skipped", availability.reason)
         self.reporter.log(f"{cell.cell_id}: measuring")
+        teacher = reference if reference is not None else artifact if cell.pipeline.name == BASELINE else None
         # one timing at a time on this machine (other runs wait), and a record of what else kept it busy
         with machine_timing_lock(self.reporter.waiting), LoadWatch() as load:
             try:
@@ -145,7 +200,7 @@ class CellMeasurement:
                 return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
             start = time.time()
             try:
-                rows = self._measure_session(cell, session, artifact, data, reference)
+                rows = self._measure_session(cell, session, artifact, data, reference, teacher)
             finally:
                 session.close()
         held = {"start": start, "end": time.time()}        # epoch seconds: when the cell held the machine
@@ -158,7 +213,7 @@ class CellMeasurement:
         return rows
 
     def _measure_session(self, cell: Cell, session: Session, artifact: ModelArtifact, data: TaskData,
-                         reference: ModelArtifact | None) -> list[dict]:
+                         reference: ModelArtifact | None, teacher: ModelArtifact | None) -> list[dict]:
         language = data.task.is_language_modeling
         try:
             tokenizer = lm_tokenizer(artifact) if language else artifact.tokenizer()
@@ -175,33 +230,50 @@ class CellMeasurement:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
         flops = self._flops(artifact)
         partner = self._reference_session(cell, reference, data)
+        versus = self._versus_reference(cell, teacher, partner, data)
         try:
-            rows = [self._timed_row(cell, session, partner, batches[shape], shape, {**common, **costs[shape]},
-                                    cold[shape], flops) for shape in batches]
+            rows = [self._timed_row(cell, session, partner, versus, batches[shape], shape,
+                                    {**common, **costs[shape]}, cold[shape], flops) for shape in batches]
             if language:
                 for shape, row in zip(batches, rows):
-                    self._generation(cell, session, tokenizer, partner, batches[shape], shape, row, memory[shape])
+                    self._generation(cell, session, tokenizer, partner, versus, batches[shape], shape, row,
+                                     memory[shape])
             return rows
         finally:
             if partner is not None:
-                partner[0].close()
+                partner.session.close()
+            versus.close()
 
-    def _generation(self, cell: Cell, session: Session, tokenizer, partner, batch: Batch, shape: tuple[int, int],
-                    row: dict, memory: dict) -> None:
-        """A causal LM's decoding at one shape, timed interleaved with the teacher's when there is one; a failure
-        fails the row, with why."""
+    def _generation(self, cell: Cell, session: Session, tokenizer, partner: Partner | None, versus: VersusReference,
+                    batch: Batch, shape: tuple[int, int], row: dict, memory: dict) -> None:
+        """A causal LM's decoding at one shape, timed interleaved with the teacher's (on the cell's backend, and on
+        the reference backend) where there is one; a failure fails the row, with why."""
         if row["status"] != "ok":
             return
         try:
             config = self.suite.measure.generation
-            reference = (GenerateCall.of(partner[0], partner[2], partner[1][shape], config.new_tokens)
-                         if partner else None)
+            pin = self._pin(cell, versus)
+            reference = (GenerateCall.of(partner.session, partner.tokenizer, partner.batches[shape],
+                                         config.new_tokens, pin) if partner else None)
+            served, versus_here = None, versus
+            if versus.partner is not None:
+                try:
+                    served = GenerateCall.of(versus.partner.session, versus.partner.tokenizer,
+                                             versus.partner.batches[shape], config.new_tokens, versus.partner.threads)
+                except Exception as exc:    # e.g. a reference backend that does not generate: timed without it
+                    why = f"the teacher on {versus.label} cannot generate ({type(exc).__name__}: {exc})"
+                    self.reporter.log(f"  {why}; decoding timed without it")
+                    versus_here = VersusReference(versus.label, reason=why)
             row["generation"] = {**generation_timing(session, tokenizer, batch, reference, config,
-                                                     self.suite.measure, self.suite.seed), **memory}
+                                                     self.suite.measure, self.suite.seed, served=served,
+                                                     threads=pin), **memory}
             g = row["generation"]
+            g["speedup_vs_reference"] = versus_here.record(g.get("speedup_vs_reference"), g.get("speedup"),
+                                                           self.suite.measure.target_precision)
             self.reporter.log(f"  generate {shape[0]} x {shape[1]} + {g['new_tokens']}: first token "
                               f"{g['ttft_ms']['p50']:.1f} ms, {g['time_per_token_ms']:.2f} ms a token, "
-                              f"{g['tokens_per_s']:.1f} tokens/s, peak RSS {g['peak_rss_bytes'] / 2**20:.0f} MiB")
+                              f"{g['tokens_per_s']:.1f} tokens/s, peak RSS {g['peak_rss_bytes'] / 2**20:.0f} MiB"
+                              f"{_versus_text(g['speedup_vs_reference'])}")
         except Exception as exc:
             row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} generate {shape}", exc))
 
@@ -239,32 +311,85 @@ class CellMeasurement:
                 "dropped_rows": data.drop_reasons,
                 "train_rows": len(data.train), "seeds": self._seeds()}
 
-    def _reference_session(self, cell: Cell, reference: ModelArtifact | None,
-                           data: TaskData) -> tuple[Session, dict[tuple[int, int], Batch], object] | None:
+    def _reference_session(self, cell: Cell, reference: ModelArtifact | None, data: TaskData) -> Partner | None:
         """The teacher on this backend at fp32, loaded after the cell's own model has been measured alone, with
         its own encoding of the same timing rows (and its tokenizer); None (timed alone, no speed-up) when it cannot
         be loaded."""
         if reference is None:
             return None
-        options = cell.backend.model_copy(update={"precision": "fp32"})
         try:
-            session = BACKENDS.get(options.name)().load(reference, options)
-            tokenizer = lm_tokenizer(reference) if reference.is_causal_lm else reference.tokenizer()
-            return session, self._timing_batches(tokenizer, data), tokenizer
+            return self._partner(reference, cell.backend.model_copy(update={"precision": "fp32"}), data)
         except Exception as exc:
             self.reporter.log(f"  the teacher could not be loaded to time against ({type(exc).__name__}: {exc}); "
                               "timed alone, no speed-up")
             return None
 
-    def _timed_row(self, cell: Cell, session: Session, partner, batch: Batch, shape: tuple[int, int], common: dict,
-                   cold: float, flops: dict[int, int]) -> dict:
-        """The row of one shape: latency (interleaved with the teacher when there is one), speed-up, FLOPs."""
+    def _partner(self, teacher: ModelArtifact, options: BackendConfig, data: TaskData,
+                 threads: int | None = None) -> Partner:
+        session = BACKENDS.get(options.name)().load(teacher, options)
+        try:
+            tokenizer = lm_tokenizer(teacher) if teacher.is_causal_lm else teacher.tokenizer()
+            return Partner(session, self._timing_batches(tokenizer, data), tokenizer, threads)
+        except Exception:
+            session.close()
+            raise
+
+    def _versus_reference(self, cell: Cell, teacher: ModelArtifact | None, partner: Partner | None,
+                          data: TaskData) -> VersusReference:
+        """The teacher on the suite's reference backend (as resolved for this cell), loaded to time the cell's model
+        against, unless the cell is that reference or its own-backend teacher is; a reference that cannot run here
+        leaves the cell timed without it, with the reason (logged, and in the rows)."""
+        served = reference_backend(self.suite, cell.backend)
+        if served is None:
+            return VersusReference(None, reason="the suite sets no reference_backend")
+        label = served.label
+        if teacher is None:
+            return VersusReference(label, reason="no teacher to time against")
+        if cell.is_reference and same_backend(cell.backend, served):
+            return VersusReference(label, identity=True)
+        own = cell.backend.model_copy(update={"precision": "fp32"})
+        if same_backend(own, served):
+            if partner is not None:
+                return VersusReference(label, shared=True)
+            return VersusReference(label, reason=f"the teacher on {label} could not be loaded")
+        availability = BACKENDS.get(served.name)().availability(served)
+        if not availability.ok:
+            why = f"the reference backend {label} cannot run here: {availability.reason}"
+            self.reporter.log(f"  {why}; timed without it")
+            return VersusReference(label, reason=why)
+        threads = served.resolved_threads()
+        pin = threads != cell.backend.resolved_threads()        # torch's threads are process-wide: set per call
+        try:
+            loaded = self._partner(teacher, served, data, threads if pin else None)
+        except Exception as exc:
+            why = f"the teacher could not be loaded on the reference backend {label} ({type(exc).__name__}: {exc})"
+            self.reporter.log(f"  {why}; timed without it")
+            return VersusReference(label, reason=why)
+        return VersusReference(label, partner=loaded)
+
+    @staticmethod
+    def _pin(cell: Cell, versus: VersusReference) -> int | None:
+        """The torch threads the cell's own calls set first: where the reference runs at other threads and pins its
+        own (torch's thread count is process-wide), the cell's; else None (each session set them when loaded)."""
+        return (cell.backend.resolved_threads() if versus.partner is not None and versus.partner.threads is not None
+                else None)
+
+    def _timed_row(self, cell: Cell, session: Session, partner: Partner | None, versus: VersusReference,
+                   batch: Batch, shape: tuple[int, int], common: dict, cold: float, flops: dict[int, int]) -> dict:
+        """The row of one shape: latency (interleaved with the teacher on this backend and on the reference backend,
+        where there are), the speed-ups, FLOPs."""
         batch_size, seq_len = shape
         row = cell_row(self.run_id, cell, batch_size, seq_len, **common)
         try:
-            reference = Call.of(partner[0], partner[1][shape]) if partner else None
-            model_ms, reference_ms = timed_calls(Call.of(session, batch), reference, self.suite.measure)
-            timing = shape_timing(model_ms, reference_ms, cold, self.suite.measure, self.suite.seed)
+            pin = self._pin(cell, versus)
+            references = ([Call.of(partner.session, partner.batches[shape], pin)] if partner is not None else []) + (
+                [versus.partner.call(shape)] if versus.partner is not None else [])
+            model_ms, references_ms = interleaved_calls(Call.of(session, batch, pin), references, self.suite.measure)
+            own_ms = references_ms[0] if partner is not None else []
+            served_ms = references_ms[-1] if versus.partner is not None else None
+            timing = shape_timing(model_ms, own_ms, cold, self.suite.measure, self.suite.seed, served_ms)
+            timing["speedup_vs_reference"] = versus.record(timing.get("speedup_vs_reference"), timing.get("speedup"),
+                                                           self.suite.measure.target_precision)
             latency = timing["latency_ms"]
             row.update(timing, status="ok", flops=flops[seq_len] * batch_size if seq_len in flops else None,
                        throughput_per_s=batch_size * 1000.0 / latency["mean"])
@@ -272,7 +397,8 @@ class CellMeasurement:
             against = (f", {speedup['ratio']:.2f}x the teacher [{speedup['ci95'][0]:.2f}, {speedup['ci95'][1]:.2f}]"
                        if speedup else "")
             self.reporter.log(f"  batch {batch_size} x {seq_len}: p50 {latency['p50']:.2f} ms, "
-                              f"p90 {latency['p90']:.2f} ms (n={latency['n']}){against}")
+                              f"p90 {latency['p90']:.2f} ms (n={latency['n']}){against}"
+                              f"{_versus_text(timing['speedup_vs_reference'])}")
         except Exception as exc:
             row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} batch {batch_size}", exc))
         return row
@@ -292,3 +418,13 @@ class CellMeasurement:
 
     def _closed(self, cell: Cell, status: str, reason: str) -> list[dict]:
         return closed_rows(self.run_id, cell, shapes(self.suite), status, reason)
+
+
+def _versus_text(versus: dict) -> str:
+    """The log's words for a ``speedup_vs_reference``."""
+    if versus.get("ratio") is None:
+        return ""
+    if versus["source"] == "is-reference":
+        return f" (the reference, {versus['reference']})"
+    low, high = versus["ci95"]
+    return f", {versus['ratio']:.2f}x the teacher on {versus['reference']} [{low:.2f}, {high:.2f}]"

@@ -10,9 +10,10 @@ call is greedy and makes exactly ``new_tokens`` tokens. Calls that make one toke
 prefill plus one step) alternate with calls that make all of them, so the time per output token is
 ``(full - first) / (new_tokens - 1)`` from medians of the same window. Against the teacher the full calls are
 timed interleaved (ABBA) with the teacher's, and the speed-up is their median ratio with a paired interval, as
-for forward latency. Peak memory is measured first, with the model alone loaded: the process's resident set
-(CPU) sampled during one full call, or the allocator's peak (CUDA); the KV cache is computed from the config
-(what the cache holds at the last token).
+for forward latency; with the teacher on the suite's reference backend as well, its full calls join the same
+rounds (every order in turn) and give ``speedup_vs_reference``. Peak memory is measured first, with the model
+alone loaded: the process's resident set (CPU) sampled during one full call, or the allocator's peak (CUDA); the
+KV cache is computed from the config (what the cache holds at the last token).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from compbench.backends.base import Clock, Session
 from compbench.config.measure import GenerationConfig, MeasureConfig
-from compbench.measurement.timing import interleaved_speedup, latency_stats, timed_calls
+from compbench.measurement.timing import interleaved_calls, interleaved_speedup, latency_stats, pin_torch_threads
 from compbench.tasks.causal_lm import ZERO_SHOT_SPLIT, LanguageModelingConfig
 from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch
@@ -109,16 +110,18 @@ class GenerateCall:
     new_tokens: int
     pad_token_id: int | None
     clock: Clock
+    threads: int | None = None     # torch's threads to set first (see timing.Call)
 
     @classmethod
-    def of(cls, session: Session, tokenizer, batch: Batch, new_tokens: int) -> "GenerateCall":
+    def of(cls, session: Session, tokenizer, batch: Batch, new_tokens: int,
+           threads: int | None = None) -> "GenerateCall":
         import torch
 
         model = session.language_model()
         device = device_of(model)
         inputs = {key: torch.from_numpy(value).to(device) for key, value in batch.items()}
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return cls(model, inputs, new_tokens, pad, session.clock())
+        return cls(model, inputs, new_tokens, pad, session.clock(), threads)
 
     def generate(self):
         import torch
@@ -129,10 +132,11 @@ class GenerateCall:
                                        pad_token_id=self.pad_token_id)
 
     def time_ms(self) -> float:
+        pin_torch_threads(self.threads)
         return self.clock.time_ms(self.generate)
 
     def first_token(self) -> "GenerateCall":
-        return GenerateCall(self.model, self.inputs, 1, self.pad_token_id, self.clock)
+        return GenerateCall(self.model, self.inputs, 1, self.pad_token_id, self.clock, self.threads)
 
 
 class _Alternating:
@@ -204,14 +208,20 @@ def decoding_memory(session: Session, tokenizer, batch: Batch, config: Generatio
 
 
 def generation_timing(session: Session, tokenizer, batch: Batch, reference: GenerateCall | None,
-                      config: GenerationConfig, measure: MeasureConfig, seed: int) -> dict:
-    """The timing part of a shape's ``generation`` field (see the module docstring)."""
-    call = GenerateCall.of(session, tokenizer, batch, config.new_tokens)
+                      config: GenerationConfig, measure: MeasureConfig, seed: int,
+                      served: GenerateCall | None = None, threads: int | None = None) -> dict:
+    """The timing part of a shape's ``generation`` field (see the module docstring); ``served`` is the teacher on
+    the reference backend (its ratio: ``speedup_vs_reference``, which the caller names), ``threads`` the torch
+    threads to pin before the model's calls (where the reference runs at others)."""
+    call = GenerateCall.of(session, tokenizer, batch, config.new_tokens, threads)
     batch_size, prompt_tokens = batch["input_ids"].shape
     timing = measure.model_copy(update={"min_iters": config.min_calls, "min_seconds": config.min_seconds,
                                         "max_seconds": config.max_seconds, "warmup_iters": 1})
     alternating = _Alternating(call)
-    full_ms, reference_ms = timed_calls(alternating, reference, timing)
+    references = [partner for partner in (reference, served) if partner is not None]
+    full_ms, references_ms = interleaved_calls(alternating, references, timing)
+    reference_ms = references_ms[0] if reference is not None else []
+    served_ms = references_ms[-1] if served is not None else []
     first = float(np.median(alternating.first_ms))
     full = float(np.median(full_ms))
     per_token = max(full - first, 0.0) / (config.new_tokens - 1)
@@ -225,4 +235,7 @@ def generation_timing(session: Session, tokenizer, batch: Batch, reference: Gene
     }
     if reference_ms:
         out["speedup"] = interleaved_speedup(full_ms, reference_ms, measure, seed, "reference_full_ms")
+    if served_ms:
+        out["speedup_vs_reference"] = {**interleaved_speedup(full_ms, served_ms, measure, seed, "reference_full_ms"),
+                                       "reference_samples_ms": [round(value, 4) for value in served_ms]}
     return out

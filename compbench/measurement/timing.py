@@ -7,7 +7,10 @@
   ``± target_precision``, or ``max_seconds`` / ``max_iters`` are reached.
 - **Speed-ups are measured, not subtracted**: a model compared with the teacher is timed interleaved with
   it in the same process and window (calls alternating, in ABBA order so neither always goes first); the
-  speed-up is the ratio of the two medians with a paired bootstrap interval over the pairs. Drift of the
+  speed-up is the ratio of the two medians with a paired bootstrap interval over the pairs. With two references
+  (the teacher on the cell's backend and on the suite's reference backend) the three calls of a round follow
+  every order in turn (012, 021, 102, 120, 201, 210): each goes first equally often, and each pair runs either way
+  round equally often; a round's three times form one resampled unit. Drift of the
   machine between two cells timed minutes apart cannot show up as a speed-up. Its ``resolution`` is the
   timing's ``target_precision``: two instances of one model differ by up to ~2% through memory layout
   alone (measured: an A/A pair at 0.988 [0.982, 0.998]), so a difference is claimed only beyond it.
@@ -18,8 +21,10 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
+from itertools import permutations
 from typing import Any
 
 import numpy as np
@@ -42,13 +47,23 @@ class Call:
     session: Session
     prepared: Any
     clock: Clock
+    threads: int | None = None     # torch's process-wide thread count to set first (sessions timed together differ)
 
     @classmethod
-    def of(cls, session: Session, batch: Batch) -> "Call":
-        return cls(session, session.prepare(batch), session.clock())
+    def of(cls, session: Session, batch: Batch, threads: int | None = None) -> "Call":
+        return cls(session, session.prepare(batch), session.clock(), threads)
 
     def time_ms(self) -> float:
+        pin_torch_threads(self.threads)
         return self.clock.time_ms(lambda: self.session.run_prepared(self.prepared))
+
+
+def pin_torch_threads(threads: int | None) -> None:
+    """Set torch's process-wide intra-op threads to ``threads`` before a call (outside its timing) where sessions at
+    different thread counts are timed in turn: each PyTorch session sets them once, when it is loaded."""
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def cold_ms(session: Session, batch: Batch) -> float:
@@ -58,45 +73,56 @@ def cold_ms(session: Session, batch: Batch) -> float:
 
 def timed_calls(model: Call, reference: Call | None, config: MeasureConfig) -> tuple[list[float], list[float]]:
     """Warm-up, then the timed calls of ``model`` (and of ``reference``, interleaved with them) in ms."""
+    model_ms, references_ms = interleaved_calls(model, [reference] if reference is not None else [], config)
+    return model_ms, references_ms[0] if references_ms else []
+
+
+def interleaved_calls(model: Call, references: list, config: MeasureConfig) -> tuple[list[float], list[list[float]]]:
+    """Warm-up, then rounds of one call of ``model`` and one of each of ``references``, every order in turn (two
+    calls: ABBA); the i-th times of all of them come from one round. Timing goes on to at least ``min_iters``
+    rounds and ``min_seconds``, then until every ratio (or, alone, the median) is within the target precision,
+    or ``max_seconds`` / ``max_iters``."""
+    calls = [model, *references]
     for _ in range(config.warmup_iters):
-        for call in (model, reference) if reference else (model,):
+        for call in calls:
             call.time_ms()
-    model_ms: list[float] = []
-    reference_ms: list[float] = []
+    times: list[list[float]] = [[] for _ in calls]
+    orders = list(permutations(range(len(calls))))
+    check_every = -(-CHECK_EVERY // len(orders)) * len(orders)     # whole cycles of orders between checks
     start = time.perf_counter()
-    while len(model_ms) < config.max_iters:
-        if reference is None:
-            model_ms.append(model.time_ms())
-        elif len(model_ms) % 2 == 0:                   # ABBA: model first, then reference first, ...
-            model_ms.append(model.time_ms())
-            reference_ms.append(reference.time_ms())
-        else:
-            reference_ms.append(reference.time_ms())
-            model_ms.append(model.time_ms())
+    while len(times[0]) < config.max_iters:
+        for index in orders[len(times[0]) % len(orders)]:
+            times[index].append(calls[index].time_ms())
         elapsed = time.perf_counter() - start
-        if len(model_ms) < config.min_iters or elapsed < config.min_seconds:
+        if len(times[0]) < config.min_iters or elapsed < config.min_seconds:
             continue
         if elapsed >= config.max_seconds:
             break
-        if len(model_ms) % CHECK_EVERY == 0 and _precise_enough(model_ms, reference_ms, config.target_precision):
+        if len(times[0]) % check_every == 0 and _precise_enough(times[0], times[1:], config.target_precision):
             break
-    return model_ms, reference_ms
+    return times[0], times[1:]
 
 
-def _precise_enough(model_ms: list[float], reference_ms: list[float], target: float) -> bool:
-    estimate = (median_ratio(reference_ms, model_ms, paired=True, resamples=CHECK_RESAMPLES) if reference_ms
-                else median_interval(model_ms, resamples=CHECK_RESAMPLES))
-    return estimate.relative_half_width() <= target
+def _precise_enough(model_ms: list[float], references_ms: list[list[float]], target: float) -> bool:
+    if not references_ms:
+        return median_interval(model_ms, resamples=CHECK_RESAMPLES).relative_half_width() <= target
+    return all(median_ratio(reference_ms, model_ms, paired=True, resamples=CHECK_RESAMPLES).relative_half_width()
+               <= target for reference_ms in references_ms)
 
 
 def shape_timing(model_ms: list[float], reference_ms: list[float], cold: float, config: MeasureConfig,
-                 seed: int) -> dict:
+                 seed: int, served_ms: list[float] | None = None) -> dict:
     """A row's timing fields: ``latency_ms``, every timed call, and with a reference the ``speedup``
-    (its median over the model's, with the paired 95% interval)."""
+    (its median over the model's, with the paired 95% interval); with ``served_ms`` (the teacher on the reference
+    backend, timed in the same rounds) ``speedup_vs_reference`` likewise, with every call of the reference's
+    (``reference_samples_ms``, the i-th in the round of the model's i-th; the caller names the reference)."""
     out: dict = {"latency_ms": latency_stats(np.asarray(model_ms), cold),
                  "latency_samples_ms": [round(value, 4) for value in model_ms]}
     if reference_ms:
         out["speedup"] = interleaved_speedup(model_ms, reference_ms, config, seed, "reference_p50_ms")
+    if served_ms:
+        out["speedup_vs_reference"] = {**interleaved_speedup(model_ms, served_ms, config, seed, "reference_p50_ms"),
+                                       "reference_samples_ms": [round(value, 4) for value in served_ms]}
     return out
 
 

@@ -1,7 +1,9 @@
 """Numbers a reader decides from, computed from result rows alone: each measurement against the
 uncompressed teacher on the same backend (metric delta with a paired bootstrap interval,
-accuracy gates, size ratio, speed-up with a noise flag) and against the machine's matmul peak.
+accuracy gates, size ratio, speed-up with a noise flag), its speed-up against the teacher on the suite's
+reference backend (measured interleaved in the row's own job), and against the machine's matmul peak.
 A task whose evaluation set has fewer than ``MIN_EVAL_ROWS`` rows gets no gate: its intervals mean little.
+Speed-ups are only ever the measured ratios rows carry: no figure divides the medians of two cells.
 
 The baseline of a row is the ``baseline`` pipeline's row on the row's ``fp32_backend_label`` (a
 fp16 backend compares with the fp32 teacher on that device), at the same batch size and
@@ -142,7 +144,7 @@ def relative_to_baseline(row: dict, baseline: dict | None, gated: bool = True) -
     """The relative columns of one ok row (all None without a baseline); gates stay None unless ``gated``
     (a task whose evaluation set is too small)."""
     out = {"baseline_metric": None, **delta_columns(None), "metric_kept": None, **dict.fromkeys(GATES),
-           "size_ratio": None, **speedup_columns(row, baseline)}
+           "size_ratio": None, **speedup_columns(row, baseline), **reference_columns(row)}
     if baseline is None or row["status"] != "ok":
         return out
     out["baseline_metric"] = baseline["metric"]
@@ -162,6 +164,8 @@ def relative_to_baseline(row: dict, baseline: dict | None, gated: bool = True) -
 
 SPEEDUP_COLUMNS = ("speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "speedup_significant",
                    "speedup_interleaved", "speedup_overlap")
+REFERENCE_COLUMNS = ("speedup_vs_reference_p50", "speedup_vs_reference_ci95_low", "speedup_vs_reference_ci95_high",
+                     "speedup_vs_reference_significant", "speedup_vs_reference_source", "reference_backend_label")
 
 
 def speedup_columns(row: dict, baseline: dict | None) -> dict:
@@ -170,23 +174,50 @@ def speedup_columns(row: dict, baseline: dict | None) -> dict:
     Rows carry a ``speedup`` timed interleaved with the teacher in one job (paired bootstrap interval); it is
     significant when the whole interval lies beyond 1 +- its ``resolution`` (the timing's target precision:
     what an A/A pair of one model can show through memory layout alone), so it always excludes 1.
-    Rows measured before that get the ratio of two cells' p50s, timed apart, without an interval: significant
-    only when the two p10-p90 ranges do not overlap (``speedup_overlap``)."""
+    Rows measured before that have none (a ratio of two cells' p50s, timed apart, is never computed): only whether
+    the two p10-p90 ranges overlap (``speedup_overlap``), with ``speedup_interleaved`` false."""
     out = dict.fromkeys(SPEEDUP_COLUMNS)
     if row["status"] != "ok":
         return out
     measured = row.get("speedup")
     if measured:
-        low, high = measured["ci95"]
-        beyond = Estimate(measured["ratio"], low, high).beyond(1.0, measured.get("resolution", TIMING_RESOLUTION))
-        return {**out, "speedup_p50": measured["ratio"], "speedup_ci95_low": low, "speedup_ci95_high": high,
-                "speedup_significant": beyond, "speedup_interleaved": True}
+        return {**out, **measured_columns(measured, "speedup_p50", "speedup"), "speedup_interleaved": True}
     if baseline is None or row is baseline:
         return out
-    latency, base_latency = row.get("latency_ms") or {}, baseline.get("latency_ms") or {}
-    overlap = ranges_overlap(latency_range(latency), latency_range(base_latency))
-    return {**out, "speedup_p50": ratio(base_latency.get("p50"), latency.get("p50")), "speedup_interleaved": False,
-            "speedup_overlap": overlap, "speedup_significant": None if overlap is None else not overlap}
+    overlap = ranges_overlap(latency_range(row.get("latency_ms")), latency_range(baseline.get("latency_ms")))
+    return {**out, "speedup_interleaved": False, "speedup_overlap": overlap}
+
+
+def measured_columns(measured: dict | None, value: str, prefix: str) -> dict:
+    """A measured ratio (``ratio``, ``ci95``, ``resolution``) as ``value``, ``<prefix>_ci95_low/high`` and
+    ``<prefix>_significant`` (the whole interval beyond 1 +- the resolution); all None without a ratio."""
+    names = (value, f"{prefix}_ci95_low", f"{prefix}_ci95_high", f"{prefix}_significant")
+    if not measured or measured.get("ratio") is None:
+        return dict.fromkeys(names)
+    low, high = measured.get("ci95") or (None, None)
+    beyond = None if low is None else Estimate(measured["ratio"], low, high).beyond(
+        1.0, measured.get("resolution", TIMING_RESOLUTION))
+    return dict(zip(names, (measured["ratio"], low, high, beyond)))
+
+
+def reference_columns(row: dict) -> dict:
+    """The row's speed-up against the teacher on the suite's reference backend, as measured in its job
+    (``speedup_vs_reference``): the ratio, its paired 95% interval and whether that lies beyond 1 +- the resolution,
+    how it was obtained (``timed``, ``same-as-speedup``, ``is-reference``) and the reference's backend label. Empty
+    for rows without one (rows of older runs, a reference that could not run; never a ratio of cells)."""
+    versus = row.get("speedup_vs_reference") if row["status"] == "ok" else None
+    out = measured_columns(versus, "speedup_vs_reference_p50", "speedup_vs_reference")
+    out["speedup_vs_reference_source"] = (versus or {}).get("source")
+    out["reference_backend_label"] = (versus or {}).get("reference")
+    return out
+
+
+def versus_reference_ratio(row: dict, objective: str = "latency") -> float | None:
+    """The measured speed-up against the reference backend's teacher that ranks a row: its forward latency's
+    (``latency``) or, for a causal LM's decoding (``decode``), its full ``generate`` calls'; None without one."""
+    versus = (row.get("generation") or {}).get("speedup_vs_reference") if objective == "decode" \
+        else row.get("speedup_vs_reference")
+    return (versus or {}).get("ratio") if row.get("status", "ok") == "ok" else None
 
 
 def delta_columns(delta: Delta | None, prefix: str = "") -> dict:
@@ -285,8 +316,9 @@ def cells_of(analysed: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
 
 def summary_records(analysed: list[dict]) -> list[dict]:
     """One record per (pipeline, backend) across tasks: mean metric and delta, how many tasks
-    pass each gate (of the ``gated_tasks`` whose gates are marked), the geometric-mean size ratio and
-    speed-up per shape."""
+    pass each gate (of the ``gated_tasks`` whose gates are marked), the geometric-mean size ratio and, per shape,
+    the geometric means of the measured speed-ups against the teacher on the same backend and on the reference
+    backend."""
     by_model: dict[tuple[str, str], list[list[dict]]] = {}
     for (_, pipeline, label), rows in cells_of(analysed).items():
         by_model.setdefault((pipeline, label), []).append(rows)
@@ -305,8 +337,10 @@ def summary_records(analysed: list[dict]) -> list[dict]:
             "geomean_size_ratio": geometric_mean(r["size_ratio"] for r in firsts),
         }
         for batch, seq in shapes:
-            record[f"geomean_speedup_b{batch}_s{seq}"] = geometric_mean(
-                r["speedup_p50"] for rows in cells for r in rows if (r["batch_size"], r["seq_len"]) == (batch, seq))
+            at_shape = [r for rows in cells for r in rows if (r["batch_size"], r["seq_len"]) == (batch, seq)]
+            record[f"geomean_speedup_b{batch}_s{seq}"] = geometric_mean(r["speedup_p50"] for r in at_shape)
+            record[f"geomean_speedup_vs_reference_b{batch}_s{seq}"] = geometric_mean(
+                r["speedup_vs_reference_p50"] for r in at_shape)
         records.append(record)
     return records
 

@@ -7,6 +7,10 @@ latency and size changed, flagged where the change exceeds the noise.
 - Latency: B's median over A's with a 95% bootstrap interval over both runs' timed calls (the rule a
   speed-up follows), flagged when the whole interval lies beyond 1 +- 2%; rows measured before every call was kept:
   p50 over p50, flagged when the two p10..p90 ranges do not overlap.
+- Speed-up against the reference: each run's own measured ratio against the teacher on its reference backend
+  (interleaved in its own jobs, so machine drift between the runs cancels within each), A's and B's with their
+  intervals, flagged when the two intervals do not overlap and both were measured against the same reference;
+  "—" for a row without one (a run from before).
 - Size: B's bytes over A's, flagged on any change (sizes are exact).
 """
 
@@ -18,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from compbench.common.statistics import TIMING_RESOLUTION, median_ratio
-from compbench.results.analysis import latency_range, paired_delta, ranges_overlap, ratio
+from compbench.results.analysis import latency_range, paired_delta, ranges_overlap, ratio, reference_columns
 from compbench.results.report import RunReport, markdown_table
 
 MATCH_KEYS = ("task", "pipeline", "backend_label", "batch_size", "seq_len")
@@ -42,6 +46,7 @@ def compare_rows(row_a: dict, row_b: dict) -> dict:
         out["metric_change_significant"] = ranges_overlap(tuple(row_a["metric_ci95"] or ()) or None,
                                                           tuple(row_b["metric_ci95"] or ()) or None) is False
     out.update(p50_ms_a=row_a["latency_ms"]["p50"], p50_ms_b=row_b["latency_ms"]["p50"], **latency_change(row_a, row_b))
+    out.update(reference_change(row_a, row_b))
     out.update(size_bytes_a=row_a["size_bytes"], size_bytes_b=row_b["size_bytes"],
                size_ratio=ratio(row_b["size_bytes"], row_a["size_bytes"]),
                size_changed=row_a["size_bytes"] != row_b["size_bytes"],
@@ -64,6 +69,25 @@ def latency_change(row_a: dict, row_b: dict) -> dict:
     return {"latency_ratio": ratio(latency_b["p50"], latency_a["p50"]), "latency_ratio_ci95_low": None,
             "latency_ratio_ci95_high": None,
             "latency_change_significant": ranges_overlap(latency_range(latency_a), latency_range(latency_b)) is False}
+
+
+def reference_change(row_a: dict, row_b: dict) -> dict:
+    """Each run's own speed-up against the teacher on its reference backend (measured interleaved in its jobs), with
+    the intervals, and whether it changed: the two intervals disjoint, against the same reference (None: not both
+    measured, or against different references)."""
+    out = {}
+    for side, row in (("a", row_a), ("b", row_b)):
+        columns = reference_columns(row)
+        out.update({f"speedup_vs_reference_{side}": columns["speedup_vs_reference_p50"],
+                    f"speedup_vs_reference_ci95_low_{side}": columns["speedup_vs_reference_ci95_low"],
+                    f"speedup_vs_reference_ci95_high_{side}": columns["speedup_vs_reference_ci95_high"],
+                    f"reference_backend_label_{side}": columns["reference_backend_label"]})
+    both = all(out[f"speedup_vs_reference_ci95_low_{side}"] is not None for side in "ab")
+    same = out["reference_backend_label_a"] == out["reference_backend_label_b"]
+    out["speedup_vs_reference_change_significant"] = (
+        ranges_overlap(*((out[f"speedup_vs_reference_ci95_low_{side}"], out[f"speedup_vs_reference_ci95_high_{side}"])
+                         for side in "ab")) is False if both and same else None)
+    return out
 
 
 class RunComparison:
@@ -101,7 +125,10 @@ class RunComparison:
                  "Metric change: B − A with a 95% paired bootstrap interval where both scored the same rows; "
                  "▲/▼ when the change is beyond the noise. Latency: B's median / A's median with a 95% bootstrap "
                  "interval over both runs' timed calls, ▲/▼ when it lies beyond 1 ± 2% (▼ = slower; older rows: "
-                 "when the p10–p90 ranges do not overlap). Size: B / A, ◆ when the bytes differ.", ""]
+                 "when the p10–p90 ranges do not overlap). Speed-up vs reference: each run's own ratio against the "
+                 "teacher on its reference backend, measured interleaved in the run, A → B, ▲/▼ when the two 95% "
+                 "intervals do not overlap (— where a run did not measure it). Size: B / A, ◆ when the bytes "
+                 "differ.", ""]
         if not self.same_machine:
             lines += ["**The two runs were made on different machines or library versions** (env.json differs): "
                       "latency changes compare machines, not models.", ""]
@@ -129,8 +156,20 @@ class RunComparison:
             "latency B/A (95% CI)": f"{record['latency_ratio']:.2f}×" + (
                 f" [{record['latency_ratio_ci95_low']:.2f}, {record['latency_ratio_ci95_high']:.2f}]"
                 if record["latency_ratio_ci95_low"] is not None else "") + latency_mark,
+            "speed-up vs reference A → B": _versus_text(record),
             "size B/A": f"{record['size_ratio']:.2f}×" + (" ◆" if record["size_changed"] else ""),
         }
+
+
+def _versus_text(record: dict) -> str:
+    """``2.10× → 2.31× ▲`` (each run's own measured ratio against its reference); — for a run without one."""
+    a, b = record["speedup_vs_reference_a"], record["speedup_vs_reference_b"]
+    text = " → ".join("—" if value is None else f"{value:.2f}×" for value in (a, b))
+    if record["speedup_vs_reference_change_significant"]:
+        text += " ▲" if b > a else " ▼"
+    if a is not None and b is not None and record["reference_backend_label_a"] != record["reference_backend_label_b"]:
+        text += f" (against {record['reference_backend_label_a']} → {record['reference_backend_label_b']})"
+    return text
 
 
 def _key_text(key: tuple) -> str:

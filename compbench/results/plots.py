@@ -1,11 +1,14 @@
-"""PNG plots of one run: per task, metric vs latency (one panel per shape) and metric vs size on disk; for a
+"""PNG plots of one run: per task, metric vs the speed-up measured against the teacher on the reference backend (one
+panel per shape; where rows carry it), metric vs latency (one panel per shape) and metric vs size on disk; for a
 causal LM also metric vs decoding speed (one panel per shape: time per output token, tokens/s on the top axis).
 
 Input is a frame of *ok* measurement rows (one per task, pipeline, backend, batch_size, seq_len).
 Only the columns in ``COLUMNS`` are read; any others are ignored. Each point is one
 (pipeline, backend_label) combination: its marker shape names the pipeline, its colour the backend.
-The Pareto front (lower x and the better metric: higher, or lower for perplexity) is drawn as a dashed grey
-step line and its points are ringed. Rendering uses matplotlib's object API on an Agg canvas: no pyplot, no display.
+The Pareto front (lower x, or higher for the speed-up, and the better metric: higher, or lower for perplexity) is
+drawn as a dashed grey step line and its points are ringed. The latency and decoding plots draw none: medians of
+cells timed apart do not rank models (their measured speed-ups against the one reference do). Rendering uses
+matplotlib's object API on an Agg canvas: no pyplot, no display.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ COLUMNS = (
     "task", "pipeline", "backend_label", "batch_size", "seq_len",
     "metric_name", "metric", "metric_ci95_low", "metric_ci95_high",
     "latency_p50_ms", "latency_p10_ms", "latency_p90_ms", "size_bytes", "gen_time_per_token_ms",
+    "speedup_vs_reference_p50", "speedup_vs_reference_ci95_low", "speedup_vs_reference_ci95_high",
 )
 # Whisker bounds: filled with NaN (no whisker) when a frame lacks them, e.g. rows written before p10 was recorded;
 # decoding speed exists for causal LMs only.
-OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "metric_ci95_low", "metric_ci95_high", "gen_time_per_token_ms")
+OPTIONAL = ("latency_p10_ms", "latency_p90_ms", "metric_ci95_low", "metric_ci95_high", "gen_time_per_token_ms",
+            "speedup_vs_reference_p50", "speedup_vs_reference_ci95_low", "speedup_vs_reference_ci95_high")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
 DPI = 120
 MARKER_SIZE = 10.0
@@ -60,17 +65,21 @@ class Style:
 
 @dataclass(frozen=True)
 class Axis:
-    """One panel's x axis: ``value`` column, optional whisker columns ``low``/``high``, and its label."""
+    """One panel's x axis: ``value`` column, optional whisker columns ``low``/``high``, its label, and which way the
+    Pareto front's x is better (``lower``, ``higher``; None: no front is drawn)."""
 
     value: str
     low: str | None
     high: str | None
     label: str
     log: bool
+    front: str | None = "lower"
 
 
 def write_plots(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
-    """Write ``<task>-metric-vs-latency.png`` and ``<task>-metric-vs-size.png`` per task; return the paths by task."""
+    """Write ``<task>-metric-vs-latency.png`` and ``<task>-metric-vs-size.png`` per task, and
+    ``<task>-metric-vs-speedup.png`` where its rows carry a speed-up against the reference; return the paths by
+    task."""
     out_dir = Path(out_dir)
     missing = [c for c in COLUMNS if c not in frame.columns and c not in OPTIONAL]
     if missing:
@@ -88,6 +97,9 @@ def write_plots(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[Path]]:
             _save(_latency_figure(task_frame, style), out_dir / f"{stem}-metric-vs-latency.png"),
             _save(_size_figure(task_frame, style), out_dir / f"{stem}-metric-vs-size.png"),
         ]
+        measured = task_frame[task_frame["speedup_vs_reference_p50"].notna()]
+        if not measured.empty:
+            written[task].insert(0, _save(_speedup_figure(measured, style), out_dir / f"{stem}-metric-vs-speedup.png"))
         decoding = task_frame[task_frame["gen_time_per_token_ms"].notna()]
         if not decoding.empty:
             written[task].append(_save(_decoding_figure(decoding, style), out_dir / f"{stem}-metric-vs-decoding.png"))
@@ -110,7 +122,7 @@ def _latency_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     """One panel per (batch_size, seq_len): metric vs p50 latency with p10..p90 whiskers."""
     shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
     axis = Axis("latency_p50_ms", "latency_p10_ms", "latency_p90_ms",
-                "p50 latency per batch (ms, log scale)\nwhiskers: p10..p90", log=True)
+                "p50 latency per batch (ms, log scale)\nwhiskers: p10..p90", log=True, front=None)
     fig, axes = _figure(len(shapes))
     for ax, (batch, seq) in zip(axes, shapes):
         panel = task_frame[(task_frame["batch_size"] == batch) & (task_frame["seq_len"] == seq)]
@@ -120,10 +132,26 @@ def _latency_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     return fig
 
 
+def _speedup_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
+    """One panel per (batch_size, seq_len): metric vs the speed-up measured against the teacher on the reference
+    backend (interleaved in each row's job) with its paired 95% interval; the front: faster and better."""
+    shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
+    axis = Axis("speedup_vs_reference_p50", "speedup_vs_reference_ci95_low", "speedup_vs_reference_ci95_high",
+                "speed-up vs the teacher on the reference backend (x, log scale)\nmeasured interleaved; whiskers: "
+                "95% CI", log=True, front="higher")
+    fig, axes = _figure(len(shapes))
+    for ax, (batch, seq) in zip(axes, shapes):
+        panel = task_frame[(task_frame["batch_size"] == batch) & (task_frame["seq_len"] == seq)]
+        draw_panel(ax, panel, axis, style)
+        ax.set_title(f"batch {batch} x {seq} tokens")
+    _finish(fig, axes, task_frame, style, "measured speed-up")
+    return fig
+
+
 def _decoding_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     """One panel per (batch_size, prompt tokens): metric vs time per output token (tokens/s on the top axis)."""
     shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
-    axis = Axis("gen_time_per_token_ms", None, None, "time per output token (ms, log scale)", log=True)
+    axis = Axis("gen_time_per_token_ms", None, None, "time per output token (ms, log scale)", log=True, front=None)
     fig, axes = _figure(len(shapes))
     for ax, (batch, seq) in zip(axes, shapes):
         panel = task_frame[(task_frame["batch_size"] == batch) & (task_frame["seq_len"] == seq)]
@@ -164,7 +192,9 @@ def draw_panel(ax: Axes, panel: pd.DataFrame, axis: Axis, style: Style) -> None:
                     ecolor=(*style.colours[backend][:3], 0.55), linestyle="none",
                     zorder=3 + 0.01 * list(style.sizes).index(backend))  # smaller markers on top
     better = panel["metric_name"].map(higher_is_better).all()
-    front = front_order(x, y if better else -y)     # the front's score: higher is better
+    front = []
+    if axis.front is not None:                      # the front's cost: lower is better; its score: higher
+        front = front_order(x if axis.front == "lower" else -x, y if better else -y)
     if front:
         ax.step(x[front], y[front], where="post", linestyle="--", color=FRONT_COLOUR, linewidth=1.3, zorder=2)
         ax.scatter(x[front], y[front], s=300, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.6, zorder=4)

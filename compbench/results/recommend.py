@@ -9,15 +9,18 @@ the candidates are the models whose metric drop against the fp32 teacher is with
 
 By default the point estimate of the paired delta must be within the bound; ``--confident`` asks the end of its
 95% interval to be (the drop is then within the bound with 97.5% confidence, for the rows measured). Among the
-candidates the recommendation is the cheapest by the objective (``latency``: median latency of the shape;
-``size``: deployed bytes; ``decode``: a causal LM's time per output token), ties going to the better metric; the
-candidates on the (cost, metric) Pareto front are listed with it, so a user sees what a little more cost buys.
-Timings compare only within the run: the run's rows come from one machine, the speed-ups interleaved.
+candidates the recommendation is the cheapest by the objective, ties going to the better metric; the candidates on
+the (cost, metric) Pareto front are listed with it, so a user sees what a little more cost buys:
 
-A speed-up is read against the teacher on the model's own backend (interleaved, with an interval). Deployments
-are usually weighed against the teacher as it runs today, on another backend (PyTorch fp32): each choice also
-gets its cost against the teacher's row on ``--against`` (default: the first backend the teacher was measured
-on), a ratio of medians from separate cells of the run, not interleaved, and said so.
+- ``latency``: the speed-up measured against the teacher on the suite's reference backend (the model as served
+  today, PyTorch fp32 by default), timed interleaved with the model in the row's own job (``speedup_vs_reference``);
+- ``decode``: a causal LM's full ``generate`` calls, likewise (``generation.speedup_vs_reference``);
+- ``size``: deployed bytes.
+
+Timings rank only through those measured ratios, never through medians of cells timed apart: a row without one
+(a run from before, a reference that could not run) has no latency figure and is counted, not ranked. ``--against``
+names the reference the ratios were measured against: it is accepted when it names the run's reference backend,
+and refused otherwise (a ratio against another backend's cells would be a ratio of medians of separate cells).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import re
 from dataclasses import dataclass
 
 from compbench.common.errors import UsageError
-from compbench.results.analysis import analyse
+from compbench.results.analysis import analyse, versus_reference_ratio
 from compbench.results.pareto import front_order
 from compbench.tasks.metrics import higher_is_better
 
@@ -73,11 +76,12 @@ class Choice:
 
 
 def _cost(row: dict, objective: str) -> float | None:
+    """What the objective minimises: deployed bytes, or the model's time as a share of the reference's (1 over the
+    measured speed-up against the teacher on the reference backend)."""
     if objective == "size":
         return row.get("size_bytes")
-    if objective == "decode":
-        return (row.get("generation") or {}).get("time_per_token_ms")
-    return (row.get("latency_ms") or {}).get("p50")
+    ratio = versus_reference_ratio(row, objective)
+    return 1.0 / ratio if ratio else None
 
 
 def _default_objective(rows: list[dict]) -> str:
@@ -89,18 +93,47 @@ def _on_backend(row: dict, name: str) -> bool:
     return name in (row["backend_label"], row.get("backend"))
 
 
+def reference_labels(rows: list[dict]) -> list[str]:
+    """The reference backends the run's rows were timed against (their labels), in order."""
+    return list(dict.fromkeys(label for row in rows for versus in (row.get("speedup_vs_reference"),
+                                                                   (row.get("generation") or {}).get(
+                                                                       "speedup_vs_reference"))
+                              if versus and (label := versus.get("reference"))))
+
+
+def names_reference(name: str, label: str) -> bool:
+    """Whether ``name`` names the reference backend ``label`` (``torch:cpu:default:t2``): the label, the backend's
+    name, name and device, or the label without its thread count."""
+    parts = label.split(":")
+    short = ":".join(part for part in parts if not (part.startswith("t") and part[1:].isdigit()))
+    return name in (label, parts[0], ":".join(parts[:2]), short)
+
+
+def check_against(rows: list[dict], against: str | None) -> None:
+    """``--against``: the ratios are measured against the run's reference backend; a name for it is accepted, any
+    other backend is a usage error (it would need a ratio of medians of separate cells)."""
+    if against is None:
+        return
+    labels = reference_labels(rows)
+    if not labels:
+        raise UsageError(f"--against {against}: this run's rows carry no speed-up measured against a reference "
+                         "backend (a run from before compbench measured them); a ratio of medians of separate cells "
+                         "is not computed: run the suite again (reference_backend: sets the reference)")
+    if not any(names_reference(against, label) for label in labels):
+        raise UsageError(f"--against {against}: the run's speed-ups were measured against the teacher on "
+                         f"{', '.join(labels)} (the suite's reference_backend); a ratio against another backend's "
+                         f"cells would divide medians of separate cells: set reference_backend: {{name: ...}} in the "
+                         "suite and run it again")
+
+
 def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = None, backend: str | None = None,
                batch: int | None = None, seq: int | None = None, confident: bool = False,
                against: str | None = None) -> dict[str, dict]:
     """Per task: the shape used, the objective, the feasible choices (cheapest first), their Pareto front, the
-    recommendation (the cheapest; None when no model is within the bound) and the teacher's row on ``against``
-    (module docstring) that each choice's cost is also read against."""
+    recommendation (the cheapest; None when no model is within the bound) and how many rows had no figure for the
+    objective (module docstring). ``against`` is checked (``check_against``) and changes nothing else."""
+    check_against(rows, against)
     analysed = [row for row in analyse(rows) if row["status"] == "ok"]
-    teachers = [row for row in analysed if row["is_baseline"]]
-    if against is not None and not any(_on_backend(row, against) for row in teachers):
-        labels = sorted({row["backend_label"] for row in teachers})
-        raise UsageError(f"--against {against}: the teacher has no ok rows on it; it was measured on: "
-                         f"{', '.join(labels) or 'no backend'}")
     if backend is not None:
         labels = sorted({row["backend_label"] for row in analysed})
         analysed = [row for row in analysed if _on_backend(row, backend)]
@@ -128,22 +161,10 @@ def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = N
                 choices.append(Choice(row, drop, bound, float(cost)))
         choices.sort(key=lambda c: (c.cost, c.drop))
         front = [choices[i] for i in front_order([c.cost for c in choices], [-c.drop for c in choices])]
-        deployed = [row for row in teachers if row["task"] == task and (row["batch_size"], row["seq_len"]) == shape
-                    and (against is None or _on_backend(row, against))]
         out[task] = {"shape": shape, "objective": goal, "choices": choices, "front": front,
                      "best": choices[0] if choices else None, "unmeasured": len(unmeasured),
-                     "compared": len(compared), "against": deployed[0] if deployed else None}
+                     "compared": len(compared)}
     return out
-
-
-def against_ratio(choice: Choice, teacher: dict | None, objective: str) -> float | None:
-    """How many times cheaper ``choice`` is than ``teacher`` (its row on the --against backend) by the objective,
-    or None where that says nothing new (the same backend: the interleaved speed-up says it; size: the size ratio
-    says it) or is unmeasured."""
-    if teacher is None or objective == "size" or teacher["backend_label"] == choice.row["backend_label"]:
-        return None
-    cost = _cost(teacher, objective)
-    return float(cost) / choice.cost if cost and choice.cost else None
 
 
 def _shape(rows: list[dict], batch: int | None, seq: int | None, task: str) -> tuple[int, int]:
@@ -155,23 +176,48 @@ def _shape(rows: list[dict], batch: int | None, seq: int | None, task: str) -> t
     return wanted[0]
 
 
+def _versus(row: dict, objective: str) -> dict:
+    return ((row.get("generation") or {}).get("speedup_vs_reference") if objective == "decode"
+            else row.get("speedup_vs_reference")) or {}
+
+
+def _reference_text(row: dict, objective: str) -> str:
+    """The measured speed-up against the reference backend's teacher, with its interval, in words."""
+    versus = _versus(row, objective)
+    what = "decoding " if objective == "decode" else ""
+    if versus.get("ratio") is None:
+        return f"no {what}speed-up measured against a reference backend"
+    if versus.get("source") == "is-reference":
+        return f"the reference itself (the teacher on {versus['reference']})"
+    low, high = versus["ci95"]
+    return (f"{what}{versus['ratio']:.2f}x the speed of the teacher on {versus['reference']} [{low:.2f}, {high:.2f}], "
+            "measured interleaved")
+
+
+def _own_text(row: dict, objective: str) -> str:
+    """The speed-up against the teacher on the row's own backend, where it says something besides."""
+    if row.get("is_baseline") or _versus(row, objective).get("source") in ("same-as-speedup", "is-reference"):
+        return ""
+    own = ((row.get("generation") or {}).get("speedup") or {}).get("ratio") if objective == "decode" \
+        else row.get("speedup_p50")
+    return f"; {own:.2f}x the teacher's on {row['backend_label']}" if own else ""
+
+
 def _cost_text(choice: Choice, objective: str) -> str:
+    row = choice.row
     if objective == "size":
-        return f"{choice.cost / 1e6:.1f} MB"
-    return f"{choice.cost:.2f} ms" + ("/token" if objective == "decode" else "")
-
-
-def _speed_text(row: dict, objective: str) -> str:
+        return f"{choice.cost / 1e6:.1f} MB, {_reference_text(row, 'latency')}"
     if objective == "decode":
-        ratio = ((row.get("generation") or {}).get("speedup") or {}).get("ratio")
+        per_token = (row.get("generation") or {}).get("time_per_token_ms")
+        timing = f" ({per_token:.2f} ms/token)" if per_token else ""
     else:
-        ratio = row.get("speedup_p50")
-    return f"{ratio:.2f}x the teacher's speed" if ratio else "the teacher's speed (it is the teacher)"
+        timing = f" (p50 {row['latency_ms']['p50']:.2f} ms)" if (row.get("latency_ms") or {}).get("p50") else ""
+    return f"{_reference_text(row, objective)}{timing}{_own_text(row, objective)}"
 
 
-def describe(choice: Choice, objective: str, max_drop: MaxDrop, teacher: dict | None = None) -> str:
-    """One line for a choice: model, backend, metric with its delta, cost, speed-up and size against the teacher
-    (and its cost against ``teacher``, the teacher's row on the --against backend, where that is another)."""
+def describe(choice: Choice, objective: str, max_drop: MaxDrop) -> str:
+    """One line for a choice: model, backend, metric with its delta, its speed-up measured against the teacher on the
+    reference backend (and on its own backend, where that says something besides), its size against the teacher."""
     row = choice.row
     low, high = row.get("metric_delta_ci95_low"), row.get("metric_delta_ci95_high")
     interval = f" [{low:+.4f}, {high:+.4f}]" if low is not None else ""
@@ -179,12 +225,9 @@ def describe(choice: Choice, objective: str, max_drop: MaxDrop, teacher: dict | 
     size = f", {1 / smaller:.1f}x smaller" if smaller and smaller < 0.99 else ""
     unit = " pt" if max_drop.unit == "pt" else "%"
     change = f"drop {choice.drop:.2f}{unit}" if choice.drop > 0 else f"gain {-choice.drop:.2f}{unit}"
-    ratio = against_ratio(choice, teacher, objective)
-    versus = (f"; {ratio:.2f}x faster than the teacher on {teacher['backend_label']} ({_cost(teacher, objective):.2f} "
-              f"ms{'/token' if objective == 'decode' else ''}; medians of separate cells)" if ratio else "")
     return (f"{row['pipeline']} on {row['backend_label']}: {row['metric_name']} {row['metric']:.4f} "
-            f"(delta {row.get('metric_delta') or 0.0:+.4f}{interval}; {change}), {_cost_text(choice, objective)}, "
-            f"{_speed_text(row, objective)}{size}{versus}")
+            f"(delta {row.get('metric_delta') or 0.0:+.4f}{interval}; {change}), {_cost_text(choice, objective)}"
+            f"{size}")
 
 
 def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
@@ -193,17 +236,23 @@ def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
         batch, seq = result["shape"]
         rule = f"drop within {max_drop}" + (" (95% interval end)" if confident else "")
         lines.append(f"{task} (batch {batch} x seq {seq}, cheapest by {result['objective']}, {rule}):")
+        without = (f"{result['unmeasured']} without a speed-up measured against a reference backend" if
+                   result["objective"] != "size" else f"{result['unmeasured']} without a size")
         if result["best"] is None:
-            lines.append("  no model is within the bound" if result["compared"] else
-                         "  no model can be compared: no teacher (baseline) row at this shape on its backend")
+            if not result["compared"]:
+                lines.append("  no model can be compared: no teacher (baseline) row at this shape on its backend")
+            elif result["unmeasured"] == result["compared"]:
+                lines.append(f"  no model can be ranked by {result['objective']}: {without} (rows of a run from "
+                             "before compbench measured them; --objective size still ranks)")
+            else:
+                lines.append("  no model is within the bound" + (f" ({without})" if result["unmeasured"] else ""))
             continue
-        lines.append(f"  recommended: {describe(result['best'], result['objective'], max_drop, result['against'])}")
+        lines.append(f"  recommended: {describe(result['best'], result['objective'], max_drop)}")
         others = [c for c in result["front"] if c is not result["best"]]
         for choice in others:
-            lines.append(f"  also on the front: {describe(choice, result['objective'], max_drop, result['against'])}")
+            lines.append(f"  also on the front: {describe(choice, result['objective'], max_drop)}")
         lines.append(f"  {len(result['choices'])} model(s) within the bound"
-                     + (f"; {result['unmeasured']} without a {result['objective']} figure" if result["unmeasured"]
-                        else ""))
+                     + (f"; {without}" if result["unmeasured"] else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -212,15 +261,16 @@ def as_records(found: dict[str, dict]) -> list[dict]:
     def record(choice: Choice | None, result: dict) -> dict | None:
         if choice is None:
             return None
-        row, teacher = choice.row, result["against"]
-        ratio = against_ratio(choice, teacher, result["objective"])
+        row = choice.row
+        versus = _versus(row, "decode" if result["objective"] == "decode" else "latency")
         return {"pipeline": row["pipeline"], "backend_label": row["backend_label"], "metric_name": row["metric_name"],
                 "metric": row["metric"], "metric_delta": row.get("metric_delta"),
                 "metric_delta_ci95": [row.get("metric_delta_ci95_low"), row.get("metric_delta_ci95_high")],
                 "drop": choice.drop, "drop_bound": choice.drop_bound, "cost": choice.cost,
                 "speedup_p50": row.get("speedup_p50"), "size_bytes": row.get("size_bytes"),
                 "size_ratio": row.get("size_ratio"),
-                "against": {"backend_label": teacher["backend_label"], "cost_ratio": ratio} if ratio else None}
+                "speedup_vs_reference": {key: versus.get(key) for key in ("ratio", "ci95", "reference", "source")}
+                if versus.get("ratio") is not None else None}
     return [{"task": task, "batch_size": result["shape"][0], "seq_len": result["shape"][1],
              "objective": result["objective"], "recommended": record(result["best"], result),
              "front": [record(c, result) for c in result["front"]], "within_bound": len(result["choices"])}

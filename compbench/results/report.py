@@ -3,8 +3,9 @@
 ``report.md`` opens with what a reader must know before trusting any number ("Read this first": an
 evaluation set too small for its intervals, a teacher no better than a constant prediction), then a
 summary across tasks, then per task two tables: each model and backend's metric against the teacher's
-(paired interval, gates, size), and each timed shape's latency against the teacher's on the same backend
-(spread, speed-up, roofline), then plots.
+(paired interval, gates, size), and each timed shape's latency with its measured speed-ups (against the teacher on
+the suite's reference backend, the headline, and on the same backend; spread, roofline), then plots. A speed-up is
+only ever a ratio measured interleaved in one job: rows without one show "—", never a ratio of two cells' medians.
 """
 
 from __future__ import annotations
@@ -122,14 +123,18 @@ READING_GUIDE = (
     "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric; "
     f"— on a task evaluated on fewer than {MIN_EVAL_ROWS} rows, where they would mean nothing. "
     "**Latency**: ms per batch at fixed threads after warm-up (p50, and the p10–p90 spread of the timed calls); "
-    "**speed-up**: the teacher's median latency over the model's, both timed in the same job with their calls "
-    "interleaved, with a 95% paired bootstrap interval; ≈ marks no difference: an interval that reaches into "
-    "1 ± the timing's resolution (2% by default, what two copies of one model can differ by). "
+    "**speed-up vs reference** (the headline): the median latency of the teacher on the suite's reference backend "
+    "(the model as served today, PyTorch fp32 at the same threads by default) over the model's, both timed in the "
+    "same job with their calls interleaved, with a 95% paired bootstrap interval; **vs teacher, same backend**: the "
+    "same against the teacher on the model's own backend; ≈ marks no difference: an interval that reaches into "
+    "1 ± the timing's resolution (2% by default, what two copies of one model can differ by); — marks a row "
+    "without that measurement (an older run, or a reference that could not run). "
     "**% of peak**: the model's FLOPs for the shape over its "
     "p50, against this run's measured dense matmul peak on that device and thread count in the precision the model "
     "computes in (int8 models against the faster int8 rate of `torch._int_mm` and fbgemm's INT8 Linear, counting "
     "2 operations per multiply-add). "
-    "★ marks the Pareto front (no other row is both better in metric and smaller / faster at that shape)."
+    "★ marks the Pareto front (no other row is both better in metric and smaller / measured faster against the "
+    "reference at that shape)."
 )
 
 
@@ -198,7 +203,7 @@ def summary_section(analysed: list[dict]) -> list[str]:
     if not records:
         return []
     tasks = sorted({r["task"] for r in analysed if r["status"] == "ok"})
-    speedup_columns = [key for key in records[0] if key.startswith("geomean_speedup_")]
+    speedup_columns = [key for key in records[0] if key.startswith("geomean_speedup_vs_reference_")]
     table = []
     for record in records:
         out = {"pipeline": record["pipeline"], "backend": record["backend_label"], "tasks": str(record["tasks"]),
@@ -207,14 +212,15 @@ def summary_section(analysed: list[dict]) -> list[str]:
             out[f"≥{share * 100:g}%"] = summary_gate(record, gate)
         out["size × (geomean)"] = _times(record["geomean_size_ratio"])
         for key in speedup_columns:
-            batch, seq = key.removeprefix("geomean_speedup_b").split("_s")
-            out[f"speed-up b{batch}×{seq}"] = _times(record[key])
+            batch, seq = key.removeprefix("geomean_speedup_vs_reference_b").split("_s")
+            out[f"speed-up vs reference b{batch}×{seq}"] = _times(record[key]) or "—"
         table.append(out)
     return [f"## Summary across tasks ({', '.join(tasks)})", "",
             "Mean metric and Δ over the tasks each row was measured on (metrics of different tasks are averaged as "
             "they are: read per-task tables for anything finer); gates: tasks passing, of the tasks whose gates are "
-            f"marked (— for a task evaluated on fewer than {MIN_EVAL_ROWS} rows); size ratio and speed-up: "
-            "geometric means over tasks against the teacher on the same backend.", "",
+            f"marked (— for a task evaluated on fewer than {MIN_EVAL_ROWS} rows); size ratio: geometric mean over "
+            "tasks against the teacher on the same backend; speed-up: geometric mean over tasks of the speed-ups "
+            "measured against the teacher on the reference backend (— where none was measured).", "",
             markdown_table(table), ""]
 
 
@@ -256,6 +262,7 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
         lines += withheld_note(ok)
         lines += storage_notes(cells)
         lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
+        lines += reference_notes(ok)
         decoding = decoding_table(ok)
         if decoding:
             bandwidth = next((r["bandwidth_gbs"] for r in ok if r.get("bandwidth_gbs")), None)
@@ -325,8 +332,8 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
 
 def decoding_table(ok: list[dict]) -> list[dict]:
     """A causal LM's decoding, one line per shape (batch x prompt tokens, + new tokens): time to first token, per
-    output token, tokens/s, the speed-up against the teacher (interleaved), peak memory, KV cache, and the share of
-    the memory-bandwidth roof its decoding reaches."""
+    output token, tokens/s, the speed-ups of full calls against the teacher on the reference backend and on its own
+    (interleaved), peak memory, KV cache, and the share of the memory-bandwidth roof its decoding reaches."""
     table = []
     for row in sorted((r for r in ok if r.get("generation")), key=lambda r: (r["batch_size"], r["seq_len"])):
         g = row["generation"]
@@ -338,8 +345,9 @@ def decoding_table(ok: list[dict]) -> list[dict]:
             "ms / token": f"{g['time_per_token_ms']:.2f}",
             "tokens/s": f"{g['tokens_per_s']:.1f}",
             "decode tokens/s": "" if g.get("decode_tokens_per_s") is None else f"{g['decode_tokens_per_s']:.1f}",
-            "speed-up (95% CI)": (f"{speedup['ratio']:.2f}× [{speedup['ci95'][0]:.2f}, {speedup['ci95'][1]:.2f}]"
-                                  if speedup else ""),
+            "speed-up vs reference (95% CI)": _generation_versus(g.get("speedup_vs_reference")),
+            "vs teacher, same backend (95% CI)": (
+                f"{speedup['ratio']:.2f}× [{speedup['ci95'][0]:.2f}, {speedup['ci95'][1]:.2f}]" if speedup else ""),
             "peak RSS MB": f"{g['peak_rss_bytes'] / 1e6:.0f}",
             "KV cache MB": "" if g.get("kv_cache_bytes") is None else f"{g['kv_cache_bytes'] / 1e6:.1f}",
             "% of bandwidth roof": ("" if row.get("pct_of_bandwidth_roof") is None
@@ -348,14 +356,27 @@ def decoding_table(ok: list[dict]) -> list[dict]:
     return table
 
 
+def _generation_versus(versus: dict | None) -> str:
+    """A decoding's full-call speed-up against the reference backend's teacher (— without one)."""
+    if not versus or versus.get("ratio") is None:
+        return "—"
+    if versus.get("source") == "is-reference":
+        return "1.00× (reference)"
+    low, high = versus["ci95"]
+    return f"{versus['ratio']:.2f}× [{low:.2f}, {high:.2f}]"
+
+
 def latency_table(ok: list[dict]) -> list[dict]:
-    """One line per timed shape: latency and its spread, speed-up, throughput, roofline; ★ on each shape's front."""
+    """One line per timed shape: latency and its spread, the measured speed-ups (against the reference backend's
+    teacher, then the own backend's), throughput, roofline; ★ on each shape's front (metric against the speed-up
+    measured against the reference: rows without one are never on it)."""
     ordered = sorted(ok, key=lambda r: (r["batch_size"], r["seq_len"]))
     front = {}
     for shape in dict.fromkeys((r["batch_size"], r["seq_len"]) for r in ordered):
         at_shape = [r for r in ordered if (r["batch_size"], r["seq_len"]) == shape]
-        front.update({id(r): f for r, f in zip(at_shape, pareto_mask([r["latency_ms"]["p50"] for r in at_shape],
-                                                                     [front_score(r) for r in at_shape]))})
+        costs = [-r["speedup_vs_reference_p50"] if r.get("speedup_vs_reference_p50") else float("nan")
+                 for r in at_shape]
+        front.update({id(r): f for r, f in zip(at_shape, pareto_mask(costs, [front_score(r) for r in at_shape]))})
     table = []
     for row in ordered:
         latency = row["latency_ms"]
@@ -367,7 +388,8 @@ def latency_table(ok: list[dict]) -> list[dict]:
             "p50 ms": f"{latency['p50']:.2f}",
             "p10–p90 ms": f"{low:.2f}–{high:.2f}",
             "n": str(latency["n"]),
-            "speed-up": _speedup(row),
+            "speed-up vs reference": reference_speedup_text(row),
+            "vs teacher, same backend": _speedup(row),
             "throughput /s": f"{row['throughput_per_s']:.1f}",
             "GFLOP/s": "" if row["achieved_gflops"] is None else f"{row['achieved_gflops']:.1f}",
             "% of peak": "" if row["pct_of_peak"] is None else f"{row['pct_of_peak']:.0f}%",
@@ -405,16 +427,49 @@ def delta_text(row: dict, prefix: str = "") -> str:
 
 
 def _speedup(row: dict) -> str:
-    """``1.53× [1.48, 1.58]``; ``≈`` before it when the interval holds 1 (no difference) or, for rows timed
-    apart from the teacher, when the p10–p90 ranges overlap."""
+    """``1.53× [1.48, 1.58]``; ``≈`` before it when the interval reaches into 1 ± the resolution (no difference);
+    ``—`` for a row timed apart from the teacher (an older run: a ratio of two cells' medians is not shown)."""
     if row["is_baseline"]:
         return "(teacher)"
-    if row["speedup_p50"] is None:
-        return ""
-    mark = "" if row["speedup_significant"] else "≈"
-    interval = (f" [{row['speedup_ci95_low']:.2f}, {row['speedup_ci95_high']:.2f}]"
-                if row["speedup_ci95_low"] is not None else "")
-    return f"{mark}{row['speedup_p50']:.2f}×{interval}"
+    return ratio_text(row["speedup_p50"], row["speedup_ci95_low"], row["speedup_ci95_high"],
+                      row["speedup_significant"])
+
+
+def reference_speedup_text(row: dict) -> str:
+    """The speed-up measured against the teacher on the reference backend, ``2.10× [2.04, 2.17]`` (``≈``: no
+    difference); ``1.00× (reference)`` for the teacher on the reference itself; ``—`` without one."""
+    if row.get("speedup_vs_reference_source") == "is-reference":
+        return "1.00× (reference)"
+    return ratio_text(row.get("speedup_vs_reference_p50"), row.get("speedup_vs_reference_ci95_low"),
+                      row.get("speedup_vs_reference_ci95_high"), row.get("speedup_vs_reference_significant"))
+
+
+def ratio_text(value: float | None, low: float | None, high: float | None, significant: bool | None) -> str:
+    """A measured ratio with its interval, ``≈`` before it when that is no difference; ``—`` without a ratio."""
+    if value is None:
+        return "—"
+    interval = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+    return f"{'' if significant else '≈'}{value:.2f}×{interval}"
+
+
+def reference_notes(ok: list[dict]) -> list[str]:
+    """Which reference the task's rows were timed against, and why rows were not (one line per reason)."""
+    labels = sorted({r["reference_backend_label"] for r in ok if r.get("speedup_vs_reference_p50") is not None})
+    lines = []
+    if labels:
+        lines.append("Speed-up vs reference: against the teacher on " + ", ".join(f"`{label}`" for label in labels)
+                     + " (the suite's reference backend), timed interleaved with the model in the same job.")
+    reasons: dict[str, list[str]] = {}
+    for row in ok:
+        versus = row.get("speedup_vs_reference")
+        if row.get("speedup_vs_reference_p50") is None:
+            reason = (versus or {}).get("reason") or "measured before compbench timed rows against a reference backend"
+            cells = reasons.setdefault(reason, [])
+            if row["cell_id"] not in cells:
+                cells.append(row["cell_id"])
+    for reason, cells in reasons.items():
+        lines.append(f"Not timed against the reference ({', '.join(f'`{cell}`' for cell in cells)}): {reason}.")
+    return [*(f"- {line}" if len(lines) > 1 else line for line in lines), ""] if lines else []
 
 
 def withheld_note(ok: list[dict]) -> list[str]:

@@ -60,6 +60,12 @@ COLUMNS = (
     "speedup_significant",
     "speedup_interleaved",
     "speedup_overlap",
+    "speedup_vs_reference_p50",
+    "speedup_vs_reference_ci95_low",
+    "speedup_vs_reference_ci95_high",
+    "speedup_vs_reference_significant",
+    "speedup_vs_reference_source",
+    "reference_backend_label",
     "gflop_per_batch",
     "achieved_gflops",
     "peak_gflops",
@@ -69,6 +75,9 @@ COLUMNS = (
     "gen_speedup",
     "gen_speedup_ci95_low",
     "gen_speedup_ci95_high",
+    "gen_speedup_vs_reference",
+    "gen_speedup_vs_reference_ci95_low",
+    "gen_speedup_vs_reference_ci95_high",
     "bandwidth_gbs",
     "roof_tokens_per_s",
     "pct_of_bandwidth_roof",
@@ -87,8 +96,8 @@ COLUMNS = (
     "steps",
 )
 NESTED = ("predictions", "labels", "lineage", "latency_ms", "latency_samples_ms", "metrics", "metric_ci95", "steps",
-          "seeds", "roofline_peak", "flops", "gpu_memory", "speedup", "measured_at", "generation", "zero_shot",
-          "memory_bandwidth")
+          "seeds", "roofline_peak", "flops", "gpu_memory", "speedup", "speedup_vs_reference", "measured_at",
+          "generation", "zero_shot", "memory_bandwidth")
 
 
 def flat_record(row: dict) -> dict:
@@ -114,9 +123,10 @@ def flat_record(row: dict) -> dict:
     for name in GENERATION_FIELDS:
         value = generation.get(name)
         out[f"gen_{name}"] = value.get("p50") if isinstance(value, dict) else value
-    speedup = generation.get("speedup") or {}
-    out["gen_speedup"] = speedup.get("ratio")
-    out["gen_speedup_ci95_low"], out["gen_speedup_ci95_high"] = speedup.get("ci95") or (None, None)
+    for column, key in (("gen_speedup", "speedup"), ("gen_speedup_vs_reference", "speedup_vs_reference")):
+        speedup = generation.get(key) or {}
+        out[column] = speedup.get("ratio")
+        out[f"{column}_ci95_low"], out[f"{column}_ci95_high"] = speedup.get("ci95") or (None, None)
     for task, scores in (row.get("zero_shot") or {}).items():
         out[f"zero_shot_{task}_ci95_low"], out[f"zero_shot_{task}_ci95_high"] = scores.get("ci95") or (None, None)
     return out

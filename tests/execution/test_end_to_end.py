@@ -234,6 +234,35 @@ def test_a_student_distilled_from_soft_targets_alone_learns_the_task_and_is_fast
     assert speedup["interleaved"] and speedup["ci95"][0] > 1.3, speedup
 
 
+def test_every_model_is_timed_against_the_teacher_as_served_today(first_run):
+    """The default reference backend, PyTorch fp32 at each cell's threads: the teacher on ONNX Runtime and ONNX
+    Runtime's INT8 model are timed against it in their own jobs; PyTorch's cells read their own-backend ratio (the
+    teacher there is the reference; at 1 thread, edge's teacher is); the headline column and plot show it."""
+    from compbench.common.envinfo import usable_cores
+
+    run_dir = first_run[0] / "first"
+    ok = {(r["pipeline"], r["backend"], r["profile"], r["batch_size"]): r
+          for r in rows_of(run_dir) if r["status"] == "ok" and r["task"] == "sst2"}
+    cores = usable_cores()
+    expected = {("baseline", "torch", "default"): ("is-reference", cores),
+                ("baseline", "torch", "edge"): ("is-reference", 1),
+                ("baseline", "onnxruntime", "default"): ("timed", cores),
+                ("int8", "torch", "default"): ("same-as-speedup", cores),
+                ("kd-3layer", "torch", "edge"): ("same-as-speedup", 1),
+                ("ort-int8", "onnxruntime", "default"): ("timed", cores)}
+    for (pipeline, backend, profile), (source, threads) in expected.items():
+        for batch in (1, 8):
+            versus = ok[(pipeline, backend, profile, batch)]["speedup_vs_reference"]
+            assert versus["source"] == source and versus["reference"] == f"torch:cpu:default:t{threads}", versus
+            assert versus["ci95"][0] <= versus["ratio"] <= versus["ci95"][1]
+    ort_int8 = ok[("ort-int8", "onnxruntime", "default", 1)]
+    assert ort_int8["speedup"]["pairs"] == ort_int8["speedup_vs_reference"]["pairs"]    # one loop, three calls
+    assert ok[("kd-3layer", "torch", "edge", 1)]["speedup_vs_reference"]["ratio"] > 1.3
+    report = (run_dir / "report.md").read_text()
+    assert "speed-up vs reference" in report and "1.00× (reference)" in report
+    assert (run_dir / "plots" / "sst2-metric-vs-speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_distillation_lowers_the_kl_from_the_teacher(first_run, glue_data: Path, cache_root: Path):
     """KL(teacher || student) at the distillation temperature on the 200 evaluation rows: the
     student as initialised (teacher layers 0, 2, 4) against the same student after 40 steps."""

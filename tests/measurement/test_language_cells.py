@@ -54,7 +54,8 @@ def compbench(*args, cwd: Path, cache: Path, timeout: float = 600) -> subprocess
 def tiny_lm_run(tmp_path_factory, tiny_causal_lm, glue_data):
     folder = tmp_path_factory.mktemp("lm-run")
     suite = folder / "lm.yaml"
-    config = lm_suite(tiny_causal_lm.path, glue_data)
+    # the reference backend at other threads than the cells' (1): every model, the teacher too, is timed against it
+    config = lm_suite(tiny_causal_lm.path, glue_data, reference_backend={"name": "torch", "threads": 2})
     # SST-2 again, as a multiple-choice file of the user's: answers in a list column, the gold answer as text
     rows = detect_layout(glue_data / "glue").load_split(get_task("sst2"), "validation")
     pd.DataFrame({"sentence": rows["sentence"], "options": [list(SST2_ZERO_SHOT["choices"])] * len(rows),
@@ -93,8 +94,16 @@ def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run):
         # 2 layers x 2 KV heads x 16 dims x (16 + 6) positions x batch, keys and values, fp32
         assert g["kv_cache_bytes"] == 2 * 2 * 2 * 16 * 22 * row["batch_size"] * 4
         assert row["memory_bandwidth"]["gbs"] > 0
+        # forward passes and decoding, each timed in one loop with the teacher on the reference backend
+        for versus in (row["speedup_vs_reference"], g["speedup_vs_reference"]):
+            assert versus["source"] == "timed" and versus["reference"] == "torch:cpu:default:t2"
+            assert versus["ratio"] > 0 and versus["ci95"][0] <= versus["ratio"] <= versus["ci95"][1]
+        assert g["speedup_vs_reference"]["reference_full_ms"] > 0
+        assert len(g["speedup_vs_reference"]["reference_samples_ms"]) == g["speedup_vs_reference"]["pairs"]
     pruned = [r for r in rows if r["pipeline"] == "pruned"]
     assert all("speedup" in r["generation"] for r in pruned)       # decoding timed interleaved with the teacher
+    assert all(r["generation"]["speedup"]["pairs"] == r["generation"]["speedup_vs_reference"]["pairs"]
+               for r in pruned)                                     # in the same rounds
     assert all(r["nonzero_params"] < r["params"] for r in pruned)
 
 
@@ -103,6 +112,7 @@ def test_the_report_shows_perplexity_zero_shot_and_decoding(tiny_lm_run):
     report = (folder / "results" / "first" / "report.md").read_text()
     assert "### perplexity and size" in report and "zero-shot sst2 (95% CI)" in report
     assert "### Decoding" in report and "% of bandwidth roof" in report
+    assert "speed-up vs reference (95% CI)" in report and "vs teacher, same backend (95% CI)" in report
     assert "as given (a causal LM is measured as it is)" in report
     assert (folder / "results" / "first" / "plots" / "glue-text-metric-vs-decoding.png").is_file()
     assert "generate 1 x 16 + 6" in done.stdout + done.stderr

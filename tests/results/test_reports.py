@@ -32,16 +32,53 @@ def by_cell(analysed: list[dict]) -> dict[tuple, dict]:
     return {(r["pipeline"], r["backend_label"], r["batch_size"]): r for r in analysed}
 
 
+REFERENCE = "torch:cpu:default:t2"
+ORT_OVER_TORCH = 1.2        # the teacher on ONNX Runtime, measured against the teacher on torch (the reference)
+
+
+def measured(ratio: float, **extra) -> dict:
+    """A speed-up as a row carries it, timed interleaved (its interval +-3%, so ~1.01 holds 1)."""
+    return {"ratio": ratio, "ci95": [ratio * 0.97, ratio * 1.03], "pairs": 40, "reference_p50_ms": 20.0,
+            "interleaved": True, "resolution": 0.02, **extra}
+
+
+def versus(ratio: float | None, source: str = "timed", **extra) -> dict:
+    """A row's ``speedup_vs_reference``: against the teacher on the reference backend (torch fp32)."""
+    if source == "is-reference":
+        return {"ratio": 1.0, "ci95": [1.0, 1.0], "pairs": 0, "interleaved": False, "resolution": 0.02,
+                "reference": REFERENCE, "source": source}
+    return measured(ratio, reference=REFERENCE, source=source, **extra)
+
+
 @pytest.fixture
 def rows() -> list[dict]:
+    """The teacher, a copy with the same predictions (0.99x its p50), int8 (2.5x faster) and a tiny model (6x) on
+    torch (the reference backend) and ONNX Runtime (its teacher 1.2x torch's), at batch 1 and 32: each with the
+    speed-ups a run measures (against its own backend's teacher, and against the teacher on torch)."""
     out = []
     for batch, base_p50 in ((1, 20.0), (32, 400.0)):
         for backend in ("torch", "onnxruntime"):
-            out.append(row("baseline", 40, base_p50, backend=backend, batch=batch))
-            out.append(row("same-predictions", 40, base_p50 * 0.99, backend=backend, batch=batch))   # within noise
-            out.append(row("int8", 40 + 4, base_p50 / 2.5, backend=backend, batch=batch, size=23_000_000))
-            out.append(row("tiny", 40 + 60, base_p50 / 6, backend=backend, batch=batch, size=10_000_000))
+            over_reference = ORT_OVER_TORCH if backend == "onnxruntime" else 1.0
+
+            def against(speedup: float) -> dict:
+                if backend == "torch":
+                    return {"speedup": measured(speedup), "speedup_vs_reference": versus(speedup, "same-as-speedup")}
+                return {"speedup": measured(speedup), "speedup_vs_reference": versus(speedup * over_reference)}
+            teacher = (versus(None, "is-reference") if backend == "torch" else versus(ORT_OVER_TORCH))
+            out.append(row("baseline", 40, base_p50, backend=backend, batch=batch, speedup_vs_reference=teacher))
+            out.append(row("same-predictions", 40, base_p50 * 0.99, backend=backend, batch=batch,   # within noise
+                           **against(1 / 0.99)))
+            out.append(row("int8", 40 + 4, base_p50 / 2.5, backend=backend, batch=batch, size=23_000_000,
+                           **against(2.5)))
+            out.append(row("tiny", 40 + 60, base_p50 / 6, backend=backend, batch=batch, size=10_000_000,
+                           **against(6.0)))
     return out
+
+
+def before(rows: list[dict]) -> list[dict]:
+    """The same rows as a run from before speed-ups were measured: none carries ``speedup`` or
+    ``speedup_vs_reference``."""
+    return [{key: value for key, value in r.items() if key not in ("speedup", "speedup_vs_reference")} for r in rows]
 
 
 def test_identical_predictions_give_a_zero_width_delta_interval(rows):
@@ -62,12 +99,17 @@ def test_deltas_gates_size_and_speedup_against_the_teacher_on_the_same_backend(r
     assert int8["metric_kept"] == pytest.approx(0.89 / 0.9)
     assert int8["keeps_99"] is False and int8["keeps_99_9"] is False             # 98.9% kept
     assert int8["size_ratio"] == pytest.approx(23 / 90)
-    assert int8["speedup_p50"] == pytest.approx(2.5) and int8["speedup_overlap"] is False
+    assert int8["speedup_p50"] == pytest.approx(2.5) and int8["speedup_interleaved"] is True
+    assert int8["speedup_vs_reference_p50"] == pytest.approx(2.5 * ORT_OVER_TORCH)
+    assert int8["speedup_vs_reference_significant"] is True and int8["reference_backend_label"] == REFERENCE
+    teacher_on_ort = cells[("baseline", "onnxruntime:cpu:default", 32)]
+    assert teacher_on_ort["speedup_p50"] is None and teacher_on_ort["speedup_vs_reference_p50"] == ORT_OVER_TORCH
+    assert cells[("baseline", "torch:cpu:default", 1)]["speedup_vs_reference_source"] == "is-reference"
     tiny = cells[("tiny", "torch:cpu:default", 1)]
     assert tiny["metric_delta"] == pytest.approx(-0.15) and tiny["metric_delta_significant"] is True
     assert tiny["metric_delta_ci95_high"] < 0
     same = cells[("same-predictions", "torch:cpu:default", 1)]
-    assert same["speedup_p50"] == pytest.approx(1 / 0.99) and same["speedup_overlap"] is True     # p10..p90 overlap
+    assert same["speedup_p50"] == pytest.approx(1 / 0.99) and same["speedup_significant"] is False   # within noise
     # roofline: 2.9 GFLOP in 20/6 ms (tiny, batch 1) against a 100 GFLOP/s peak
     assert tiny["achieved_gflops"] == pytest.approx(2.9 / (20 / 6 / 1000))
     assert tiny["pct_of_peak"] == pytest.approx(100 * tiny["achieved_gflops"] / 100.0)
@@ -97,20 +139,32 @@ def test_a_reduced_precision_backend_compares_with_the_fp32_teacher_on_that_devi
                backend_label="torch:cpu:default:fp16", fp32_backend_label="torch:cpu:default")
     half = {r["cell_id"]: r for r in analyse([fp32, fp16])}["sst2/baseline/torch:cpu:default:fp16"]
     assert half["baseline_metric"] == 1.0 and half["metric_delta"] == pytest.approx(-0.005)
-    assert half["speedup_p50"] == pytest.approx(2.5)
+    # timed apart from the teacher (hand-made rows without a measured speed-up): no ratio of the two medians
+    assert half["speedup_p50"] is None and half["speedup_interleaved"] is False and half["speedup_overlap"] is False
+    timed = {**fp16, "speedup": measured(2.5)}
+    assert {r["cell_id"]: r for r in analyse([fp32, timed])}[fp16["cell_id"]]["speedup_p50"] == 2.5
 
 
 def test_summary_across_tasks_averages_metrics_and_takes_geometric_means(rows):
-    stsb_like = [{**r, "task": "cola", "cell_id": r["cell_id"].replace("sst2", "cola"),
-                  "latency_ms": latency(r["latency_ms"]["p50"] * (2 if r["pipeline"] == "int8" else 1)),
-                  "size_bytes": r["size_bytes"]} for r in rows]
+    def slower_int8(r: dict) -> dict:      # int8 half as fast on cola
+        if r["pipeline"] != "int8":
+            return {}
+        return {"latency_ms": latency(r["latency_ms"]["p50"] * 2), "speedup": measured(r["speedup"]["ratio"] / 2),
+                "speedup_vs_reference": {**r["speedup_vs_reference"],
+                                         "ratio": r["speedup_vs_reference"]["ratio"] / 2}}
+    stsb_like = [{**r, "task": "cola", "cell_id": r["cell_id"].replace("sst2", "cola"), **slower_int8(r)}
+                 for r in rows]
     summary = {(s["pipeline"], s["backend_label"]): s for s in summary_records(analyse(rows + stsb_like))}
     int8 = summary[("int8", "torch:cpu:default")]
     assert int8["tasks"] == 2 and int8["mean_metric"] == pytest.approx(0.89)
     assert int8["mean_metric_delta"] == pytest.approx(-0.01)
     assert int8["keeps_99"] == 0 and summary[("same-predictions", "torch:cpu:default")]["keeps_99_9"] == 2
     assert int8["geomean_speedup_b1_s128"] == pytest.approx(math.sqrt(2.5 * 1.25))
+    assert int8["geomean_speedup_vs_reference_b1_s128"] == pytest.approx(math.sqrt(2.5 * 1.25))
+    assert summary[("int8", "onnxruntime:cpu:default")]["geomean_speedup_vs_reference_b1_s128"] == pytest.approx(
+        math.sqrt(3.0 * 1.5))
     assert int8["geomean_size_ratio"] == pytest.approx(23 / 90)
+    assert "speed-up vs reference b1×128" in RunReport(rows + stsb_like).markdown()
 
 
 def test_markdown_report_shows_intervals_flags_gates_speedups_roofline_and_the_front(rows):
@@ -120,10 +174,12 @@ def test_markdown_report_shows_intervals_flags_gates_speedups_roofline_and_the_f
     assert "-0.1500 [" in report and "] ▼" in report        # a significant loss, marked
     assert "+0.0000 [+0.000, +0.000]" in report             # identical predictions, no mark
     assert "≈1.01×" in report and "2.50×" in report and "≈2.50×" not in report
+    assert "1.00× (reference)" in report and "3.00× [2.91, 3.09]" in report     # int8 on ORT against torch's teacher
+    assert f"against the teacher on `{REFERENCE}`" in report
     assert re.search(r"\|\s+✗ \|", report) and re.search(r"\|\s+✓ \|", report)
     assert "362.5" in report and "362%" in report           # int8 at batch 1: 2.9 GFLOP in 8 ms, of 100 GFLOP/s
     assert "tiny ★" in report and "baseline ★" in report    # fastest/smallest and most accurate are on the front
-    assert "int8 ★" in report                               # int8 is on the latency front too
+    assert "int8 ★" in report                               # int8 is on the latency front too (by its measured ratio)
     assert "cpu 2 thread(s) float32: 100.0 GFLOP/s" in report
 
 
@@ -145,9 +201,11 @@ def test_report_and_compare_commands(tmp_path, rows):
     assert made.exit_code == 0, made.output
     payload = json.loads(made.stdout)
     assert len(payload["rows"]) == len(rows) and {s["pipeline"] for s in payload["summary"]} >= {"int8", "tiny"}
-    for name in ("report.md", "results.csv", "plots/sst2-metric-vs-latency.png", "plots/sst2-metric-vs-size.png"):
+    for name in ("report.md", "results.csv", "plots/sst2-metric-vs-latency.png", "plots/sst2-metric-vs-size.png",
+                 "plots/sst2-metric-vs-speedup.png"):
         assert (run_a / name).is_file(), name
     assert "](plots/sst2-metric-vs-latency.png)" in (run_a / "report.md").read_text()
+    assert "](plots/sst2-metric-vs-speedup.png)" in (run_a / "report.md").read_text()
     csv_out = cli.invoke(main, ["report", str(run_a), "--format", "csv"])
     assert csv_out.exit_code == 0 and csv_out.stdout.startswith("run_id,cell_id,task,pipeline,backend_label")
 
@@ -168,6 +226,11 @@ def test_report_and_compare_commands(tmp_path, rows):
     assert cells[("baseline", "onnxruntime:cpu:default", 1)]["metric_change_significant"] is False
     markdown = cli.invoke(main, ["compare", str(run_a), str(run_b)])
     assert "1.50× ▼" in markdown.stdout and "1.02×" in markdown.stdout and "1.02× ▼" not in markdown.stdout
+    # each run's own measured ratio against its reference: int8 on torch 2.50x -> 1.67x, intervals apart
+    assert slower["speedup_vs_reference_a"] == pytest.approx(2.5) and slower["speedup_vs_reference_b"] == \
+        pytest.approx(2.5 / 1.5) and slower["speedup_vs_reference_change_significant"] is True
+    assert noisy["speedup_vs_reference_change_significant"] is False       # the reference itself: 1 -> 1
+    assert "2.50× → 1.67× ▼" in markdown.stdout
     assert "Only in a:" in markdown.stdout
     table = cli.invoke(main, ["compare", str(run_a), str(run_b), "--format", "csv"])
     assert len(pd.read_csv(__import__("io").StringIO(table.stdout))) == len(result["cells"])
@@ -182,6 +245,8 @@ def changed(rows: list[dict]) -> list[dict]:
         backend = r["backend"]
         if r["pipeline"] == "int8" and backend == "torch":
             r["latency_ms"] = latency(r["latency_ms"]["p50"] * 1.5)
+            r["speedup"] = measured(r["speedup"]["ratio"] / 1.5)
+            r["speedup_vs_reference"] = versus(r["speedup_vs_reference"]["ratio"] / 1.5, "same-as-speedup")
         if r["pipeline"] == "baseline" and backend == "torch":
             r["latency_ms"] = latency(r["latency_ms"]["p50"] * 1.02)
         if r["pipeline"] == "tiny":
@@ -244,7 +309,8 @@ def gpu_row(pipeline: str, n_wrong: int, p50: float, precision: str = "fp32", **
 
 
 def test_gpu_rows_show_the_copy_and_memory_and_reduced_precision_compares_with_fp32(rows):
-    gpu = [gpu_row("baseline", 40, 2.0), gpu_row("baseline", 41, 1.2, precision="fp16"), gpu_row("bnb-int8", 44, 6.0)]
+    gpu = [gpu_row("baseline", 40, 2.0), gpu_row("baseline", 41, 1.2, precision="fp16", speedup=measured(2.0 / 1.2)),
+           gpu_row("bnb-int8", 44, 6.0, speedup=measured(2.0 / 6.0))]
     analysed = {r["cell_id"]: r for r in analyse([*rows, *gpu])}
     half = analysed["sst2/baseline/torch:cuda:default:fp16"]
     assert half["is_baseline"] is False and half["speedup_p50"] == pytest.approx(2.0 / 1.2)
@@ -393,3 +459,52 @@ def test_compare_flags_latency_by_the_interval_of_the_median_ratio():
     flagged = latency_change(a, slower)
     assert flagged["latency_change_significant"] and flagged["latency_ratio_ci95_low"] > 1.4
     assert not latency_change(a, noise)["latency_change_significant"]
+
+
+# ---------------------------------------------------------------- speed-ups against the reference backend
+
+
+def test_rows_of_a_run_from_before_show_a_dash_never_a_ratio_of_medians(tmp_path, rows):
+    """Rows without measured speed-ups (an older run) still report: "—" where the speed-ups go, in the latency
+    table and the summary; no figure divides two cells' medians (int8's 2.5x, its 3x against torch's teacher)."""
+    old = before(rows)
+    cells = by_cell(analyse(old))
+    int8 = cells[("int8", "onnxruntime:cpu:default", 1)]
+    assert int8["speedup_p50"] is None and int8["speedup_vs_reference_p50"] is None
+    assert int8["speedup_interleaved"] is False and int8["speedup_overlap"] is False     # only this is said
+    write_run(tmp_path, old)
+    done = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    report = done.stdout
+    assert "2.50×" not in report and "3.00×" not in report and "6.00×" not in report
+    latency_lines = [line for line in report.splitlines() if line.startswith("| int8") and "×128" in line]
+    assert latency_lines and all(line.count("—") >= 2 for line in latency_lines)      # both speed-up columns
+    summary = next(line for line in report.splitlines() if line.startswith("| int8"))
+    assert summary.rstrip(" |").endswith("—")
+    assert "Not timed against the reference" in report and "measured before compbench timed rows" in report
+    assert not (tmp_path / "plots" / "sst2-metric-vs-speedup.png").exists()
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert frame["speedup_vs_reference_p50"].isna().all() and frame["speedup_p50"].isna().all()
+
+
+def test_the_headline_speedup_is_the_measured_ratio_against_the_reference(rows):
+    """The latency table's headline column and the front are the ratio measured against the teacher on the reference
+    backend (here deliberately unlike the ratio of the medians: ORT's teacher measured 1.2x, its p50 the same as
+    torch's); a reference that could not run leaves "—" and its reason."""
+    report = RunReport(rows).markdown()
+    header = next(line for line in report.splitlines() if "p50 ms" in line)
+    assert header.index("speed-up vs reference") < header.index("vs teacher, same backend")
+    ort_teacher = next(line for line in report.splitlines()
+                       if line.startswith("| baseline") and "onnxruntime" in line and "1×128" in line)
+    assert "1.20× [1.16, 1.24]" in ort_teacher and "(teacher)" in ort_teacher
+    why = "the reference backend torch:cuda:default:t2 cannot run here: no CUDA device is visible to torch"
+    gpu = row("int8", 44, 1.0, device="cuda", cell_id="sst2/int8/torch:cuda:default",
+              backend_label="torch:cuda:default", fp32_backend_label="torch:cuda:default", speedup=measured(2.0),
+              speedup_vs_reference={"ratio": None, "ci95": None, "reference": "torch:cuda:default:t2", "source": None,
+                                    "reason": why})
+    report = RunReport([*rows, row("baseline", 40, 2.0, device="cuda", cell_id="sst2/baseline/torch:cuda:default",
+                                   backend_label="torch:cuda:default", fp32_backend_label="torch:cuda:default"),
+                        gpu]).markdown()
+    assert f"Not timed against the reference (`sst2/int8/torch:cuda:default`): {why}." in report
+    line = next(line for line in report.splitlines() if line.startswith("| int8") and "cuda" in line and "×128" in line)
+    assert "| — |" in re.sub(r" +", " ", line) and "2.00× [1.94, 2.06]" in line
