@@ -254,7 +254,7 @@ def _measure(context: RunContext, job: Job, failures: Failures) -> JobResult:
 
 
 def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:
-    from compbench.measurement.peak import measure_matmul_peak, peak_sizes
+    from compbench.measurement.peak import measure_run_peak
 
     device, threads, dtype = job.backend.rsplit(":", 2)
     if device.startswith("cuda"):
@@ -263,7 +263,7 @@ def _peak(context: RunContext, job: Job, failures: Failures) -> JobResult:
         if not torch.cuda.is_available():
             return JobResult(job, "skipped", "CUDA is not available on the machine that got this job")
     with machine_timing_lock(context.reporter.waiting):
-        peak = measure_matmul_peak(device, int(threads), dtype, sizes=peak_sizes(device))
+        peak = measure_run_peak(device, int(threads), dtype)    # an emulated precision: skipped with the reason
     return JobResult(job, "ok", rows=[peak.to_json()])
 
 

@@ -226,6 +226,8 @@ class CellMeasurement:
                                                                     cell.backend.resolved_threads())
                 memory = {shape: decoding_memory(session, tokenizer, batch, self.suite.measure.generation)
                           for shape, batch in batches.items()}
+        except UnsupportedError as exc:     # what cannot run here, found at its first call (a shape inductor fails on)
+            return self._closed(cell, "skipped", str(exc))
         except Exception as exc:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
         flops = self._flops(artifact)
