@@ -532,6 +532,8 @@ def minilm_sst2(minilm_path, glue_data, tmp_path_factory) -> tuple[ModelArtifact
     data = load_task_data(get_task("sst2"), ParquetFolderSource(glue_data / "glue"), limit_train=1000, seed=1)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     model = BertForSequenceClassification.from_pretrained(minilm_path, num_labels=2).eval()
+    with torch.no_grad():   # zeros in the checkpoint: a converter would fold them away
+        model.bert.pooler.dense.bias.copy_(0.02 * torch.randn(384, generator=torch.Generator().manual_seed(0)))
     rows = encode_rows(tokenizer, data.task, data.train, 128)
     features = []
     with torch.inference_mode():
@@ -543,7 +545,6 @@ def minilm_sst2(minilm_path, glue_data, tmp_path_factory) -> tuple[ModelArtifact
     with torch.no_grad():
         model.classifier.weight.copy_(torch.stack([-weight / 2, weight / 2]))
         model.classifier.bias.copy_(torch.tensor([-bias / 2, bias / 2]))
-        model.bert.pooler.dense.bias.normal_(0, 0.02)   # zeros in the checkpoint: a converter would fold them away
     store = ArtifactStore(tmp_path_factory.mktemp("minilm"))
     return store.build("minilm-probe", lambda folder: save_hf_artifact(folder, model, tokenizer, task="sst2",
                                                                        lineage=[])), data
@@ -567,7 +568,7 @@ def test_nncf_int8_on_the_real_minilm(minilm_sst2, tmp_path):
     rel, corr, agree = follows(logits, reference)
     print(json.dumps({"rows": len(rows), **accuracy, "rel": rel, "corr": corr, "agree": agree,
                       "bytes": artifact.size_bytes(), "fp32_bytes": source.size_bytes()}))
-    # measured: accuracy 0.648 (fp32) and 0.656 (int8), margins' correlation 0.994, same class on 93.7% of rows
+    # measured: accuracy 0.638 (fp32) and 0.644 (int8), margins' correlation 0.994, same class on 93.3% of rows
     assert accuracy["fp32"] > 0.6
     assert accuracy["int8"] > accuracy["fp32"] - 0.02 and corr > 0.98 and agree > 0.9
     assert artifact.size_bytes() < 0.3 * source.size_bytes()
