@@ -242,7 +242,8 @@ class OpenVinoBackend(Backend):
         return precision_name(core().get_property(DEVICES[settings.target], "INFERENCE_PRECISION_HINT"))
 
     def load(self, artifact: ModelArtifact, options: BackendOptions) -> Session:
-        from compbench.models.openvino_export import OPENVINO_XML, openvino_ir
+        from compbench.models.formats.openvino import OPENVINO_XML, OpenVinoFormat
+        from compbench.models.openvino_export import openvino_ir
 
         availability = self.availability(options)
         if not availability.ok:
@@ -251,7 +252,7 @@ class OpenVinoBackend(Backend):
         config = compile_config(options, settings)
         device = DEVICES[settings.target]
         folder = openvino_ir(artifact)
-        deployed = [folder / OPENVINO_XML, (folder / OPENVINO_XML).with_suffix(".bin"), folder / "config.json"]
+        deployed = OpenVinoFormat().deployed_files(folder)     # the IR as deployed, converted or built
         if artifact.is_causal_lm:
             return self._causal_lm(folder, device, config, settings, deployed, artifact.precision)
         try:

@@ -22,8 +22,8 @@ from pathlib import Path
 from compbench.common.envinfo import package_versions
 from compbench.common.hashing import stable_hash
 from compbench.models.formats.base import OPENVINO_EXPORTS, cached_export
+from compbench.models.formats.openvino import OPENVINO_XML
 
-OPENVINO_XML = "openvino_model.xml"
 # The converters' libraries (and the ONNX exporters' behind an encoder's graph): others make the IR again.
 CONVERTER_LIBRARIES = ("openvino", "optimum-intel", "nncf", "torch", "transformers", "optimum", "optimum-onnx",
                        "onnx")
