@@ -97,9 +97,9 @@ def test_run_writes_every_file_and_exits_1_for_the_failed_cell(first_run):
 def test_every_row_keeps_the_contract_and_the_plan_is_complete(first_run):
     rows = rows_of(first_run[0] / "first")
     assert all(set(ROW_KEYS) <= set(row) for row in rows)
-    # 2 tasks x (baseline on 5 backends + int8 and kd-3layer on 3 torch backends each + ort-int8 on 1) x 2 batch sizes
-    assert len(rows) == 48
-    assert len({(r["cell_id"], r["batch_size"], r["seq_len"]) for r in rows}) == 48
+    # 2 tasks x (baseline on 6 backends + int8 and kd-3layer on 3 torch backends each + ort-int8 on 1) x 2 batch sizes
+    assert len(rows) == 52
+    assert len({(r["cell_id"], r["batch_size"], r["seq_len"]) for r in rows}) == 52
 
 
 def test_teacher_is_far_above_chance_and_measured(first_run):
@@ -124,7 +124,7 @@ def test_teacher_is_far_above_chance_and_measured(first_run):
 def test_missing_data_cuda_and_crash_become_rows_not_crashes(first_run):
     rows = rows_of(first_run[0] / "first")
     qqp = [r for r in rows if r["task"] == "qqp"]
-    assert len(qqp) == 24 and {r["status"] for r in qqp} == {"skipped"}
+    assert len(qqp) == 26 and {r["status"] for r in qqp} == {"skipped"}
     # CUDA cells are skipped for the missing GPU before data is looked for
     on_cpu = [r for r in qqp if r["device"] == "cpu"]
     assert on_cpu and all("qqp" in r["reason"] and str(Path("glue")) in r["reason"] for r in on_cpu)
