@@ -120,31 +120,28 @@ def task_style(task_frame: pd.DataFrame) -> Style:
 
 def _latency_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     """One panel per (batch_size, seq_len): metric vs p50 latency with p10..p90 whiskers."""
-    shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
     axis = Axis("latency_p50_ms", "latency_p10_ms", "latency_p90_ms",
                 "p50 latency per batch (ms, log scale)\nwhiskers: p10..p90", log=True, front=None)
-    fig, axes = _figure(len(shapes))
-    for ax, (batch, seq) in zip(axes, shapes):
-        panel = task_frame[(task_frame["batch_size"] == batch) & (task_frame["seq_len"] == seq)]
-        draw_panel(ax, panel, axis, style)
-        ax.set_title(f"batch {batch} x {seq} tokens")
-    _finish(fig, axes, task_frame, style, "latency")
-    return fig
+    return _per_shape_figure(task_frame, style, axis, "latency")
 
 
 def _speedup_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     """One panel per (batch_size, seq_len): metric vs the speed-up measured against the teacher on the reference
     backend (interleaved in each row's job) with its paired 95% interval; the front: faster and better."""
-    shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
     axis = Axis("speedup_vs_reference_p50", "speedup_vs_reference_ci95_low", "speedup_vs_reference_ci95_high",
                 "speed-up vs the teacher on the reference backend (x, log scale)\nmeasured interleaved; whiskers: "
                 "95% CI", log=True, front="higher")
+    return _per_shape_figure(task_frame, style, axis, "measured speed-up")
+
+
+def _per_shape_figure(task_frame: pd.DataFrame, style: Style, axis: Axis, what: str) -> Figure:
+    shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
     fig, axes = _figure(len(shapes))
     for ax, (batch, seq) in zip(axes, shapes):
         panel = task_frame[(task_frame["batch_size"] == batch) & (task_frame["seq_len"] == seq)]
         draw_panel(ax, panel, axis, style)
         ax.set_title(f"batch {batch} x {seq} tokens")
-    _finish(fig, axes, task_frame, style, "measured speed-up")
+    _finish(fig, axes, task_frame, style, what)
     return fig
 
 
