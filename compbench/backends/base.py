@@ -32,6 +32,14 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def with_token_types(batch: dict[str, np.ndarray], input_names) -> dict[str, np.ndarray]:
+    """``batch`` with ``token_type_ids`` of zeros where the graph takes them and the tokenizer gave none (RoBERTa's),
+    as PyTorch defaults them; exported graphs (ONNX, OpenVINO IR) cannot default an input."""
+    if "token_type_ids" in input_names and "token_type_ids" not in batch:
+        return {**batch, "token_type_ids": np.zeros_like(batch["input_ids"])}
+    return batch
+
+
 class Clock:
     """Times one call in ms on the host: right for work that is finished when the call returns."""
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compbench.backends.base import Availability, Backend, Clock, Session
+from compbench.backends.base import Availability, Backend, Clock, Session, with_token_types
 from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 from compbench.models.artifact import ModelArtifact
@@ -135,8 +135,7 @@ class OrtSession(Session):
         """The model's inputs from ``batch``, contiguous and in the graph's dtypes (int64 here). A graph that
         takes ``token_type_ids`` from a tokenizer that gives none (RoBERTa's) is fed zeros, as PyTorch
         defaults them; inputs the graph does not take are left out."""
-        if "token_type_ids" in self.input_dtypes and "token_type_ids" not in batch:
-            batch = {**batch, "token_type_ids": np.zeros_like(batch["input_ids"])}
+        batch = with_token_types(batch, self.input_dtypes)
         return {name: np.ascontiguousarray(batch[name], dtype=dtype) for name, dtype in self.input_dtypes.items()}
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:

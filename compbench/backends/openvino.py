@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from compbench.backends.base import Availability, Backend, Session
+from compbench.backends.base import Availability, Backend, Session, with_token_types
 from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 from compbench.models.artifact import ModelArtifact
@@ -108,8 +108,7 @@ class OpenVinoSession(Session):
     def feeds(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The graph's inputs from ``batch`` (int64, contiguous); ``token_type_ids`` zeros where the tokenizer gave
         none (as PyTorch defaults them)."""
-        if "token_type_ids" in self.input_names and "token_type_ids" not in batch:
-            batch = {**batch, "token_type_ids": np.zeros_like(batch["input_ids"])}
+        batch = with_token_types(batch, self.input_names)
         return {name: np.ascontiguousarray(batch[name], dtype=np.int64) for name in self.input_names}
 
     def prepare(self, batch: dict[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
