@@ -169,17 +169,25 @@ def machine_lines(env: dict, analysed: list[dict]) -> list[str]:
                      f"{env.get('python')}; torch {packages.get('torch')}; onnxruntime {packages.get('onnxruntime')}.")
     peaks = {json.dumps(r["roofline_peak"], sort_keys=True) for r in analysed if r.get("roofline_peak")}
     if peaks:
-        described = [
-            f"{p['device']} {p['threads']} thread(s) {p['dtype']}: {p['gflops']:.1f} GFLOP/s (n={p['size']})"
-            for p in sorted((json.loads(p) for p in peaks), key=lambda p: (p["device"], p["threads"], p["dtype"]))
-        ]
+        described = [f"{p['device']} {p['threads']} thread(s) {p['dtype']}: {p['gflops']:.1f} GFLOP/s (n={p['size']}"
+                     f"{_trials_text(p)})"
+                     for p in sorted((json.loads(p) for p in peaks),
+                                     key=lambda p: (p["device"], p["threads"], p["dtype"]))]
         lines.append(
-            "Dense matmul peak measured in this run (fastest n×n×n product; torch.matmul; for int8 the faster of "
-            "torch._int_mm and fbgemm's INT8 Linear): "
+            "Dense matmul peak measured in this run (fastest n×n×n product, best of repeated trials; torch.matmul; "
+            "for int8 the faster of torch._int_mm and fbgemm's INT8 Linear): "
             + "; ".join(described)
             + "."
         )
     return [*lines, ""] if lines else []
+
+
+def _trials_text(peak: dict) -> str:
+    """How far a peak's trials agreed: their number and spread ((max - min) / max of each trial's best)."""
+    trials = peak.get("trials")
+    if not trials or peak.get("spread") is None:
+        return ""           # measured before trials were kept
+    return f"; best of {len(trials)} trials, spread {100 * peak['spread']:.0f}%"
 
 
 def reuse_note(rows: list[dict]) -> list[str]:
