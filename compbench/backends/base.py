@@ -40,6 +40,21 @@ def with_token_types(batch: dict[str, np.ndarray], input_names) -> dict[str, np.
     return batch
 
 
+@dataclass(frozen=True)
+class StepReads:
+    """What one decoding step of a causal LM reads from memory, as the session holds it (runtime dtypes, not the
+    files'): ``weight_bytes``, the tensors a step reads whole (every matrix; a tied LM head reads the whole
+    embedding table); ``row_bytes``, one row of each table a step only looks up (an untied input embedding), read
+    once per sequence; the KV cache's element type (``kv_dtype``) and ``kv_bytes_per_value``; ``counted``: what
+    was counted (for the row, so a reader knows where the number comes from)."""
+
+    weight_bytes: int
+    row_bytes: int
+    kv_dtype: str
+    kv_bytes_per_value: float
+    counted: str
+
+
 class Clock:
     """Times one call in ms on the host: right for work that is finished when the call returns."""
 
@@ -94,6 +109,11 @@ class Session(ABC):
         (batch, tokens, vocabulary); ``generate(...)`` decodes as ``GenerationMixin.generate`` does; ``.config`` is
         the model's config. Perplexity, zero-shot scoring and generation timing all run through it."""
         raise UnsupportedError(f"{type(self).__name__} does not run causal language models")
+
+    def step_reads(self) -> StepReads | None:
+        """For a causal LM: the bytes one decoding step reads (``StepReads``), the denominator of its bandwidth
+        roof; None where the backend cannot tell (no roof is drawn)."""
+        return None
 
     def runtime_info(self) -> dict:
         """What actually ran, read back from the engine where it can change it silently: ``precision`` (the float

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from compbench.backends.base import Availability, Backend, Clock, Session, with_token_types
+from compbench.backends.base import Availability, Backend, Clock, Session, StepReads, with_token_types
 from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 from compbench.models.artifact import ModelArtifact
@@ -38,6 +38,7 @@ CUDA_DEVICE_ID = 0
 INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
                 "tensor(float16)": np.float16}
 PAST_PREFIX = "past_key_values."     # optimum's names of a decoder's cache inputs
+PRECISIONS = {np.float32: "fp32", np.float16: "fp16"}   # a cache input's dtype by name
 
 
 class OrtOptions(BaseModel):
@@ -180,6 +181,16 @@ class OrtCausalLMSession(OrtSession):
 
     def language_model(self):
         return self.model
+
+    def step_reads(self) -> StepReads:
+        """The graph's initializers at their stored dtypes (ONNX Runtime computes in them; it may repack a
+        ``MatMulNBits`` weight at load, to about the same size), and the KV cache at its inputs' dtype."""
+        from compbench.models.formats.onnx import graph_step_reads
+
+        weights, rows = graph_step_reads(self.deployed_files[0])
+        dtype = np.dtype(self.input_dtypes[self.past_names[0]])
+        return StepReads(weights, rows, PRECISIONS.get(dtype.type, dtype.name), float(dtype.itemsize),
+                         "ONNX graph initializers as stored")
 
     def close(self) -> None:
         super().close()

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from compbench.backends.base import Availability, Backend, Session, with_token_types
+from compbench.backends.base import Availability, Backend, Session, StepReads, with_token_types
 from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 from compbench.models.artifact import ModelArtifact
@@ -39,6 +39,8 @@ DEVICES = {"cpu": "CPU", "gpu": "GPU"}
 READ_BACK_PROPERTIES = ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
                         "EXECUTION_DEVICES")
 CACHE_PROPERTIES = ("KV_CACHE_PRECISION",)       # a decoder's: the CPU plugin stores its KV cache as u8 by default
+# bytes a value of a precision (as read back) takes; a u8 cache's per-token scales are not counted
+VALUE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "u8": 1, "i8": 1, "u4": 0.5, "i4": 0.5}
 
 
 class OpenVinoOptions(BaseModel):
@@ -163,6 +165,17 @@ class OpenVinoCausalLMSession(Session):
     def runtime_info(self) -> dict:
         return runtime_record(self.model.request.get_compiled_model(), self.artifact_precision, None,
                               self.compile_seconds, READ_BACK_PROPERTIES + CACHE_PROPERTIES)
+
+    def step_reads(self) -> StepReads:
+        """The IR's constants, float weights at the inference precision read back from the compiled model, and the
+        KV cache at its precision read back too (``KV_CACHE_PRECISION``)."""
+        from compbench.models.formats.openvino import ir_step_reads, read_ir
+
+        info = self.runtime_info()
+        weights, rows = ir_step_reads(read_ir(self.deployed_files[0]), VALUE_BYTES.get(info["float_precision"]))
+        kv = info.get("kv_cache_precision", info["float_precision"])
+        return StepReads(weights, rows, kv, float(VALUE_BYTES[kv]),
+                         f"OpenVINO IR constants, float weights at {info['float_precision']}")
 
     def close(self) -> None:
         self.model = None

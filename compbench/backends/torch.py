@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from compbench.backends.base import Availability, Backend, Clock, Session
+from compbench.backends.base import Availability, Backend, Clock, Session, StepReads
 from compbench.common.cpu_features import native_precision_problem
 from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
@@ -228,6 +228,13 @@ class TorchSession(Session):
     def language_model(self) -> Any:
         return AutocastModel(self.model, self.device.type, self.autocast) if self.autocast is not None else self.model
 
+    def step_reads(self) -> StepReads:
+        """The loaded module's tensors at their dtypes (a sparse model loaded dense counts dense; under autocast a
+        Linear's weights count at the autocast dtype), and the KV cache's dtype read from a one-token forward."""
+        weights, rows = module_step_reads(self.model, self.autocast)
+        kv_dtype, kv_bytes = kv_cache_dtype(self.language_model(), self.device)
+        return StepReads(weights, rows, kv_dtype, kv_bytes, "torch module tensors as loaded")
+
     def runtime_info(self) -> dict:
         """The precision and mode that ran (a bf16/fp16 entry; the weights' dtype read back from the model) and,
         compiled, the compile's mode and cost. Empty for a plain fp32 eager session."""
@@ -278,6 +285,62 @@ class AutocastModel:
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
+
+
+def resident_bytes(tensor: torch.Tensor) -> int:
+    """Bytes ``tensor`` holds in memory: a tensor subclass (torchao's quantized weights) its inner tensors', with
+    bitsandbytes' scales (``SCB``, a 4-bit weight's ``quant_state``) beside the integers."""
+    if hasattr(tensor, "__tensor_flatten__"):          # plain tensors and Parameters have none
+        names, _ = tensor.__tensor_flatten__()
+        return sum(resident_bytes(getattr(tensor, name)) for name in names)
+    state = getattr(tensor, "quant_state", None)
+    side = [getattr(tensor, "SCB", None), *(state.as_dict().values() if state is not None else ())]
+    return tensor.numel() * tensor.element_size() + sum(t.numel() * t.element_size() for t in side
+                                                         if isinstance(t, torch.Tensor))
+
+
+def own_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The tensors a module holds itself: parameters, buffers, and a dynamic-INT8 Linear's packed weight and bias
+    (fbgemm keeps them outside the parameters)."""
+    from torch.ao.nn.quantized.modules.linear import LinearPackedParams
+
+    tensors = [*module._parameters.values(), *module._buffers.values()]
+    if isinstance(module, LinearPackedParams):
+        tensors += module._weight_bias()
+    return [tensor for tensor in tensors if tensor is not None]
+
+
+def module_step_reads(model: torch.nn.Module, autocast: torch.dtype | None = None) -> tuple[int, int]:
+    """(bytes a decoding step reads whole, bytes of one row of each lookup table) of ``model`` as loaded: a tensor
+    that only ``nn.Embedding`` modules hold is a lookup table (one row per sequence a step); one that another module
+    also holds (a tied LM head) is read whole, once however many modules share it. Under ``autocast`` a Linear's
+    fp32 parameters count at the autocast dtype: autocast caches its cast of a leaf that requires grad for the
+    whole ``generate`` call, so later steps read the copy."""
+    found: dict[int, list] = {}         # id -> [bytes, only looked up, tensor]
+    for module in model.modules():
+        lookup = isinstance(module, torch.nn.Embedding)
+        cast = autocast is not None and isinstance(module, torch.nn.Linear)
+        for tensor in own_tensors(module):
+            size = resident_bytes(tensor)
+            if cast and tensor.dtype == torch.float32 and tensor.requires_grad:
+                size = tensor.numel() * autocast.itemsize
+            entry = found.setdefault(id(tensor), [size, lookup, tensor])
+            entry[0], entry[1] = min(entry[0], size), entry[1] and lookup
+    whole = sum(size for size, lookup, _ in found.values() if not lookup)
+    rows = sum(size // tensor.shape[0] for size, lookup, tensor in found.values() if lookup)
+    return whole, rows
+
+
+def kv_cache_dtype(model, device: torch.device) -> tuple[str, float]:
+    """The KV cache as ``model`` (a causal LM) keeps it, from one forward pass of one token: its dtype names
+    (``fp32``; ``bf16+fp32`` where keys and values differ, as under autocast) and mean bytes per value."""
+    ids = torch.zeros((1, 1), dtype=torch.long, device=device)
+    with torch.inference_mode():
+        cache = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+    tensors = [tensor for layer in cache for tensor in layer]
+    names = sorted({PRECISIONS.get(tensor.dtype, str(tensor.dtype).removeprefix("torch.")) for tensor in tensors})
+    values = sum(tensor.numel() for tensor in tensors)
+    return "+".join(names), sum(tensor.numel() * tensor.element_size() for tensor in tensors) / values
 
 
 def cpp_compiler_problem() -> str | None:

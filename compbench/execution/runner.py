@@ -392,7 +392,9 @@ class SuiteRun:
             if result.status == "ok" and result.rows:
                 peak = result.rows[0]
                 self.peaks[(peak["device"], peak["threads"], peak["dtype"])] = peak
-                self.reporter.log(f"compbench: {result.job.label}: {peak['gflops']:.1f} GFLOP/s")
+                spread = (f" (best of {len(peak['trials'])} trials, spread {100 * peak['spread']:.0f}%)"
+                          if peak.get("trials") else "")
+                self.reporter.log(f"compbench: {result.job.label}: {peak['gflops']:.1f} GFLOP/s{spread}")
 
     # ------------------------------------------------------------------ rows
 

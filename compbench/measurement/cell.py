@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from compbench.backends.base import Session
+from compbench.backends.base import Session, StepReads
 from compbench.cache.store import ArtifactStore
 from compbench.common import envinfo
 from compbench.common.errors import Failures, UnsupportedError
@@ -43,7 +43,8 @@ from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import Batch, timing_batch
 
 # Bump when measuring changes what a row says for the same model and settings.
-MEASURE_VERSION = "4"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs; 4: speedup_vs_reference
+MEASURE_VERSION = "5"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs; 4: speedup_vs_reference;
+# 5: step_bytes, the KV cache at its runtime dtype
 # The code a measurement runs, relative to the package: any change to it measures again (the package's own
 # version number never changes between commits, so it cannot stand for the code).
 MEASURING_CODE = ("measurement", "backends", "tasks", "models", "results/rows.py", "config/measure.py",
@@ -224,7 +225,8 @@ class CellMeasurement:
             if language:    # with the model alone loaded; bandwidth is read against the decoding speed
                 common["memory_bandwidth"] = measure_read_bandwidth(cell.backend.device,
                                                                     cell.backend.resolved_threads())
-                memory = {shape: decoding_memory(session, tokenizer, batch, self.suite.measure.generation)
+                reads = self._step_reads(session)
+                memory = {shape: decoding_memory(session, tokenizer, batch, self.suite.measure.generation, reads)
                           for shape, batch in batches.items()}
         except UnsupportedError as exc:     # what cannot run here, found at its first call (a shape inductor fails on)
             return self._closed(cell, "skipped", str(exc))
@@ -404,6 +406,15 @@ class CellMeasurement:
         except Exception as exc:
             row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} batch {batch_size}", exc))
         return row
+
+    def _step_reads(self, session: Session) -> StepReads | None:
+        """The bytes a decoding step reads, as the session counts them; a model it cannot count gets no bandwidth
+        roof, not a failure."""
+        try:
+            return session.step_reads()
+        except Exception as exc:
+            self.reporter.log(f"  the bytes a decoding step reads were not counted: {type(exc).__name__}: {exc}")
+            return None
 
     def _flops(self, artifact: ModelArtifact) -> dict[int, int]:
         """FLOPs per example at each timed sequence length; a model the counter cannot take gets none, not a failure."""

@@ -13,7 +13,9 @@ timed interleaved (ABBA) with the teacher's, and the speed-up is their median ra
 for forward latency; with the teacher on the suite's reference backend as well, its full calls join the same
 rounds (every order in turn) and give ``speedup_vs_reference``. Peak memory is measured first, with the model
 alone loaded: the process's resident set (CPU) sampled during one full call, or the allocator's peak (CUDA); the
-KV cache is computed from the config (what the cache holds at the last token).
+KV cache is computed from the config (what the cache holds at the last token) at the dtype the session keeps it in.
+The bytes a decoding step reads (``step_bytes``, the bandwidth roof's denominator) are the session's weights at
+their runtime dtypes, one row of each lookup table per sequence, and the KV cache at its mean length over the steps.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from compbench.backends.base import Clock, Session
+from compbench.backends.base import Clock, Session, StepReads
 from compbench.config.measure import GenerationConfig, MeasureConfig
 from compbench.measurement.timing import interleaved_calls, interleaved_speedup, latency_stats, pin_torch_threads
 from compbench.tasks.causal_lm import ZERO_SHOT_SPLIT, LanguageModelingConfig
@@ -175,7 +177,7 @@ def peak_rss() -> Iterator[dict]:
         result["peak_bytes"] = max(result["peak_bytes"], process.memory_info().rss)
 
 
-def kv_cache_bytes(config, batch_size: int, tokens: int, bytes_per_value: int = 4) -> int | None:
+def kv_cache_bytes(config, batch_size: int, tokens: int, bytes_per_value: float = 4) -> int | None:
     """Bytes the key/value cache holds for ``tokens`` positions of ``batch_size`` sequences: keys and values of
     every layer, ``num_key_value_heads x head_dim`` each (grouped-query attention keeps fewer heads)."""
     layers = getattr(config, "num_hidden_layers", None)
@@ -187,10 +189,26 @@ def kv_cache_bytes(config, batch_size: int, tokens: int, bytes_per_value: int = 
     return int(2 * layers * kv_heads * head_dim * tokens * batch_size * bytes_per_value)
 
 
-def decoding_memory(session: Session, tokenizer, batch: Batch, config: GenerationConfig) -> dict:
+def step_bytes(reads: StepReads, config, batch_size: int, prompt_tokens: int, new_tokens: int) -> dict:
+    """The bytes one decoding step of ``batch_size`` sequences reads, with its parts: ``weights`` (read whole),
+    ``embedding_rows`` (one row of each lookup table per sequence), ``kv_cache`` (its mean size over the steps: the
+    step making token i of ``new_tokens`` attends to ``prompt_tokens + i`` positions, i = 1 .. new - 1), ``total``;
+    and the KV cache's dtype and what was counted."""
+    per_position = kv_cache_bytes(config, batch_size, 1, reads.kv_bytes_per_value)
+    kv = per_position * (prompt_tokens + new_tokens / 2) if per_position is not None else None
+    rows = reads.row_bytes * batch_size
+    return {"weights": reads.weight_bytes, "embedding_rows": rows, "kv_cache": kv,
+            "total": reads.weight_bytes + rows + (kv or 0), "kv_dtype": reads.kv_dtype,
+            "kv_bytes_per_value": reads.kv_bytes_per_value, "counted": reads.counted}
+
+
+def decoding_memory(session: Session, tokenizer, batch: Batch, config: GenerationConfig,
+                    reads: StepReads | None = None) -> dict:
     """Memory of one full ``generate`` call with this model alone loaded (before the teacher it is timed against
-    is): the process's peak resident set (and the allocator's peak on CUDA), and the KV cache at the last token.
-    The call also checks that ``generate`` makes exactly ``new_tokens`` tokens (the same work every call)."""
+    is): the process's peak resident set (and the allocator's peak on CUDA), and the KV cache at the last token (at
+    the dtype ``reads`` says the session keeps it in; fp32 without), and with ``reads`` the bytes a decoding step
+    reads (``step_bytes``). The call also checks that ``generate`` makes exactly ``new_tokens`` tokens (the same
+    work every call)."""
     call = GenerateCall.of(session, tokenizer, batch, config.new_tokens)
     batch_size, prompt_tokens = batch["input_ids"].shape
     session.reset_memory_peak()
@@ -198,9 +216,12 @@ def decoding_memory(session: Session, tokenizer, batch: Batch, config: Generatio
         produced = call.generate()
     if produced.shape[1] != prompt_tokens + config.new_tokens:     # min_new_tokens not honoured: not the same work
         raise RuntimeError(f"generate made {produced.shape[1] - prompt_tokens} tokens, not {config.new_tokens}")
+    model_config = getattr(call.model, "config", None)
     out = {"peak_rss_bytes": int(memory["peak_bytes"]), "rss_before_bytes": int(memory["before_bytes"]),
-           "kv_cache_bytes": kv_cache_bytes(getattr(call.model, "config", None), batch_size,
-                                            prompt_tokens + config.new_tokens)}
+           "kv_cache_bytes": kv_cache_bytes(model_config, batch_size, prompt_tokens + config.new_tokens,
+                                            reads.kv_bytes_per_value if reads else 4)}
+    if reads is not None:
+        out["step_bytes"] = step_bytes(reads, model_config, batch_size, prompt_tokens, config.new_tokens)
     device_memory = session.memory_peak()
     if device_memory is not None:
         out["gpu_memory"] = device_memory

@@ -25,6 +25,9 @@ DTYPES: dict[str, torch.dtype] = {
     "int8": torch.int8,        # torch._int_mm or fbgemm (see _kernels): int32 accumulate
 }
 MIN_TIMED_CALLS = 3
+# The peak is the best of this many trials, each over every size and kernel: one pass alone has read 2,825 and
+# 4,474 GOP/s (int8) on the same machine in two runs; the trials' spread says how far to trust it.
+PEAK_TRIALS = 3
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,24 @@ class MatmulPeak:
     # CUDA float32 only: torch.get_float32_matmul_precision() in effect while measuring
     # ("highest" = true fp32; "high"/"medium" allow TF32/bf16 inner products). None otherwise.
     matmul_precision: str | None = None
+    trials: tuple[float, ...] | None = None    # each trial's best GFLOP/s, in the order run; gflops is their max
+    spread: float | None = None                # (max - min) / max of ``trials``: 0 when every trial agreed
 
     def to_json(self) -> dict:
-        """Plain JSON-serialisable dict of all fields."""
-        return asdict(self)
+        """Plain JSON-serialisable dict of all fields (``trials`` as a list)."""
+        out = asdict(self)
+        out["trials"] = None if self.trials is None else list(self.trials)
+        return out
 
     @classmethod
     def from_json(cls, value: dict) -> MatmulPeak:
-        """Inverse of :meth:`to_json`; unknown keys are ignored, ``matmul_precision`` is optional."""
-        required = [f.name for f in fields(cls) if f.name != "matmul_precision"]
+        """Inverse of :meth:`to_json`; unknown keys are ignored; ``matmul_precision``, ``trials`` and ``spread``
+        are optional (a peak recorded before trials were kept has none)."""
+        required = [f.name for f in fields(cls) if f.name not in OPTIONAL_FIELDS]
         missing = [name for name in required if name not in value]
         if missing:
             raise ValueError(f"MatmulPeak.from_json: missing field(s) {', '.join(missing)}")
-        precision = value.get("matmul_precision")
+        precision, trials, spread = (value.get(name) for name in OPTIONAL_FIELDS)
         return cls(
             device=str(value["device"]),
             threads=int(value["threads"]),
@@ -59,7 +67,12 @@ class MatmulPeak:
             size=int(value["size"]),
             gflops=float(value["gflops"]),
             matmul_precision=None if precision is None else str(precision),
+            trials=None if trials is None else tuple(float(rate) for rate in trials),
+            spread=None if spread is None else float(spread),
         )
+
+
+OPTIONAL_FIELDS = ("matmul_precision", "trials", "spread")
 
 
 def _resolve_dtype(dtype: str) -> torch.dtype:
@@ -170,26 +183,29 @@ def _product(kernel: str, n: int, device: torch.device, dtype: torch.dtype) -> C
     return PRODUCTS[kernel](n, device, dtype, generator)
 
 
-def _fastest_call(call: Callable[[], object], device: torch.device, min_seconds: float, warmup: int) -> float:
-    """Seconds of the fastest timed call of ``call``, after ``warmup`` untimed ones."""
+def _fastest_call(call: Callable[[], object], device: torch.device, min_seconds: float, warmup: int,
+                  min_calls: int = MIN_TIMED_CALLS) -> float:
+    """Seconds of the fastest of at least ``min_calls`` timed calls of ``call``, after ``warmup`` untimed ones."""
     with torch.no_grad():
         for _ in range(warmup):
             call()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-            times = _time_cuda_calls(call, min_seconds, MIN_TIMED_CALLS)
+            times = _time_cuda_calls(call, min_seconds, min_calls)
         else:
-            times = _time_cpu_calls(call, min_seconds, MIN_TIMED_CALLS)
+            times = _time_cpu_calls(call, min_seconds, min_calls)
     return min(times)      # a peak: other work on the machine only ever slows a call down
 
 
 def measure_matmul_peak(device: str = "cpu", threads: int | None = None, dtype: str = "float32",
                         sizes: Sequence[int] = (512, 1024, 2048), min_seconds: float = 0.3,
-                        warmup: int = 2) -> MatmulPeak:
-    """Best sustained dense-matmul GFLOP/s over square sizes ``sizes`` on ``device``.
+                        warmup: int = 2, trials: int = PEAK_TRIALS) -> MatmulPeak:
+    """Best sustained dense-matmul GFLOP/s over square sizes ``sizes`` on ``device``: the best of ``trials``
+    trials, each a pass over every size and kernel, recorded with each trial's best and their spread.
 
-    For each size ``n`` (ascending) inputs are allocated once, ``warmup`` untimed calls run, then
-    calls are timed until at least ``min_seconds`` and 3 calls; the size's rate is
+    In a trial, for each size ``n`` (ascending) inputs are allocated, ``warmup`` untimed calls run (one after the
+    first trial), then calls are timed until at least ``min_seconds / trials`` and 3 calls over the trials (so that
+    trials cost about what one pass did); the size's rate is
     ``2*n**3 / seconds of the fastest call``. A larger size is skipped when one call of it (extrapolated as
     n**3 from the last size measured) would take more than ``min_seconds``. On CPU ``threads`` (default: the current
     ``torch.get_num_threads()``) is set for the measurement and restored afterwards. On CUDA the
@@ -205,6 +221,8 @@ def measure_matmul_peak(device: str = "cpu", threads: int | None = None, dtype: 
         raise ValueError(f"threads must be >= 1, got {threads}")
     if min_seconds < 0 or warmup < 0:
         raise ValueError(f"min_seconds and warmup must be >= 0, got {min_seconds} and {warmup}")
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
 
     previous_threads = torch.get_num_threads()
     on_cuda = resolved.type == "cuda"
@@ -216,17 +234,22 @@ def measure_matmul_peak(device: str = "cpu", threads: int | None = None, dtype: 
         if not on_cuda:
             torch.set_num_threads(used_threads)
         try:
-            best = _best_rate(ordered, resolved, torch_dtype, min_seconds, warmup)
+            results = [_best_rate(ordered, resolved, torch_dtype, min_seconds, warmup if trial == 0 else min(warmup, 1),
+                                  trials) for trial in range(trials)]
         finally:
             if not on_cuda:
                 torch.set_num_threads(previous_threads)
+    rates = tuple(rate for rate, _ in results)
+    best = max(results)
     return MatmulPeak(device=str(device), threads=used_threads, dtype=dtype, size=best[1],
-                      gflops=best[0], matmul_precision=precision)
+                      gflops=best[0], matmul_precision=precision, trials=rates,
+                      spread=(best[0] - min(rates)) / best[0] if best[0] > 0 else 0.0)
 
 
 def _best_rate(sizes: Sequence[int], device: torch.device, dtype: torch.dtype,
-               min_seconds: float, warmup: int) -> tuple[float, int]:
-    """(best GFLOP/s, its n) over ascending ``sizes`` and the dtype's kernels.
+               min_seconds: float, warmup: int, trials: int = 1) -> tuple[float, int]:
+    """(best GFLOP/s, its n) of one trial over ascending ``sizes`` and the dtype's kernels, each size timed for
+    ``min_seconds / trials``.
 
     For each kernel the smallest size is always measured. A larger size is skipped (with all
     after it) when one call of it, extrapolated as n**3 from the kernel's last measured size, would
@@ -239,7 +262,8 @@ def _best_rate(sizes: Sequence[int], device: torch.device, dtype: torch.dtype,
         for n in sizes:
             if last is not None and last[1] * (n / last[0]) ** 3 > min_seconds:
                 break
-            seconds = _fastest_call(_product(kernel, n, device, dtype), device, min_seconds, warmup)
+            seconds = _fastest_call(_product(kernel, n, device, dtype), device, min_seconds / trials, warmup,
+                                    min_calls=-(-MIN_TIMED_CALLS // trials))
             rate = 2.0 * n**3 / seconds / 1e9 if seconds > 0 else 0.0
             if best is None or rate > best[0]:
                 best = (rate, n)

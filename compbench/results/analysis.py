@@ -258,19 +258,20 @@ def front_score(row: dict) -> float:
 
 
 def decode_roofline(row: dict) -> dict:
-    """A causal LM's decoding against the memory roof: each decoding step reads every deployed weight byte and
-    the KV cache once, so at most ``batch x bandwidth / bytes read per step`` tokens/s; the share of that roof
-    its measured decode tokens/s reach (batch 1 is where it binds). The deployed bytes count an untied input
-    embedding table, of which a step reads one row: for such models the roof is a little low."""
+    """A causal LM's decoding against the memory roof: at most ``batch x bandwidth / bytes a step reads`` tokens/s,
+    and the share of that roof its measured decode tokens/s reach (batch 1 is where it binds). The bytes a step reads
+    are what the cell counted (``generation.step_bytes.total``: weights at their runtime dtypes, one embedding row
+    per sequence where the table is only looked up, the KV cache at its dtype and mean length); a row without them
+    (measured before they were counted) gets no roof: the deployed file size it used to stand for is not what a
+    step reads (a sparse model runs dense, an int4 graph keeps an fp32 table it reads one row of)."""
     generation, bandwidth = row.get("generation") or {}, row.get("memory_bandwidth") or {}
-    decode, gbs, size = generation.get("decode_tokens_per_s"), bandwidth.get("gbs"), row.get("size_bytes")
-    if not (decode and gbs and size):
-        return {"bandwidth_gbs": gbs, "bytes_per_step": None, "roof_tokens_per_s": None, "pct_of_bandwidth_roof": None}
-    kv, prompt, new = (generation.get(k) or 0 for k in ("kv_cache_bytes", "prompt_tokens", "new_tokens"))
-    # the cache grows from the prompt's length to the full one: its mean size over the steps
-    step_bytes = size + (kv * (prompt + new / 2) / (prompt + new) if prompt + new else 0)
-    roof = generation["batch_size"] * gbs * 1e9 / step_bytes
-    return {"bandwidth_gbs": gbs, "bytes_per_step": step_bytes, "roof_tokens_per_s": roof,
+    decode, gbs = generation.get("decode_tokens_per_s"), bandwidth.get("gbs")
+    step = (generation.get("step_bytes") or {}).get("total")
+    if not (decode and gbs and step):
+        return {"bandwidth_gbs": gbs, "bytes_per_step": step, "roof_tokens_per_s": None,
+                "pct_of_bandwidth_roof": None}
+    roof = generation["batch_size"] * gbs * 1e9 / step
+    return {"bandwidth_gbs": gbs, "bytes_per_step": step, "roof_tokens_per_s": roof,
             "pct_of_bandwidth_roof": 100.0 * decode / roof}
 
 

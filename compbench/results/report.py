@@ -169,17 +169,25 @@ def machine_lines(env: dict, analysed: list[dict]) -> list[str]:
                      f"{env.get('python')}; torch {packages.get('torch')}; onnxruntime {packages.get('onnxruntime')}.")
     peaks = {json.dumps(r["roofline_peak"], sort_keys=True) for r in analysed if r.get("roofline_peak")}
     if peaks:
-        described = [
-            f"{p['device']} {p['threads']} thread(s) {p['dtype']}: {p['gflops']:.1f} GFLOP/s (n={p['size']})"
-            for p in sorted((json.loads(p) for p in peaks), key=lambda p: (p["device"], p["threads"], p["dtype"]))
-        ]
+        described = [f"{p['device']} {p['threads']} thread(s) {p['dtype']}: {p['gflops']:.1f} GFLOP/s (n={p['size']}"
+                     f"{_trials_text(p)})"
+                     for p in sorted((json.loads(p) for p in peaks),
+                                     key=lambda p: (p["device"], p["threads"], p["dtype"]))]
         lines.append(
-            "Dense matmul peak measured in this run (fastest n×n×n product; torch.matmul; for int8 the faster of "
-            "torch._int_mm and fbgemm's INT8 Linear): "
+            "Dense matmul peak measured in this run (fastest n×n×n product, best of repeated trials; torch.matmul; "
+            "for int8 the faster of torch._int_mm and fbgemm's INT8 Linear): "
             + "; ".join(described)
             + "."
         )
     return [*lines, ""] if lines else []
+
+
+def _trials_text(peak: dict) -> str:
+    """How far a peak's trials agreed: their number and spread ((max - min) / max of each trial's best)."""
+    trials = peak.get("trials")
+    if not trials or peak.get("spread") is None:
+        return ""           # measured before trials were kept
+    return f"; best of {len(trials)} trials, spread {100 * peak['spread']:.0f}%"
 
 
 def reuse_note(rows: list[dict]) -> list[str]:
@@ -265,12 +273,9 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
         lines += reference_notes(ok)
         decoding = decoding_table(ok)
         if decoding:
-            bandwidth = next((r["bandwidth_gbs"] for r in ok if r.get("bandwidth_gbs")), None)
             lines += ["### Decoding (greedy, every call the same number of new tokens)", "",
                       markdown_table(decoding), ""]
-            if bandwidth:
-                lines += [f"Memory read bandwidth measured in the cells: {bandwidth:.1f} GB/s; the roof is "
-                          "batch x bandwidth / (deployed bytes + mean KV cache) tokens/s.", ""]
+            lines += bandwidth_note(ok)
         missing = sorted({r["backend_label"] for r in ok if r["baseline_metric"] is None})
         if missing:
             lines += [
@@ -350,10 +355,32 @@ def decoding_table(ok: list[dict]) -> list[dict]:
                 f"{speedup['ratio']:.2f}× [{speedup['ci95'][0]:.2f}, {speedup['ci95'][1]:.2f}]" if speedup else ""),
             "peak RSS MB": f"{g['peak_rss_bytes'] / 1e6:.0f}",
             "KV cache MB": "" if g.get("kv_cache_bytes") is None else f"{g['kv_cache_bytes'] / 1e6:.1f}",
+            "MB read / step": "" if row.get("bytes_per_step") is None else f"{row['bytes_per_step'] / 1e6:.1f}",
+            "bandwidth GB/s": "" if row.get("bandwidth_gbs") is None else f"{row['bandwidth_gbs']:.1f}",
             "% of bandwidth roof": ("" if row.get("pct_of_bandwidth_roof") is None
                                     else f"{row['pct_of_bandwidth_roof']:.0f}% of {row['roof_tokens_per_s']:.0f}"),
         })
     return table
+
+
+def bandwidth_note(ok: list[dict]) -> list[str]:
+    """How the decoding roof is drawn, and the memory bandwidth each cell measured (each row's roof uses its own
+    cell's): one value per device and threads where the cells agree, else their range."""
+    measured: dict[tuple[str, int], list[float]] = {}
+    for row in ok:
+        if row.get("generation") and row.get("bandwidth_gbs"):
+            measured.setdefault((row["device"], row["threads"]), []).append(row["bandwidth_gbs"])
+    if not measured:
+        return []
+    parts = []
+    for (device, threads), values in sorted(measured.items()):
+        low, high = min(values), max(values)
+        value = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}–{high:.1f}"
+        parts.append(f"{device} {threads} thread(s): {value} GB/s")
+    return [f"Memory read bandwidth, measured in each cell (column bandwidth GB/s; each row's roof uses its own): "
+            f"{'; '.join(parts)}. The roof is batch × bandwidth / bytes a step reads (MB read / step: the weights "
+            "at the dtypes they run in, one embedding row per sequence where the table is only looked up, the KV "
+            "cache at its dtype and mean length) tokens/s.", ""]
 
 
 def _generation_versus(versus: dict | None) -> str:

@@ -79,6 +79,7 @@ COLUMNS = (
     "gen_speedup_vs_reference_ci95_low",
     "gen_speedup_vs_reference_ci95_high",
     "bandwidth_gbs",
+    "bytes_per_step",
     "roof_tokens_per_s",
     "pct_of_bandwidth_roof",
     "h2d_copy_ms",

@@ -70,8 +70,10 @@ def tiny_lm_run(tmp_path_factory, tiny_causal_lm, glue_data):
     return folder, read_rows(folder / "results" / "first" / "results.jsonl"), done
 
 
-def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run):
+def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run, tiny_causal_lm):
     folder, rows, _ = tiny_lm_run
+    model = tiny_causal_lm.torch_model()       # parameters() yields the tied table once; the buffer: rotary frequencies
+    tiny_lm_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     assert sorted((r["pipeline"], r["batch_size"]) for r in rows) == [("baseline", 1), ("baseline", 2),
                                                                        ("pruned", 1), ("pruned", 2)]
     assert {r["status"] for r in rows} == {"ok"}
@@ -94,6 +96,12 @@ def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run):
         # 2 layers x 2 KV heads x 16 dims x (16 + 6) positions x batch, keys and values, fp32
         assert g["kv_cache_bytes"] == 2 * 2 * 2 * 16 * 22 * row["batch_size"] * 4
         assert row["memory_bandwidth"]["gbs"] > 0
+        # a step reads every fp32 parameter (the tied table whole, for the head; the pruned model runs dense) and
+        # the cache at its mean length over the steps (16 + 6 / 2 positions)
+        step = g["step_bytes"]
+        assert step["weights"] == tiny_lm_bytes and step["embedding_rows"] == 0 and step["kv_dtype"] == "fp32"
+        assert step["kv_cache"] == 2 * 2 * 2 * 16 * (16 + 3) * row["batch_size"] * 4
+        assert step["total"] == step["weights"] + step["kv_cache"]
         # forward passes and decoding, each timed in one loop with the teacher on the reference backend
         for versus in (row["speedup_vs_reference"], g["speedup_vs_reference"]):
             assert versus["source"] == "timed" and versus["reference"] == "torch:cpu:default:t2"
@@ -117,7 +125,7 @@ def test_the_report_shows_perplexity_zero_shot_and_decoding(tiny_lm_run):
     assert (folder / "results" / "first" / "plots" / "glue-text-metric-vs-decoding.png").is_file()
     assert "generate 1 x 16 + 6" in done.stdout + done.stderr
     csv = (folder / "results" / "first" / "results.csv").read_text().splitlines()[0].split(",")
-    assert {"gen_ttft_ms", "gen_time_per_token_ms", "gen_tokens_per_s", "pct_of_bandwidth_roof",
+    assert {"gen_ttft_ms", "gen_time_per_token_ms", "gen_tokens_per_s", "pct_of_bandwidth_roof", "bytes_per_step",
             "metric_zero_shot_sst2"} <= set(csv)
 
 
@@ -192,14 +200,31 @@ def test_a_perplexity_delta_is_paired_over_documents(tmp_path):
     assert analysed["keeps_99"] is (analysed["metric_kept"] >= 0.99)
 
 
-def test_decoding_is_read_against_the_bandwidth_roof():
-    generation = {"batch_size": 1, "prompt_tokens": 96, "new_tokens": 32, "decode_tokens_per_s": 20.0,
-                  "kv_cache_bytes": 128 * 1_000_000}
-    out = decode_roofline({"generation": generation, "memory_bandwidth": {"gbs": 10.0}, "size_bytes": 500_000_000})
-    step = 500_000_000 + 128_000_000 * (96 + 16) / 128          # weights + the cache's mean size over the steps
-    assert out["bytes_per_step"] == pytest.approx(step)
-    assert out["roof_tokens_per_s"] == pytest.approx(10e9 / step)
-    assert out["pct_of_bandwidth_roof"] == pytest.approx(100 * 20.0 / (10e9 / step))
+def test_decoding_is_read_against_the_bytes_a_step_reads_not_the_file_size():
+    """The roof divides by what the cell counted a step reads (an int4 graph: 84 MB of weights, one 2,304-byte
+    embedding row per sequence, a bf16 cache), not by the deployed files (199 MB: the fp32 table it only looks
+    up); a row without that count (measured before it was kept) gets no roof."""
+    from transformers import LlamaConfig
+
+    from compbench.backends.base import StepReads
+    from compbench.measurement.language import step_bytes
+
+    config = LlamaConfig(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576)
+    reads = StepReads(84_000_000, 576 * 4, "bf16", 2.0, "by hand")
+    step = step_bytes(reads, config, 2, 96, 32)
+    kv = 30 * 3 * 64 * 2 * 2 * 2 * (96 + 16)        # layers x heads x dims x (k, v) x bf16 x batch x mean length
+    assert step == {"weights": 84_000_000, "embedding_rows": 2 * 576 * 4, "kv_cache": kv,
+                    "total": 84_000_000 + 2 * 576 * 4 + kv, "kv_dtype": "bf16", "kv_bytes_per_value": 2.0,
+                    "counted": "by hand"}
+    generation = {"batch_size": 2, "prompt_tokens": 96, "new_tokens": 32, "decode_tokens_per_s": 20.0,
+                  "step_bytes": step}
+    row = {"generation": generation, "memory_bandwidth": {"gbs": 10.0}, "size_bytes": 199_000_000}
+    out = decode_roofline(row)
+    assert out["bytes_per_step"] == step["total"]
+    assert out["roof_tokens_per_s"] == pytest.approx(2 * 10e9 / step["total"])
+    assert out["pct_of_bandwidth_roof"] == pytest.approx(100 * 20.0 / (2 * 10e9 / step["total"]))
+    del generation["step_bytes"]
+    assert decode_roofline(row)["roof_tokens_per_s"] is None and decode_roofline(row)["bandwidth_gbs"] == 10.0
 
 
 def test_kv_cache_and_prompts_by_hand(tiny_causal_lm, glue_data):

@@ -4,6 +4,7 @@ derived rates."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -54,6 +55,43 @@ def test_matmul_peak_cpu_restores_threads_and_round_trips():
     assert peak.matmul_precision is None
     payload = json.loads(json.dumps(peak.to_json()))
     assert MatmulPeak.from_json(payload) == peak
+
+
+def test_the_peak_is_the_best_of_its_trials_with_their_spread(monkeypatch):
+    """A fake kernel whose calls take 20, 10 and 40 ms in the first, second and third trial (one product is built
+    per trial and size): the peak is the second trial's rate, and the spread (max - min) / max of the trials is
+    1 - 10/40 = 0.75; the report's peak line says both."""
+    import compbench.measurement.peak as peak_module
+    from compbench.results.report import machine_lines
+
+    sleeps = iter((0.020, 0.010, 0.040))
+
+    def fake(n, device, dtype, generator):
+        seconds = next(sleeps)
+        return lambda: time.sleep(seconds)
+
+    monkeypatch.setitem(peak_module.PRODUCTS, "fake", fake)
+    monkeypatch.setattr(peak_module, "_kernels", lambda device, dtype: ["fake"])
+    peak = measure_matmul_peak("cpu", threads=1, sizes=(64,), min_seconds=0.0, warmup=0, trials=3)
+    flop = 2 * 64**3 / 1e9
+    expected = [flop / 0.020, flop / 0.010, flop / 0.040]       # GFLOP/s of each trial (sleep overshoots a little)
+    assert peak.trials == pytest.approx(expected, rel=0.2)
+    assert peak.gflops == max(peak.trials) == peak.trials[1]
+    assert peak.spread == pytest.approx((max(peak.trials) - min(peak.trials)) / max(peak.trials))
+    assert peak.spread == pytest.approx(0.75, abs=0.1)
+    assert MatmulPeak.from_json(json.loads(json.dumps(peak.to_json()))) == peak
+    line = " ".join(machine_lines({}, [{"roofline_peak": peak.to_json()}]))
+    assert f"cpu 1 thread(s) float32: {peak.gflops:.1f} GFLOP/s (n=64; best of 3 trials, spread " \
+           f"{100 * peak.spread:.0f}%)" in line
+
+
+def test_a_peak_recorded_before_trials_still_reads():
+    old = {"device": "cpu", "threads": 2, "dtype": "int8", "size": 512, "gflops": 2825.0, "matmul_precision": None}
+    peak = MatmulPeak.from_json(old)
+    assert peak.trials is None and peak.spread is None
+    from compbench.results.report import machine_lines
+
+    assert "int8: 2825.0 GFLOP/s (n=512)." in " ".join(machine_lines({}, [{"roofline_peak": old}]))
 
 
 def test_matmul_peak_restores_threads_after_error(monkeypatch):

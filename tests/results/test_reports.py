@@ -325,6 +325,39 @@ def test_gpu_rows_show_the_copy_and_memory_and_reduced_precision_compares_with_f
     assert "H2D copy ms" not in RunReport(rows).markdown()        # CPU-only runs keep the table narrow
 
 
+def lm_row(pipeline: str, gbs: float, threads: int = 2, step: int = 100_000_000) -> dict:
+    """A causal LM's decoding row at batch 1: 20 decode tokens/s, a step reading ``step`` bytes, its cell's own
+    measured bandwidth ``gbs``."""
+    label = "torch:cpu:default" + ("" if threads == 2 else f":t{threads}")
+    generation = {"batch_size": 1, "prompt_tokens": 64, "new_tokens": 32, "ttft_ms": latency(200.0),
+                  "time_per_token_ms": 50.0, "tokens_per_s": 15.0, "decode_tokens_per_s": 20.0,
+                  "peak_rss_bytes": 900_000_000, "kv_cache_bytes": 3_000_000,
+                  "step_bytes": {"weights": step - 2_000_000, "embedding_rows": 0, "kv_cache": 2_000_000,
+                                 "total": step, "kv_dtype": "fp32", "kv_bytes_per_value": 4.0, "counted": "by hand"}}
+    return row(pipeline, 0, 100.0, task="lm", threads=threads, cell_id=f"lm/{pipeline}/{label}", backend_label=label,
+               fp32_backend_label=label, generation=generation, memory_bandwidth={"gbs": gbs, "threads": threads})
+
+
+def test_each_decoding_row_states_its_own_bandwidth_and_roof():
+    """Three cells measured 10, 12 (2 threads) and 6 GB/s (1 thread): each row's roof divides its own bandwidth
+    by its own bytes a step reads, and the report says each one's, not the first cell's for all."""
+    rows = [lm_row("baseline", 10.0), lm_row("int4", 12.0, step=40_000_000), lm_row("baseline", 6.0, threads=1)]
+    analysed = {r["cell_id"]: r for r in analyse(rows)}
+    int4 = analysed["lm/int4/torch:cpu:default"]
+    assert int4["bandwidth_gbs"] == 12.0 and int4["bytes_per_step"] == 40_000_000
+    assert int4["roof_tokens_per_s"] == pytest.approx(12e9 / 40e6) and int4["pct_of_bandwidth_roof"] == pytest.approx(
+        100 * 20 / 300)
+    report = RunReport(rows).markdown()
+    assert "cpu 1 thread(s): 6.0 GB/s; cpu 2 thread(s): 10.0–12.0 GB/s" in report
+    lines = {line.split("|")[1].strip() + line.split("|")[2].strip(): line for line in report.splitlines()
+             if line.startswith("| ") and "1×64+32" in line}
+    assert re.search(r"\|\s+40\.0 \|\s+12\.0 \|\s+7% of 300 \|", lines["int4torch:cpu:default"])
+    assert re.search(r"\|\s+100\.0 \|\s+10\.0 \|\s+20% of 100 \|", lines["baselinetorch:cpu:default"])
+    assert re.search(r"\|\s+100\.0 \|\s+6\.0 \|\s+33% of 60 \|", lines["baselinetorch:cpu:default:t1"])
+    same = RunReport([lm_row("baseline", 10.0), lm_row("int4", 10.04)]).markdown()
+    assert "cpu 2 thread(s): 10.0 GB/s." in same        # cells that agree: one value
+
+
 # ---------------------------------------------------------------- results.jsonl and reports from it alone
 
 DESIGN_CONTRACT = {

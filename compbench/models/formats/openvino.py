@@ -199,3 +199,53 @@ def weight_precisions(model) -> dict[str, int]:
     for weight in ir_weights(model):
         totals[weight.precision] = totals.get(weight.precision, 0) + weight.size
     return totals
+
+
+# Ops a weight's values pass through on their way to the op that reads them (de-quantization, reshapes)
+PASS_THROUGH = ("Convert", "Subtract", "Multiply", "Reshape")
+
+
+def _readers(node) -> list[tuple[str, int, object]]:
+    """The ops that read ``node``'s values, looking through ``PASS_THROUGH`` ops."""
+    found = []
+    for kind, index, consumer in _consumers(node.output(0)):
+        if kind in PASS_THROUGH:
+            found += _readers(consumer)
+        else:
+            found.append((kind, index, consumer))
+    return found
+
+
+def _is_lookup(kind: str, index: int, node) -> bool:
+    """A ``Gather`` along axis 0 of the values it reads (an embedding lookup)."""
+    if kind != "Gather" or index != 0:
+        return False
+    axis = _source_constant(node.input_value(2).get_node())
+    return axis is not None and int(np.asarray(axis.get_data()).reshape(-1)[0]) == 0
+
+
+def ir_step_reads(model, float_bytes: float | None = None) -> tuple[int, int]:
+    """(bytes a decoding step reads whole, bytes of one row of each lookup table) of an ``openvino.Model``, from its
+    constants: integer weights at their stored width with their scales and zero points; float weights at
+    ``float_bytes`` each where given (the CPU plugin holds them at its inference precision: f32 IR weights as bf16
+    under a bf16 hint) else as stored. A constant whose values only reach ``Gather`` along axis 0 (an embedding
+    table, de-quantized or not) is looked up, one row per sequence a step; any other is read whole."""
+    scales = {c.get_name() for constant in model.get_ordered_ops() if constant.get_type_name() == "Constant"
+              and constant.get_element_type().get_type_name() not in FLOAT_TYPES
+              for c in (_decompression(constant) or ()) if c is not None}
+    whole = rows = 0
+    for constant in model.get_ordered_ops():
+        if constant.get_type_name() != "Constant":
+            continue
+        shape = tuple(constant.get_output_shape(0))
+        elements = int(np.prod(shape, dtype=np.int64))
+        kind = constant.get_element_type()
+        held = (float_bytes if float_bytes and kind.get_type_name() in FLOAT_TYPES
+                and constant.get_name() not in scales else kind.bitwidth / 8)
+        size = int(elements * held)
+        readers = _readers(constant)
+        if readers and all(_is_lookup(*reader) for reader in readers) and shape and shape[0] > 1:
+            rows += size // shape[0]
+        else:
+            whole += size
+    return whole, rows
