@@ -84,6 +84,10 @@ class Registry(Generic[T]):
         except KeyError:
             raise UsageError(self.unknown_name_message(name)) from None
 
+    def builtin_modules(self) -> list[str]:
+        """The modules that hold the built-in classes (imported on first use, so no import statement names them)."""
+        return sorted({path.partition(":")[0] for path in self._builtins.values()})
+
     def load_all(self) -> None:
         """Import every class now (a fork server does, so no job pays for it); an import that fails
         is left to the lookup that needs it, which reports it."""

@@ -31,7 +31,7 @@ from compbench.config.limits import MAX_THREADS, MAX_TIMEOUT_SECONDS, Seed
 from compbench.config.measure import MeasureConfig
 from compbench.config.training import TeacherConfig
 from compbench.tasks.causal_lm import LanguageModelingConfig
-from compbench.tasks.files import FileTaskConfig
+from compbench.tasks.files import FileTaskConfig, labels_yaml
 from compbench.tasks.glue import get_task, task_names
 
 BASELINE = "baseline"
@@ -259,6 +259,15 @@ class Suite(Strict):
                     (index, *inner), f"duplicate {what} {identity(entry)!r}: {info.field_name}[{first}] has it already"
                 )
         return entries
+
+    @model_validator(mode="after")
+    def _mapped_labels_need_a_given_teacher(self) -> "Suite":
+        for index, entry in enumerate(self.tasks):
+            if self.teacher.finetune and isinstance(entry, FileTaskConfig) and isinstance(entry.labels, dict):
+                raise FieldError(("tasks", index, "labels"), "a mapping reads your labels as a given model's (teacher: "
+                                 "{finetune: false}); for a head fine-tuned here list them: labels: "
+                                 f"{labels_yaml([str(key) for key in entry.labels])}")
+        return self
 
     @model_validator(mode="after")
     def _add_baseline(self) -> "Suite":

@@ -11,6 +11,7 @@ in a fresh subprocess or on a Ray worker: ``run_job`` rebuilds the suite, data a
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from compbench.tasks.data import TaskData, load_task_data
 from compbench.tasks.files import FileTaskConfig, resolve_file_task
 from compbench.tasks.glue import TASKS, TaskSpec, get_task
 from compbench.tasks.sources import DataSource, resolve_data_source
-from compbench.training.finetune import finetuned_teacher, head_problem
+from compbench.training.finetune import finetuned_teacher, head_labels, head_problem
 
 BUILD, MEASURE, PEAK = "build", "measure", "peak"
 
@@ -127,7 +128,8 @@ def check_tasks(suite: Suite, data_dir: str | None, cache_dir: str | None = None
         raise UsageError(f"task {language[0].name} scores a causal language model, but {suite.model} is a "
                          f"{', '.join(getattr(config, 'architectures', None) or [config.model_type])}; give model: a "
                          "causal LM (e.g. smollm2-135m, a folder or hub id of a ...ForCausalLM)")
-    for spec in specs if not suite.teacher.finetune else ():
+    for task in suite.task_names if not suite.teacher.finetune else ():
+        spec = task_source(suite, task, glue, head_labels(config))[0]     # a task's labels in the head's order
         if spec.is_language_modeling:
             continue
         problem = head_problem(config, spec)
@@ -136,15 +138,17 @@ def check_tasks(suite: Suite, data_dir: str | None, cache_dir: str | None = None
                              f"{problem}")
 
 
-def task_source(suite: Suite, task: str, glue_source: DataSource | None) -> tuple[TaskSpec, DataSource]:
+def task_source(suite: Suite, task: str, glue_source: DataSource | None,
+                head: tuple[str, ...] | None = None) -> tuple[TaskSpec, DataSource]:
     """The spec of one of the suite's tasks and where its rows come from: a GLUE task from ``glue_source``, a task
-    from files from its own (read, checked and its labels mapped by ``tasks.files``)."""
+    from files from its own (read, checked and its labels mapped by ``tasks.files``; ``head``: a given teacher's
+    labels in output order, which a ``labels:`` mapping follows)."""
     entry = suite.task_entry(task)
     if isinstance(entry, str):
         return get_task(entry), glue_source
     if isinstance(entry, LanguageModelingConfig):
         return entry.spec(), glue_source
-    return resolve_file_task(entry, suite.resolve_path("."), seed=suite.data.seed)
+    return resolve_file_task(entry, suite.resolve_path("."), seed=suite.data.seed, head=head)
 
 
 def uses_glue(suite: Suite) -> bool:
@@ -174,6 +178,15 @@ class RunContext:
             self._glue_source = data_source(self.suite, self.settings.data_dir)
         return self._glue_source
 
+    @functools.cached_property
+    def given_head(self) -> tuple[str, ...] | None:
+        """The labels of the given teacher's head in output order (``teacher.finetune: false``), else None."""
+        if self.suite.teacher.finetune:
+            return None
+        from transformers import AutoConfig
+
+        return head_labels(AutoConfig.from_pretrained(self.base_model.location))
+
     def data_description(self) -> str:
         """Where the suite's tasks come from, in words."""
         places = [self.source.description] if uses_glue(self.suite) else []
@@ -187,7 +200,7 @@ class RunContext:
                 entry, self.source if entry.needs_glue() else None, self.suite.resolve_path("."),
                 seed=self.suite.data.seed, limit_train=self.settings.limit_train, limit_eval=self.settings.limit_eval)
         if task not in self._data:
-            spec, source = task_source(self.suite, task, self.source if task in TASKS else None)
+            spec, source = task_source(self.suite, task, self.source if task in TASKS else None, self.given_head)
             self._data[task] = load_task_data(
                 spec,
                 source,

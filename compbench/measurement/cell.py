@@ -7,6 +7,7 @@ result cache stores them under :func:`cell_key`, which covers everything they de
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from compbench.cache.store import ArtifactStore
 from compbench.common import envinfo
 from compbench.common.errors import Failures, UnsupportedError
 from compbench.common.hashing import files_hash, stable_hash
+from compbench.common.imports import imported_closure
 from compbench.common.locks import machine_timing_lock
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
@@ -45,10 +47,9 @@ from compbench.tasks.encoding import Batch, timing_batch
 # Bump when measuring changes what a row says for the same model and settings.
 MEASURE_VERSION = "5"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs; 4: speedup_vs_reference;
 # 5: step_bytes, the KV cache at its runtime dtype
-# The code a measurement runs, relative to the package: any change to it measures again (the package's own
-# version number never changes between commits, so it cannot stand for the code).
-MEASURING_CODE = ("measurement", "backends", "tasks", "models", "results/rows.py", "config/measure.py",
-                  "config/backends.py")
+# Where a measurement starts: its modules and whatever they import (``code_fingerprint``) are the measuring code;
+# the built-in backends are imported by name from their registry, so they start it too.
+MEASURING_ENTRIES = ("compbench.measurement.cell", *BACKENDS.builtin_modules())
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,12 +59,18 @@ def machine_fingerprint() -> dict:
     return {key: info[key] for key in ("cpu", "cpu_count", "cpu_affinity", "gpus", "packages", "python")}
 
 
+def measuring_code(root: Path = PACKAGE_ROOT, entries: tuple[str, ...] = MEASURING_ENTRIES) -> dict[str, Path]:
+    """The package's modules a measurement runs: ``entries`` and the closure of their imports (design.md: derived
+    from the import graph, never kept by hand; the package's own version number never changes between commits,
+    so it cannot stand for the code)."""
+    return imported_closure(root, entries)
+
+
 @lru_cache(maxsize=None)
-def code_fingerprint(root: Path = PACKAGE_ROOT, parts: tuple[str, ...] = MEASURING_CODE) -> str:
-    """A hash of the source files under ``root`` that ``parts`` name (folders: every ``.py`` in them)."""
-    files = [path for part in parts for path in
-             (sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part])]
-    return files_hash(files)
+def code_fingerprint(root: Path = PACKAGE_ROOT, entries: tuple[str, ...] = MEASURING_ENTRIES) -> str:
+    """A hash of the measuring code: each module's path in the package and its bytes, in sorted order."""
+    return stable_hash({path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+                        for path in measuring_code(root, entries).values()})
 
 
 def measured_identity(artifact: ModelArtifact) -> str:

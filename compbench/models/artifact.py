@@ -12,13 +12,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from compbench.common.errors import CompbenchError, UnsupportedError
+from compbench.common.errors import CompbenchError, UnreadableArtifactError, UnsupportedError
 from compbench.common.hashing import stable_hash
 from compbench.models.formats import FORMATS, ArtifactFormat
 from compbench.models.formats.base import ONNX_EXPORTS, OPENVINO_EXPORTS
 from compbench.models.kinds import CAUSAL_LM, SEQUENCE_CLASSIFICATION, model_kind
 
 META_FILE = "compbench.json"
+# A quantized model's record of its source's (parameters, non-zero parameters), written when it is built and sealed
+# with it: quantization keeps every parameter, and a weight that rounds to zero is not pruned, which the stored
+# integers alone cannot tell from a weight that was zero before.
+SOURCE_PARAMETERS = "source_parameters.json"
 # Folders an artifact gains after it is built, caches of what is computed from it: outside its seal
 # (each keeps its own). ONNX exports and OpenVINO IR, one subfolder per converter version; a teacher's logits on
 # training rows; the text a causal-LM teacher wrote for sequence-level distillation.
@@ -82,8 +86,25 @@ class ModelArtifact:
         return self.model_format.onnx_files(self.path)
 
     def parameter_counts(self) -> tuple[int, int]:
-        """(parameters, non-zero parameters) as stored."""
-        return self.model_format.parameter_counts(self.path)
+        """(parameters, non-zero parameters): a quantized model's are its source's (``SOURCE_PARAMETERS``), any
+        other model's as its format counts them."""
+        record = self.path / SOURCE_PARAMETERS
+        if not record.exists():
+            return self.model_format.parameter_counts(self.path)
+        try:
+            counts = json.loads(record.read_text())
+            params, nonzero = int(counts["params"]), int(counts["nonzero_params"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UnreadableArtifactError(f"{record}: not a record of parameter counts ({type(exc).__name__}: "
+                                          f"{exc}); remove the artifact folder {self.path} and it is built again") \
+                from None
+        return params, nonzero
+
+    def keep_source_parameters(self, source: "ModelArtifact") -> None:
+        """Record ``source``'s parameter counts as this model's (a quantization of it), before it is sealed."""
+        params, nonzero = source.parameter_counts()
+        (self.path / SOURCE_PARAMETERS).write_text(json.dumps(
+            {"params": params, "nonzero_params": nonzero, "source": source.hash}, indent=1))
 
     def torch_model(self, device: str = "cpu"):
         return self.model_format.load_torch(self.path, device)

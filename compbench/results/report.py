@@ -240,7 +240,10 @@ def teacher_origin(step: dict) -> str:
     if step.get("step") == "given" and step.get("kind") == "causal-lm":
         return f"{step['base']} as given (a causal LM is measured as it is)"
     if step.get("step") == "given":
-        return f"{step['base']} as given (teacher.finetune: false, no training)"
+        reading = step.get("labels_read_as")
+        read_as = ("; labels read as the model's: " + ", ".join(f"{name} as {meant}" for name, meant in
+                                                                reading.items())) if reading else ""
+        return f"{step['base']} as given (teacher.finetune: false, no training){read_as}"
     return str(step.get("base") or step.get("step"))
 
 

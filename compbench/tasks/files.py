@@ -37,9 +37,11 @@ Labels and kinds (``problem``)
     single-label; numbers that are not all whole (STS-B's 3.8) mean regression, whole numbers mean classes
     -- unless there are more than ``MAX_INFERRED_INTEGER_CLASSES`` distinct ones, which could be either
     (ratings, counts, years): then it asks for ``problem:``; anything else (text) means classes. The
-    label mapping is ``labels:`` (in id order) or inferred: ClassLabel names in their order, else the
-    train split's distinct labels sorted (numerically where they are numbers). A label outside the
-    mapping, in any split, is an error that names it.
+    label mapping is ``labels:`` (in id order: a given model's output order; or, for a given model, a
+    mapping of each label to the model label it means, put in the model's order) or inferred: ClassLabel
+    names in their order, else the train split's distinct labels sorted (numerically where they are
+    numbers; a given model's own labels in its order). A label outside the mapping, in any split, is an
+    error that names it.
 Splits
     ``train`` always; the evaluation split ``eval_split`` (``validation``, or ``test``); a ``validation``
     split that the data lacks is carved from train with ``validation_fraction``, seeded by the suite's
@@ -60,12 +62,13 @@ Metrics (``metric``)
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
 import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence, Union
 
@@ -115,7 +118,9 @@ class FileTaskConfig(BaseModel):
     text: str = Field(description="the column holding the text")
     text_pair: str | None = Field(None, description="the column holding the second text of a pair")
     label: str | list[str] = Field(description="the label column (several 0/1 columns: one per label, multi-label)")
-    labels: list[LabelValue] | None = Field(None, description="the labels in id order (default: inferred)")
+    labels: list[LabelValue] | dict[LabelValue, LabelValue] | None = Field(
+        None, description="the labels in id order (a given model's output order), or a mapping of each label to the "
+                          "given model's label it means (default: inferred)")
     problem: Problem = Field("auto", description="single_label, multi_label or regression (auto: inferred)")
     label_separator: str | None = Field(None, description="separates a multi-label row's labels in one string")
     metric: str | list[str] | None = Field(None, description="metric name(s), the first the headline")
@@ -208,6 +213,15 @@ class FileTaskConfig(BaseModel):
                 raise ValueError(f"labels lists {', '.join(repeated)} twice")
             if len(keys) < 2:
                 raise ValueError("labels needs two or more labels")
+        if isinstance(self.labels, dict):
+            by_meaning: dict[str, list[str]] = {}
+            for key, value in self.labels.items():
+                by_meaning.setdefault(str(value).casefold(), []).append(str(key))
+            shared, both = next(((value, keys) for value, keys in by_meaning.items() if len(keys) > 1), (None, None))
+            if both:
+                raise ValueError(f"labels maps {' and '.join(both)} to the same model label {shared!r}: "
+                                 "one output cannot be two labels; fine-tune a head for them (teacher: {finetune: "
+                                 f"true}}) with labels: {labels_yaml([str(key) for key in self.labels])}")
         return self
 
 
@@ -740,13 +754,15 @@ def _sorted_classes(keys: Iterable[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class LabelPlan:
-    """A task's kind and label mapping: ``names`` in id order (None for regression), where they come from, and
-    the ClassLabel names (if any) that turn the label column's ids into names first."""
+    """A task's kind and label mapping: ``names`` in id order (None for regression), where they come from (in words,
+    and as ``TaskSpec.labels_from``), and the ClassLabel names (if any) that turn the label column's ids into names
+    first."""
 
     kind: str
     names: tuple[str, ...] | None
     origin: str
     class_names: tuple[str, ...] | None = None
+    labels_from: str = "list"
 
     @property
     def ids(self) -> dict[str, int]:
@@ -798,14 +814,82 @@ def _check_column(tables: list[Table], column: str, role: str) -> None:
                                      f"{_names_list(map(str, table.columns), 40)}{hint}")
 
 
-def plan_labels(config: FileTaskConfig, tables: dict[str, list[Table]]) -> LabelPlan:
-    """The kind and label mapping, from ``labels:`` / the ClassLabel names / the train split's labels."""
+def plan_labels(config: FileTaskConfig, tables: dict[str, list[Table]], head: Sequence[str] | None = None) -> LabelPlan:
+    """The kind and label mapping, from ``labels:`` / the ClassLabel names / the train split's labels; with ``head``
+    (a given model's labels in output order) a ``labels:`` mapping, and labels from the data that are the model's
+    own, in the model's order."""
+    plan = _planned_labels(config, tables)
+    if head is None or plan.names is None:
+        return plan
+    if plan.labels_from == "mapping":
+        return replace(plan, names=_in_head_order(config.labels, tuple(map(str, head))))
+    folded = [name.casefold() for name in plan.names]
+    if plan.labels_from == "data" and sorted(folded) == sorted(str(name).casefold() for name in head):
+        return replace(plan, names=tuple(plan.names[folded.index(str(name).casefold())] for name in head),
+                       origin=f"{plan.origin}, in the order of the model's outputs")
+    return plan
+
+
+def _in_head_order(mapping: dict, head: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys of a ``labels:`` mapping ordered by the model labels they map to (``head``, the output order);
+    a mapping that does not name each output once is a usage error whose advice is a mapping that does."""
+    labels, meant = [str(key) for key in mapping], [str(value) for value in mapping.values()]
+    folded = [name.casefold() for name in head]
+    if len(labels) > len(head):
+        raise UsageError(f"labels maps {len(labels)} labels, but the model has {len(head)} outputs "
+                         f"({', '.join(head)}): fine-tune a head for them (teacher: {{finetune: true}}) with labels: "
+                         f"{labels_yaml(labels)}")
+    unknown = [(label, value) for label, value in zip(labels, meant) if value.casefold() not in folded]
+    unnamed = [name for name in head if name.casefold() not in {value.casefold() for value in meant}]
+    if unknown or unnamed:
+        problem = (f"labels maps {unknown[0][0]} to {unknown[0][1]!r}, which is not one of the model's labels"
+                   if unknown else f"labels maps none of yours to the model's {', '.join(unnamed)}")
+        raise UsageError(f"{problem} ({', '.join(head)}); map each output once, e.g. labels: "
+                         f"{labels_yaml(suggested_reading(labels, head, meant))} (if that is what they mean)")
+    by_meaning = {value.casefold(): label for label, value in zip(labels, meant)}
+    return tuple(by_meaning[name] for name in folded)
+
+
+def suggested_reading(labels: Sequence[str], head: Sequence[str], meant: Sequence[str] | None = None) -> dict:
+    """A guess, for advice, at which of the model's labels (``head``) each of ``labels`` is: the same name first,
+    then the closest to what ``meant`` (the user's mapping) says, then in order; a model label left over is named
+    after itself. Every output is named once (at most ``len(head)`` labels)."""
+    left = list(head)
+
+    def take(name: str) -> str:
+        left.remove(name)
+        return name
+
+    reading: dict = {}
+    for label in labels:          # the same name
+        same = next((name for name in left if name.casefold() == str(label).casefold()), None)
+        if same is not None:
+            reading[label] = take(same)
+    for index, label in enumerate(labels):
+        if label not in reading and left:
+            hint = meant[index] if meant is not None else str(label)
+            close = difflib.get_close_matches(hint, left, n=1) or left[:1]
+            reading[label] = take(close[0])
+    reading.update({name: name for name in left if name not in reading})
+    return {label: reading[label] for label in [*labels, *[name for name in reading if name not in labels]]}
+
+
+def labels_yaml(labels: Sequence[str] | dict) -> str:
+    """``labels:`` as a suite writes it: ``[a, b]`` or ``{a: x, b: y}``."""
+    if isinstance(labels, dict):
+        return "{" + ", ".join(f"{key}: {value}" for key, value in labels.items()) + "}"
+    return "[" + ", ".join(map(str, labels)) + "]"
+
+
+def _planned_labels(config: FileTaskConfig, tables: dict[str, list[Table]]) -> LabelPlan:
+    """``plan_labels`` before a given model's order is known."""
     train = tables["train"]
     if isinstance(config.label, list):
         return LabelPlan("multi_label", tuple(config.label), "the label columns")
     column = config.label
     features = _class_names(tables, column)
     given = tuple(str(value) for value in config.labels) if config.labels is not None else None
+    given_from = "mapping" if isinstance(config.labels, dict) else "list"
     values = [v for table in train for v in table.columns[column] if not _is_missing(v)]
     problem = config.problem
     if features is not None:
@@ -816,14 +900,14 @@ def plan_labels(config: FileTaskConfig, tables: dict[str, list[Table]]) -> Label
             raise _fail(train[0].where, f"column {column!r} is a Hugging Face {what} ({_names_list(class_names)}), "
                                         f"which makes a {kind} task, not {problem}")
         if given is not None:
-            return LabelPlan(kind, given, "given as labels:", class_names)
-        return LabelPlan(kind, class_names, "the dataset's ClassLabel names", class_names)
+            return LabelPlan(kind, given, "given as labels:", class_names, given_from)
+        return LabelPlan(kind, class_names, "the dataset's ClassLabel names", class_names, "data")
     if problem == "auto":
         problem = _infer_problem(config, values, train[0].where, column)
     if problem == "regression":
         return LabelPlan("regression", None, "")
     if given is not None:
-        return LabelPlan(problem, given, "given as labels:")
+        return LabelPlan(problem, given, "given as labels:", labels_from=given_from)
     if problem == "multi_label":
         keys = []
         for table in train:
@@ -839,7 +923,7 @@ def plan_labels(config: FileTaskConfig, tables: dict[str, list[Table]]) -> Label
                            f"({_names_list(names) or 'none'}): a classifier needs two or more; list them all in "
                            "labels:")
     return LabelPlan(problem, tuple(names), "inferred from the train split; list every label in labels: to "
-                                            "allow others")
+                                            "allow others", labels_from="data")
 
 
 def _infer_problem(config: FileTaskConfig, values: list, where: str, column: str) -> str:
@@ -1138,10 +1222,12 @@ def _metric_names(config: FileTaskConfig, plan: LabelPlan) -> tuple[str, ...]:
     return names
 
 
-def resolve_file_task(config: FileTaskConfig, base_dir: Path, seed: int = 0) -> tuple[TaskSpec, FileTaskSource]:
+def resolve_file_task(config: FileTaskConfig, base_dir: Path, seed: int = 0,
+                      head: Sequence[str] | None = None) -> tuple[TaskSpec, FileTaskSource]:
     """The spec and the source of a file task: its inputs located (relative paths from ``base_dir``, the suite's
-    folder), the train and evaluation splits read and checked, the kind and label mapping settled. ``seed``
-    (the suite's data seed) carves ``validation_fraction``. Every problem is a one-line UsageError."""
+    folder), the train and evaluation splits read and checked, the kind and label mapping settled (``head``: a
+    given model's labels in output order, ``plan_labels``). ``seed`` (the suite's data seed) carves
+    ``validation_fraction``. Every problem is a one-line UsageError."""
     try:
         inputs = locate_inputs(config, base_dir)
         place = _place(config, base_dir, inputs)
@@ -1154,11 +1240,11 @@ def resolve_file_task(config: FileTaskConfig, base_dir: Path, seed: int = 0) -> 
                 _check_column(split_tables, column, role)
             if not any(len(table) for table in split_tables):
                 raise _fail(", ".join(t.where for t in split_tables), f"the {split} split has no usable rows (0 read)")
-        plan = plan_labels(config, tables)
+        plan = plan_labels(config, tables, head)
         text_fields = (config.text,) + ((config.text_pair,) if config.text_pair is not None else ())
         num_labels = len(plan.names) if plan.names else 1
         spec = TaskSpec(config.name, text_fields, num_labels, _metric_names(config, plan), (config.eval_split,),
-                        None, plan.kind, plan.names)
+                        None, plan.kind, plan.names, plan.labels_from if plan.names else "")
         source.spec, source.plan = spec, plan
         for split in dict.fromkeys(used):
             source.rows(split)

@@ -23,7 +23,10 @@ class TaskSpec:
     ``multi_label`` (any subset of ``num_labels`` labels per row, labels multi-hot) or ``regression``
     (one number per row, ``num_labels == 1``); left empty it follows ``num_labels`` (1: regression).
     ``label_names`` are the labels in id order (None where the task has no names). ``tsv_dir`` is the
-    task's folder in the original GLUE download (GLUE tasks only).
+    task's folder in the original GLUE download (GLUE tasks only). ``labels_from`` says what set the labels'
+    order, which a given model's head is checked against: ``""`` the task itself (GLUE), ``"list"`` the user's
+    ``labels:`` list (the model's output order), ``"mapping"`` a ``labels:`` mapping onto the model's labels,
+    ``"data"`` the data (sorted, or a dataset's ClassLabel order).
     """
 
     name: str
@@ -34,6 +37,7 @@ class TaskSpec:
     tsv_dir: str | None = None
     kind: str = ""
     label_names: tuple[str, ...] | None = None
+    labels_from: str = ""
 
     def __post_init__(self) -> None:
         if not self.kind:

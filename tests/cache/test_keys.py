@@ -81,6 +81,40 @@ def test_a_measured_cell_depends_on_the_measuring_code(tmp_path: Path, monkeypat
     assert cell_module.cell_key(suite, cell, "a", "rows", "teacher") != before
 
 
+# What the hand-kept list of measuring code held (before it was derived from the imports): its folders' modules
+HAND_KEPT = ("measurement", "backends", "tasks", "models", "results/rows.py", "config/measure.py", "config/backends.py")
+# ... two of which no measurement imports: they resolve a suite's model names to folders before anything is built
+BUILDING_ONLY = {"models/gguf.py", "models/references.py"}
+
+
+def test_the_measuring_code_is_what_the_measurement_imports():
+    root = cell_module.PACKAGE_ROOT
+    measured = {path.relative_to(root).as_posix() for path in cell_module.measuring_code().values()}
+    hand_kept = {path.relative_to(root).as_posix() for part in HAND_KEPT
+                 for path in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])}
+    assert "common/statistics.py" in measured          # speed-up intervals: the hand-kept list missed it
+    assert hand_kept - measured == BUILDING_ONLY
+    assert {"backends/torch.py", "backends/onnxruntime.py", "backends/openvino.py"} <= measured  # by registry name
+    assert not {path for path in measured if path.startswith(("compressors/", "training/", "execution/"))}
+
+
+def test_a_module_the_measurement_comes_to_import_is_in_the_key(tmp_path: Path):
+    """A new module is measuring code once a measured module imports it, even inside a function."""
+    copy = tmp_path / "compbench"
+    shutil.copytree(cell_module.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    fingerprint = cell_module.code_fingerprint.__wrapped__
+    before = fingerprint(copy)
+    (copy / "common" / "rounding.py").write_text("DIGITS = 3\n")
+    assert fingerprint(copy) == before                  # imported by nothing yet
+    timing = copy / "measurement" / "timing.py"
+    timing.write_text(timing.read_text() + "\n\ndef digits():\n    from compbench.common.rounding import DIGITS\n\n"
+                      "    return DIGITS\n")
+    imported = fingerprint(copy)
+    (copy / "common" / "rounding.py").write_text("DIGITS = 4\n")
+    assert fingerprint(copy) not in (imported, before)
+    assert fingerprint(copy) == fingerprint(copy)       # the same files, the same key
+
+
 def test_an_onnx_export_is_per_exporter_version(tmp_path: Path, monkeypatch):
     before = onnx_export_dir(tmp_path)
     newer(monkeypatch, "optimum")

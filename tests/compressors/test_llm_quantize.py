@@ -162,7 +162,7 @@ def test_a_planted_pickle_is_never_loaded(store, tiny_causal_lm, tmp_path):
     with pytest.raises(UnreadableArtifactError, match="not a readable safetensors file"):
         ModelArtifact.load(planted).torch_model()
     with pytest.raises(UnreadableArtifactError):
-        ModelArtifact.load(planted).parameter_counts()
+        ModelArtifact.load(planted).model_format.parameter_counts(planted)
     # a pickle beside the safetensors (what torchao's own torch.save would write) is not read either
     shutil.copyfile(artifact.path / TORCHAO_WEIGHTS, planted / TORCHAO_WEIGHTS)
     torch.save({"state": _Planted(str(marker))}, planted / "pytorch_model.bin")

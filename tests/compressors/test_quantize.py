@@ -416,5 +416,5 @@ def test_a_planted_pickle_in_a_cached_int8_model_runs_nothing(builder, tmp_path)
     with pytest.raises(CompbenchError, match=f"{planted / QUANTIZED_STATE}: refused"):
         ModelArtifact.load(planted).torch_model()
     with pytest.raises(CompbenchError, match="refused"):
-        ModelArtifact.load(planted).parameter_counts()
+        ModelArtifact.load(planted).model_format.parameter_counts(planted)
     assert not marker.exists()

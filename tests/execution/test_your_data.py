@@ -128,8 +128,8 @@ def test_your_fine_tuned_model_on_your_csv(tmp_path, fault_plugin, glue_data):
     assert "reviews" in (runner.results / "given" / "report.md").read_text()
 
     # a head whose labels do not match the data, a missing column: one line each, exit 2, no folder made
-    for wrong, says in (({**task, "labels": ["positive", "negative"]}, "the model's labels (id2label) are "
-                         "[negative, positive] but task reviews's are [positive, negative]"),
+    for wrong, says in (({**task, "labels": ["positive", "negative"]}, "labels lists positive as output 0, where "
+                         "the model has negative (positive is its output 1)"),
                         ({**task, "text": "body"}, "column 'body'")):
         suite = runner.write_suite("wrong", {**given, "tasks": [wrong]})
         bad = runner.run("run", suite, "--results-dir", runner.results, "--run-id", "wrong", "--no-progress")

@@ -52,9 +52,9 @@ def test_a_given_teachers_head_must_fit_the_task():
     assert head_problem(named, task) is None                                    # the names, whatever their case
     assert head_problem(BertConfig(num_labels=2), task) is None                 # LABEL_0, LABEL_1: nothing to check
     swapped = BertConfig(num_labels=2, id2label={0: "positive", 1: "negative"})
-    assert "are [positive, negative] but task reviews's are [negative, positive]" in head_problem(swapped, task)
+    assert "are [positive, negative], task reviews's [negative, positive]" in head_problem(swapped, task)
     three = BertConfig(num_labels=3)
     assert "head has 3 outputs" in head_problem(three, task)
-    assert "has 2 (negative, positive)" in head_problem(three, task)
+    assert "task reviews 2 (negative, positive)" in head_problem(three, task)
     regression = TaskSpec("score", ("a", "b"), 1, ("pearson",), ("validation",))
     assert head_problem(BertConfig(num_labels=1), regression) is None

@@ -216,7 +216,8 @@ def method(name: str):
 class Quantize(Compressor):
     name = "quantize"
     Params = QuantizeParams
-    code_version = "5"   # 5: causal LMs (lm_head float by default), torchao, nf4, ort-int4
+    # 5: causal LMs (lm_head float by default), torchao, nf4, ort-int4; 6: the source's parameter counts recorded
+    code_version = "6"
 
     @classmethod
     def accepts(cls, params: QuantizeParams) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -237,7 +238,9 @@ class Quantize(Compressor):
         return {}
 
     def compress(self, model: ModelArtifact, ctx: CompressContext) -> ModelArtifact:
-        return METHODS[self.params.method](model, self.params, ctx)
+        quantized = METHODS[self.params.method](model, self.params, ctx)
+        quantized.keep_source_parameters(model)
+        return quantized
 
 
 def finish(model: ModelArtifact, ctx: CompressContext, *, fmt: str, precision: str) -> ModelArtifact:

@@ -10,7 +10,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from compbench.common.errors import CompbenchError, UnsupportedError
+from compbench.common.errors import CompbenchError, UnreadableArtifactError, UnsupportedError
 from compbench.models.formats.base import ArtifactFormat, register_format
 from compbench.models.kinds import model_from_config
 
@@ -32,16 +32,25 @@ class TorchDynamicInt8Format(ArtifactFormat):
         return [folder / QUANTIZED_STATE, folder / QUANTIZATION_SPEC, folder / "config.json"]
 
     def parameter_counts(self, folder: Path) -> tuple[int, int]:
+        """The parameters of the module the config builds (quantization keeps their shapes), each counted once:
+        a tied output head that stays float while its table is quantized is stored twice but is one parameter.
+        Non-zero: stored values that de-quantize to non-zero."""
         import torch
 
+        with torch.device("meta"):     # shapes and ties only: no weights are made
+            skeleton = model_from_config(folder)
+        stored = dict(stored_parameters(load_quantized_state(folder)))
+        groups: dict[int, list[str]] = {}
+        for name, parameter in skeleton.named_parameters(remove_duplicate=False):
+            groups.setdefault(id(parameter), []).append(name)
         total = nonzero = 0
-        for value in load_quantized_state(folder).values():
-            tensors = value if isinstance(value, tuple) else (value,)
-            for tensor in tensors:
-                if isinstance(tensor, torch.Tensor) and tensor.dtype not in (torch.int64,) and tensor.numel() > 1:
-                    plain = tensor.int_repr() if tensor.is_quantized else tensor
-                    total += plain.numel()
-                    nonzero += int(plain.count_nonzero())
+        for names in groups.values():
+            found = next((stored[name] for name in names if name in stored), None)
+            if found is None:
+                raise UnreadableArtifactError(f"{folder / QUANTIZED_STATE}: holds no {names[0]}; remove the artifact "
+                                              "folder and it is built again")
+            total += found.numel()
+            nonzero += int(found.count_nonzero())
         return total, nonzero
 
     def load_torch(self, folder: Path, device: str = "cpu"):
@@ -56,6 +65,28 @@ class TorchDynamicInt8Format(ArtifactFormat):
     def onnx_files(self, folder: Path) -> list[Path]:
         raise UnsupportedError("PyTorch dynamic-quantized modules do not export to ONNX; "
                                "use quantize method ort-dynamic for onnxruntime")
+
+
+def stored_parameters(state: dict):
+    """(parameter name, float tensor) for each weight and bias in a dynamic-quantized state dict: a quantized
+    module keeps its Linear's weight and bias as ``<module>._packed_params._packed_params`` and its Embedding's
+    table as ``<module>._packed_params._packed_weight``, both de-quantized here; their scales and zero points are
+    not parameters."""
+    import torch
+
+    for name, value in state.items():
+        module, _, leaf = name.rpartition("._packed_params.")
+        if leaf == "_packed_params":
+            pairs = zip(("weight", "bias"), value)
+        elif leaf == "_packed_weight":
+            pairs = [("weight", value)]
+        else:
+            if isinstance(value, torch.Tensor):
+                yield name, value
+            continue
+        for part, tensor in pairs:
+            if tensor is not None:
+                yield f"{module}.{part}", tensor.dequantize() if tensor.is_quantized else tensor
 
 
 def load_quantized_state(folder: Path) -> dict:
