@@ -74,6 +74,15 @@ def _paired_delta(metric: str, baseline: tuple, predictions: tuple, labels: tupl
     return Delta(value, interval.low, interval.high)
 
 
+def change_mark(metric_name: str, change: float, significant: bool | None) -> str:
+    """`` ▲`` for a change beyond the noise that is better, `` ▼`` for one that is worse, by the metric's own
+    direction (perplexity going up is worse); empty within the noise."""
+    if not significant:
+        return ""
+    better = change > 0 if higher_is_better(metric_name) else change < 0
+    return " ▲" if better else " ▼"
+
+
 def kept_share(metric_name: str, value: float | None, baseline: float | None) -> float | None:
     """The share of the baseline's quality a model keeps: ``value / baseline`` for a metric where higher is better,
     ``baseline / value`` where lower is (perplexity 10% higher keeps 1/1.1 = 91%)."""

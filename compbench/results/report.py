@@ -21,6 +21,7 @@ from compbench.results.analysis import (
     MIN_EVAL_ROWS,
     analyse,
     cells_of,
+    change_mark,
     eval_sizes,
     front_score,
     latency_range,
@@ -119,8 +120,9 @@ READING_GUIDE = (
     "How to read this: every number is measured in this run folder's rows (`results.jsonl`). "
     "**Metric**: the task's official metric on its validation split, with a 95% bootstrap interval. "
     "**Δ**: the difference to the uncompressed teacher on the same backend (fp32), scored on the same rows, with a "
-    "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss), no mark means "
-    "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric; "
+    "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss: for perplexity a "
+    "fall is the gain), no mark means within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / "
+    "99.9% of the teacher's metric; "
     f"— on a task evaluated on fewer than {MIN_EVAL_ROWS} rows, where they would mean nothing. "
     "**Latency**: ms per batch at fixed threads after warm-up (p50, and the p10–p90 spread of the timed calls); "
     "**speed-up vs reference** (the headline): the median latency of the teacher on the suite's reference backend "
@@ -422,7 +424,7 @@ def delta_text(row: dict, prefix: str = "") -> str:
         return ""
     if low is None:
         return f"{_signed(value)} (no paired rows)"
-    mark = (" ▲" if value > 0 else " ▼") if significant else ""
+    mark = change_mark(row["metric_name"], value, significant)
     return f"{_signed(value)} [{_signed(low, 3)}, {_signed(high, 3)}]{mark}"
 
 
