@@ -22,8 +22,8 @@ def evaluate_session(
 
     The first metric of the primary split is the headline (``metric``) with a 95%
     bootstrap interval; further splits (MNLI mismatched) are added as ``split/metric``. ``predictions`` are
-    what the metrics score (``predictions_from_logits``): class ids, a binary task's probability of class 1
-    where it is scored by auroc, a multi-hot list per row (multi-label), or numbers (regression).
+    what the metrics score (``predictions_from_logits``): class ids, a binary task's log-probabilities of
+    both classes where it is scored by auroc, a multi-hot list per row (multi-label), or numbers (regression).
     """
     task = data.task
     result: dict = {"metrics": {}}

@@ -12,9 +12,11 @@ one against scikit-learn/scipy. Every metric returns a plain float and never nan
 What predictions look like, by task kind (``predictions_from_logits``):
 
 * single-label: class ids (argmax), 1-D ints; for a binary task whose metrics include ``auroc``, the
-  probability of class 1 instead (1-D floats in [0, 1]): ``auroc`` ranks them, and every class
-  metric reads float predictions in [0, 1] as that probability and thresholds it (> 0.5, the same
-  class as argmax), so one stored ``predictions`` list serves every metric and the paired bootstrap;
+  log-probabilities of classes 0 and 1 instead (floats, one pair per row): ``auroc`` ranks rows by their
+  difference (the logit margin; a probability of class 1 rounds to exactly 1.0 in float64 beyond a margin of
+  about 37, and rows beyond it would tie), and every class metric takes the likelier class (argmax), so one stored
+  ``predictions`` list serves every metric and the paired bootstrap. Rows of runs before stored the probability of
+  class 1 (1-D floats in [0, 1]): the class metrics threshold it at 0.5 and ``auroc`` ranks it;
 * multi-label: a multi-hot matrix (n, labels) of ints, a label predicted where its sigmoid > 0.5
   (logit > 0); ``accuracy`` is exact-match (subset) accuracy, F1s are over labels; the bootstrap
   resamples rows;
@@ -34,10 +36,20 @@ from compbench.tasks.glue import TaskSpec
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 
+def _log_probability_pairs(preds: np.ndarray, labs: np.ndarray) -> bool:
+    """Whether ``preds`` are a binary task's log-probabilities of classes 0 and 1, a pair per row (multi-label
+    predictions are 0/1 ints with labels of the same shape)."""
+    return preds.ndim == 2 and preds.shape[1] == 2 and preds.dtype.kind == "f" and labs.ndim == 1
+
+
 def _as_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both sides as arrays of equal, non-zero length: 1-D, or 2-D (rows, labels) for multi-label."""
+    """Both sides as arrays of equal, non-zero length: 1-D, or 2-D (rows, labels) for multi-label, or a binary
+    task's log-probability pairs (rows, 2) with 1-D labels."""
     preds, labs = np.asarray(predictions), np.asarray(labels)
-    if preds.ndim == 2 and preds.shape[1] > 1 or labs.ndim == 2 and labs.shape[1] > 1:
+    if _log_probability_pairs(preds, labs):
+        if len(preds) != len(labs):
+            raise ValueError(f"{len(preds)} predictions but {labs.size} labels")
+    elif preds.ndim == 2 and preds.shape[1] > 1 or labs.ndim == 2 and labs.shape[1] > 1:
         if preds.shape != labs.shape:
             raise ValueError(f"predictions of shape {preds.shape} but labels of shape {labs.shape}")
     else:
@@ -49,9 +61,12 @@ def _as_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return preds, labs
 
 
-def _classes(preds: np.ndarray) -> np.ndarray:
-    """Class ids of predictions: float predictions within [0, 1] are a binary task's probability of
-    class 1, thresholded at 0.5 (as argmax would: a tie is class 0); anything else is ids already."""
+def _classes(preds: np.ndarray, labs: np.ndarray) -> np.ndarray:
+    """Class ids of predictions: a binary task's log-probability pairs give the likelier class (a tie is class 0,
+    as argmax); 1-D float predictions within [0, 1] are the probability of class 1 that rows of runs before stored,
+    thresholded at 0.5 (the same class); anything else is ids already."""
+    if _log_probability_pairs(preds, labs):
+        return (preds[:, 1] > preds[:, 0]).astype(np.int64)
     if preds.dtype.kind == "f" and preds.min() >= 0.0 and preds.max() <= 1.0:
         return (preds > 0.5).astype(np.int64)
     return preds
@@ -65,7 +80,7 @@ def _one_dimensional(name: str, preds: np.ndarray) -> None:
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of predictions equal to the label; multi-label: of rows whose every label is right."""
     preds, labs = _as_pair(predictions, labels)
-    correct = _classes(preds) == labs
+    correct = _classes(preds, labs) == labs
     return float(np.mean(correct if correct.ndim == 1 else correct.all(axis=1)))
 
 
@@ -80,7 +95,7 @@ def f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Binary F1 of the positive class 1: 2tp / (2tp + fp + fn); 0.0 when there is no positive
     on either side (scikit-learn's ``zero_division=0``, as in the official GLUE scoring)."""
     preds, labs = _as_pair(predictions, labels)
-    pred_pos, true_pos = _classes(preds) == 1, labs == 1
+    pred_pos, true_pos = _classes(preds, labs) == 1, labs == 1
     tp = int(np.count_nonzero(pred_pos & true_pos))
     fp = int(np.count_nonzero(pred_pos & ~true_pos))
     fn = int(np.count_nonzero(~pred_pos & true_pos))
@@ -102,7 +117,7 @@ def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     classes present in the labels or the predictions (single-label), or over every label (multi-label,
     where a label with no positive on either side scores 0)."""
     preds, labs = _as_pair(predictions, labels)
-    preds = _classes(preds)
+    preds = _classes(preds, labs)
     if preds.ndim == 2:
         pred_pos, true_pos = preds == 1, labs == 1
         tp = np.count_nonzero(pred_pos & true_pos, axis=0)
@@ -120,7 +135,7 @@ def micro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """F1 of the pooled counts (scikit-learn ``average="micro"``, ``zero_division=0``): for single-label rows
     this is accuracy; for multi-label, 2tp / (2tp + fp + fn) over every (row, label)."""
     preds, labs = _as_pair(predictions, labels)
-    preds = _classes(preds)
+    preds = _classes(preds, labs)
     if preds.ndim == 1:
         return float(np.mean(preds == labs))
     pred_pos, true_pos = preds == 1, labs == 1
@@ -134,8 +149,9 @@ def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Matthews correlation (multi-class form, as scikit-learn); 0.0 when undefined, i.e. when
     the labels or the predictions hold a single class."""
     preds, labs = _as_pair(predictions, labels)
+    preds = _classes(preds, labs)
     _one_dimensional("matthews", preds)
-    confusion = _confusion(_classes(preds), labs).astype(np.float64)
+    confusion = _confusion(preds, labs).astype(np.float64)
     true_sum, pred_sum = confusion.sum(axis=1), confusion.sum(axis=0)
     n, correct = confusion.sum(), np.trace(confusion)
     cov_tp = correct * n - true_sum @ pred_sum
@@ -156,9 +172,12 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 def auroc(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve of a binary task (scikit-learn ``roc_auc_score``): the chance that a
     random positive row scores above a random negative one, ties counting half. Predictions are
-    scores (the probability of class 1; class ids work too, as scikit-learn takes them). 0.5 (chance)
-    when the labels hold a single class, where it is undefined."""
+    scores: log-probability pairs rank by their difference, the logit margin, which never saturates (the
+    probability of class 1 of rows of runs before, and class ids, rank as they are, as scikit-learn takes them).
+    0.5 (chance) when the labels hold a single class, where it is undefined."""
     preds, labs = _as_pair(predictions, labels)
+    if _log_probability_pairs(preds, labs):
+        preds = preds[:, 1] - preds[:, 0]
     _one_dimensional("auroc", preds)
     positive = labs == 1
     if not np.all(positive | (labs == 0)):
@@ -266,21 +285,21 @@ def get_metric(name: str) -> MetricFn:
 
 
 def wants_scores(task: TaskSpec) -> bool:
-    """Whether ``task``'s predictions are the probability of class 1 rather than class ids: a binary task
-    scored by ``auroc``, which ranks rows by score."""
+    """Whether ``task``'s predictions are scores (log-probabilities of both classes) rather than class ids: a
+    binary task scored by ``auroc``, which ranks rows by score."""
     return task.is_binary and "auroc" in task.metric_names
 
 
-def _positive_probability(logits: np.ndarray) -> np.ndarray:
-    """softmax(logits)[:, 1] of two-class logits, computed without overflow."""
-    margin = logits[:, 1].astype(np.float64) - logits[:, 0].astype(np.float64)
-    small = np.exp(-np.abs(margin))
-    return np.where(margin >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
+def log_probabilities(logits: np.ndarray) -> np.ndarray:
+    """log softmax of each row of ``logits`` in float64, without overflow."""
+    values = np.asarray(logits, dtype=np.float64)
+    shifted = values - values.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    """What the task's metrics score (see the module docstring): class ids (argmax), or the probability of
-    class 1 for a binary task scored by ``auroc``; a multi-hot int matrix (logit > 0) for multi-label; the
+    """What the task's metrics score (see the module docstring): class ids (argmax), or the log-probabilities of
+    both classes for a binary task scored by ``auroc``; a multi-hot int matrix (logit > 0) for multi-label; the
     single output as float64 for regression."""
     values = np.asarray(logits)
     if task.is_regression:
@@ -294,7 +313,7 @@ def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     if task.is_multi_label:
         return (values > 0).astype(np.int64)
     if wants_scores(task):
-        return _positive_probability(values)
+        return log_probabilities(values)
     return values.argmax(axis=1)
 
 
