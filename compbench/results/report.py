@@ -31,6 +31,7 @@ from compbench.results.pareto import pareto_mask
 from compbench.results.rows import read_labels, read_rows
 from compbench.results.table import tidy_frame
 from compbench.results.trust import trust_warnings_for
+from compbench.tasks.glue import TASKS
 
 TEXT_COLUMNS = ("pipeline", "backend", "shape")
 PLOTS_DIR = "plots"
@@ -261,6 +262,7 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
     if ok:
         cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
         lines += [f"### {ok[0]['metric_name']} and size", "", markdown_table(accuracy_table(cells, reference)), ""]
+        lines += positive_label_note(ok)
         lines += withheld_note(ok)
         lines += storage_notes(cells)
         lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
@@ -308,13 +310,15 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
     when one is named), gates, size (none of these depend on the shape)."""
     front = pareto_mask([r["size_bytes"] for r in cells], [front_score(r) for r in cells])
     metric_name = cells[0]["metric_name"]
+    label = positive_label(cells[0]) if metric_name == "f1" else None
+    positive = f", positive {label} " if label else " "
     table = []
     for row, on_front in zip(cells, front):
         low, high = row["metric_ci95"] or (float("nan"), float("nan"))
         table.append({
             "pipeline": row["pipeline"] + (" ★" if on_front else ""),
             "backend": row["backend_label"],
-            f"{metric_name} (95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
+            f"{metric_name}{positive}(95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
             "Δ vs teacher (95% CI)": delta_text(row),
             **({f"Δ vs {reference} (95% CI)": delta_text(row, "reference_")} if reference else {}),
             **{f"≥{share * 100:g}%": "—" if row.get("gates_withheld") else _gate(row[gate])
@@ -472,6 +476,22 @@ def reference_notes(ok: list[dict]) -> list[str]:
     for reason, cells in reasons.items():
         lines.append(f"Not timed against the reference ({', '.join(f'`{cell}`' for cell in cells)}): {reason}.")
     return [*(f"- {line}" if len(lines) > 1 else line for line in lines), ""] if lines else []
+
+
+def positive_label(row: dict) -> str | None:
+    """The label binary ``f1`` counted as positive, ``1 ("equivalent")``, for a row scored by it: as the row says, or
+    for rows of runs before, class 1 of a GLUE task's names; None for a row without ``f1``."""
+    if "f1" not in (row.get("metrics") or {}):
+        return None
+    label = row.get("positive_label") or {"id": 1, "name": (TASKS[row["task"]].label_names or (None, None))[1]
+                                          if row["task"] in TASKS else None}
+    return f'{label["id"]} ("{label["name"]}")' if label.get("name") is not None else str(label["id"])
+
+
+def positive_label_note(ok: list[dict]) -> list[str]:
+    """Which label the task's binary F1 counts as positive (class 1), where it is scored by ``f1``."""
+    label = next((text for text in map(positive_label, ok) if text), None)
+    return [f"`f1` is the binary F1 of class {label}, the positive label.", ""] if label else []
 
 
 def withheld_note(ok: list[dict]) -> list[str]:

@@ -103,6 +103,14 @@ def f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     return 2 * tp / denominator if denominator else 0.0
 
 
+def positive_label(task: TaskSpec) -> dict | None:
+    """Which label ``f1`` counts as positive, for a task scored by it: class 1 (``id``) and its ``name`` (None where
+    the task names no labels); None for a task without ``f1``."""
+    if "f1" not in task.metric_names:
+        return None
+    return {"id": 1, "name": task.label_names[1] if task.label_names else None}
+
+
 def _confusion(preds: np.ndarray, labs: np.ndarray) -> np.ndarray:
     """Confusion counts [true, predicted] of non-negative class ids (k x k, k = largest id + 1)."""
     preds, labs = preds.astype(np.int64), labs.astype(np.int64)

@@ -537,3 +537,18 @@ def test_a_rise_in_perplexity_is_marked_worse_and_a_fall_better(tmp_path, shift,
     compared = RunComparison("a", [baseline], "b", [{**model, "pipeline": "baseline"}])
     assert compared.records[0]["metric_change_significant"]
     assert RunComparison._table_row(compared.records[0])["change (95% CI)"].endswith(mark)
+
+
+def test_the_report_names_the_label_binary_f1_counts_as_positive():
+    """MRPC's headline F1 counts class 1, "equivalent", as positive (a row of a run before says nothing: GLUE's own
+    names serve); a task of the user's names its label in the row (positive_label)."""
+    mrpc = [row(name, wrong, 10.0, task="mrpc", metric_name="f1", metrics={"f1": 0.8, "accuracy": 0.7})
+            for name, wrong in (("baseline", 40), ("int8", 44))]
+    report = RunReport(mrpc).markdown()
+    assert 'f1, positive 1 ("equivalent") (95% CI)' in report
+    assert '`f1` is the binary F1 of class 1 ("equivalent"), the positive label.' in report
+    spam = [row(name, wrong, 10.0, task="spam", metrics={"accuracy": 0.9, "f1": 0.8},
+                positive_label={"id": 1, "name": "spam"}) for name, wrong in (("baseline", 40), ("int8", 44))]
+    report = RunReport(spam).markdown()
+    assert 'class 1 ("spam"), the positive label' in report and "accuracy (95% CI)" in report
+    assert "positive label" not in RunReport([row("baseline", 40, 10.0)]).markdown()     # no f1: nothing to name

@@ -123,6 +123,7 @@ def test_binary_auroc_rows_store_log_probabilities(sentences, tokenizer, tmp_pat
     labels = np.asarray(result["labels"])
     assert result["metrics"]["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == labels))
     assert result["metrics"]["auroc"] == pytest.approx(METRICS["auroc"](log_probs[:, 1] - log_probs[:, 0], labels))
+    assert result["positive_label"] == {"id": 1, "name": "spam"}          # what f1 counts as positive
 
 
 # ----------------------------------------------------------------------------------------------- distillation
