@@ -62,7 +62,7 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
     for entry in task.zero_shot:
         rows = data.eval[ZERO_SHOT_SPLIT + entry.key]
         scores = zero_shot_scores(model, tokenizer, entry.prompts_of(rows), entry.choices_of(rows),
-                                  batch_size=QUALITY_BATCH)
+                                  batch_size=QUALITY_BATCH, target_delimiter=entry.delimiter)
         labels = rows["label"].to_numpy(dtype=np.int64)
         predictions = scores.predictions
         accuracy = float(np.mean(predictions == labels))
@@ -72,7 +72,7 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
                                  seed=seed).as_list(),
             "accuracy_norm": float(np.mean(scores.normalized_predictions == labels)),
             "majority": float(np.bincount(labels).max() / len(labels)),   # a data task: always the same index
-            "choices": scores.logliks.shape[1],
+            "choices": scores.logliks.shape[1], "target_delimiter": entry.delimiter,
             "rows": int(len(labels)), "predictions": predictions.tolist(), "labels": labels.tolist(),
         }
         metrics[entry.metric_name] = accuracy

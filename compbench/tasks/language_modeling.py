@@ -17,8 +17,10 @@ Perplexity (:func:`perplexity`)
 
 Zero-shot classification (:func:`zero_shot_scores`)
     As lm-eval-harness scores ``loglikelihood`` requests: for each prompt and each choice (a label word such as
-    ``" positive"``, or a multiple-choice answer), the summed log-probability of the choice's tokens after the
-    prompt's; the prediction is the choice with the highest (``acc``), or the highest per byte of the choice
+    ``" positive"``, or a multiple-choice answer), the request is (prompt, target_delimiter + choice), exactly as
+    lm-eval builds it (plain concatenation: the delimiter is added even before a choice that starts with a space),
+    and its score is the summed log-probability of the continuation's tokens after the prompt's; the prediction is
+    the choice with the highest (``acc``), or the highest per byte of the choice without the delimiter
     (``acc_norm``).
 
 Torch is imported inside the functions that run a model, as elsewhere in ``compbench.tasks``.
@@ -413,8 +415,11 @@ def _request(tokenizer, context: str, continuation: str) -> tuple[list[int], lis
 
 
 def zero_shot_scores(model, tokenizer, prompts: Sequence[str], choices: Sequence[str] | Sequence[Sequence[str]],
-                     *, batch_size: int = 8, max_length: int | None = None) -> ZeroShotScores:
-    """Score each choice as the continuation of each prompt (lm-eval-harness ``loglikelihood``).
+                     *, batch_size: int = 8, max_length: int | None = None,
+                     target_delimiter: str = "") -> ZeroShotScores:
+    """Score each choice as the continuation of each prompt (lm-eval-harness ``loglikelihood``): the continuation
+    is ``target_delimiter + choice`` (lm-eval's tasks default to ``" "``; here the caller says, a task entry's own
+    default being ``" "`` for multiple choice).
 
     ``choices`` is one list shared by every prompt (label words, e.g. ``SST2_CHOICES``) or one list per prompt
     (multiple choice; all of the same length). Inputs longer than ``max_length`` (default: the model's context)
@@ -438,7 +443,7 @@ def zero_shot_scores(model, tokenizer, prompts: Sequence[str], choices: Sequence
         for j, choice in enumerate(options):
             if not choice:
                 raise ValueError(f"choice {j} of prompt {i} is empty")
-            context_ids, continuation_ids = _request(tokenizer, prompt, choice)
+            context_ids, continuation_ids = _request(tokenizer, prompt, target_delimiter + choice)
             if not continuation_ids:
                 raise ValueError(f"choice {choice!r} gives no tokens after prompt {i}")
             if len(continuation_ids) > max_length:

@@ -56,10 +56,12 @@ def tiny_lm_run(tmp_path_factory, tiny_causal_lm, glue_data):
     suite = folder / "lm.yaml"
     # the reference backend at other threads than the cells' (1): every model, the teacher too, is timed against it
     config = lm_suite(tiny_causal_lm.path, glue_data, reference_backend={"name": "torch", "threads": 2})
-    # SST-2 again, as a multiple-choice file of the user's: answers in a list column, the gold answer as text
+    # SST-2 again, as a multiple-choice file of the user's: answers in a list column without the label words'
+    # leading space (the default target_delimiter " " puts it back), the gold answer as text
     rows = detect_layout(glue_data / "glue").load_split(get_task("sst2"), "validation")
-    pd.DataFrame({"sentence": rows["sentence"], "options": [list(SST2_ZERO_SHOT["choices"])] * len(rows),
-                  "answer": [SST2_ZERO_SHOT["choices"][int(v)].strip() for v in rows["label"]]}).to_json(
+    answers = [choice.strip() for choice in SST2_ZERO_SHOT["choices"]]
+    pd.DataFrame({"sentence": rows["sentence"], "options": [answers] * len(rows),
+                  "answer": [answers[int(v)] for v in rows["label"]]}).to_json(
         folder / "sst2-mc.jsonl", orient="records", lines=True)
     config["tasks"][0]["zero_shot"].append({"name": "sst2-mc", "data": "sst2-mc.jsonl", "label": "answer",
                                             "template": SST2_ZERO_SHOT["template"], "choices_column": "options"})
@@ -87,6 +89,7 @@ def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run):
         # the same rows as a multiple-choice file score exactly as the GLUE task does (another path, same numbers)
         assert row["zero_shot"]["sst2-mc"]["predictions"] == zero_shot["predictions"]
         assert row["zero_shot"]["sst2-mc"]["labels"] == zero_shot["labels"]
+        assert (row["zero_shot"]["sst2-mc"]["target_delimiter"], zero_shot["target_delimiter"]) == (" ", "")
         g = row["generation"]
         assert (g["batch_size"], g["prompt_tokens"], g["new_tokens"]) == (row["batch_size"], 16, 6)
         assert g["ttft_ms"]["p50"] > 0 and g["time_per_token_ms"] > 0 and g["tokens_per_s"] > 0

@@ -440,3 +440,34 @@ def test_zero_shot_sst2(smollm2, glue_data):
           f"(acc_norm {accuracy(scores.normalized_predictions, labels):.3f}; majority {majority:.3f})")
     assert 0.0 <= value <= 1.0 and scores.logliks.shape == (40, 2)
     assert value > majority        # measured 0.90 on these 40 rows (0.79 on all 872)
+
+
+def test_multiple_choice_scores_prompt_delimiter_and_answer_as_lm_eval_does(smollm2):
+    """lm-eval-harness's convention on a hand-made HellaSwag row: the request is (context, target_delimiter +
+    ending), target_delimiter " " by default, plain concatenation; the log-probabilities summed are those of the
+    tokens after the context's own, computed here from one forward pass of the whole string. Before, a data task's
+    ending was glued to the prompt ("... He" + "is using ..." -> "Heis")."""
+    import torch
+
+    from compbench.tasks.causal_lm import ZeroShotConfig
+
+    model, tokenizer = smollm2
+    prompt = "Roof shingle removal: A man is sitting on a roof. He"
+    endings = ["is using wrap to wrap a pair of skis.", "starts pulling up roofing on a roof."]
+    entry = ZeroShotConfig(name="hellaswag", data="rows.jsonl", template="{ctx}", choices_column="endings")
+    assert entry.delimiter == " "
+    scores = zero_shot_scores(model, tokenizer, [prompt], [endings], target_delimiter=entry.delimiter)
+    context = tokenizer(prompt).input_ids
+    for j, ending in enumerate(endings):
+        whole = tokenizer(prompt + " " + ending).input_ids            # the exact string scored
+        assert whole[:len(context)] == context
+        continuation = whole[len(context):]
+        assert tokenizer.decode(continuation) == " " + ending          # the space is the answer's first token's
+        with torch.inference_mode():
+            log_probs = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+        by_hand = sum(float(log_probs[len(context) - 1 + i, token]) for i, token in enumerate(continuation))
+        assert scores.n_tokens[0, j] == len(continuation)
+        assert scores.logliks[0, j] == pytest.approx(by_hand, abs=1e-3)
+        assert scores.n_bytes[0, j] == len(ending.encode())            # acc_norm: the answer's bytes, as lm-eval
+    glued = zero_shot_scores(model, tokenizer, [prompt], [endings])    # what data tasks scored before
+    assert not np.allclose(glued.logliks, scores.logliks)
