@@ -1,9 +1,11 @@
 """Measuring a causal LM through the session that is timed: quality (corpus perplexity, zero-shot accuracy) and
 decoding (time to first token, time per output token, tokens/s, peak memory, KV-cache size).
 
-Quality: perplexity with its document-bootstrap interval; the row keeps each document's NLL sum
-(``predictions``) and scored-token count (``labels``) so a delta against the baseline gets a paired interval,
-and each zero-shot task's predictions, labels and accuracy interval.
+Quality: perplexity with its document-bootstrap interval, and bits per byte (the same NLL in bits over the UTF-8
+bytes of the scored tokens' text: the unit two tokenizers share) with its own; the row keeps each document's NLL
+sum (``predictions``), scored-token count (``labels``) and scored bytes (``document_bytes``) so a delta against the
+baseline gets a paired interval (on bits per byte where the two tokenized the text differently), and each
+zero-shot task's predictions, labels and accuracy interval.
 
 Decoding, per shape (batch size x prompt tokens): prompts are real corpus tokens, unpadded; every ``generate``
 call is greedy and makes exactly ``new_tokens`` tokens. Calls that make one token (the time to first token:
@@ -57,7 +59,13 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
                         batch_size=QUALITY_BATCH)
     sums, counts = losses.unit_sums("document")
     interval = losses.interval("document", n_resamples=config.bootstrap_resamples, seed=seed)
-    metrics = {"perplexity": losses.perplexity, "nll_per_token": losses.mean_nll}
+    metrics = {"perplexity": losses.perplexity, "nll_per_token": losses.mean_nll,
+               "bits_per_byte": losses.bits_per_byte}
+    scored_bytes = losses.unit_bytes("document")
+    per_byte = {} if scored_bytes is None else {
+        "bits_per_byte_ci95": losses.interval("document", metric="bits_per_byte",
+                                              n_resamples=config.bootstrap_resamples, seed=seed).as_list(),
+        "eval_bytes": int(scored_bytes.sum()), "document_bytes": [int(b) for b in scored_bytes]}
     zero_shot = {}
     for entry in task.zero_shot:
         rows = data.eval[ZERO_SHOT_SPLIT + entry.key]
@@ -80,7 +88,7 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
             "metrics": metrics, "eval_split": "validation", "eval_rows": len(documents),
             "eval_tokens": losses.n_tokens, "perplexity_window": {"max_length": task.window,
                                                                   "stride": task.effective_stride},
-            "predictions": [round(float(v), 6) for v in sums], "labels": [int(c) for c in counts],
+            "predictions": [round(float(v), 6) for v in sums], "labels": [int(c) for c in counts], **per_byte,
             "zero_shot": zero_shot}
 
 

@@ -263,6 +263,7 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
         cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
         lines += [f"### {ok[0]['metric_name']} and size", "", markdown_table(accuracy_table(cells, reference)), ""]
         lines += positive_label_note(ok)
+        lines += bits_per_byte_note(cells)
         lines += withheld_note(ok)
         lines += storage_notes(cells)
         lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
@@ -312,6 +313,7 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
     metric_name = cells[0]["metric_name"]
     label = positive_label(cells[0]) if metric_name == "f1" else None
     positive = f", positive {label} " if label else " "
+    per_byte = any(r.get("bits_per_byte") is not None for r in cells)
     table = []
     for row, on_front in zip(cells, front):
         low, high = row["metric_ci95"] or (float("nan"), float("nan"))
@@ -328,6 +330,7 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
             "params M": f"{row['params'] / 1e6:.2f}",
             "non-zero M": f"{row['nonzero_params'] / 1e6:.2f}" if row.get("nonzero_params") is not None else "",
             "parity": "" if row.get("parity_max_abs_diff") is None else f"{row['parity_max_abs_diff']:.1e}",
+            **(bits_per_byte_columns(row) if per_byte else {}),
             **{f"zero-shot {task} (95% CI)": f"{z['accuracy']:.3f} [{z['ci95'][0]:.3f}, {z['ci95'][1]:.3f}]"
                for task, z in (row.get("zero_shot") or {}).items()},
         })
@@ -418,18 +421,42 @@ def device_columns(row: dict) -> dict:
             "GPU peak reserved MB": "" if values[2] is None else f"{values[2] / 1e6:.0f}"}
 
 
-def delta_text(row: dict, prefix: str = "") -> str:
-    """``row[prefix + "metric_delta"]`` with its interval and mark (prefix ``reference_``: the reference pipeline)."""
+def delta_text(row: dict, prefix: str = "", name: str = "metric_delta", metric: str | None = None) -> str:
+    """``row[prefix + name]`` (the metric's delta, or ``bits_per_byte_delta`` of ``metric`` bits_per_byte) with its
+    interval and mark (prefix ``reference_``: the reference pipeline); why a per-token delta was withheld."""
     if row["is_baseline"] and not prefix:
         return "(teacher)"
-    value, low, high, significant = (row.get(f"{prefix}metric_delta{part}")
+    if row.get("per_token_withheld") and name == "metric_delta" and not prefix:
+        return "— (another tokenizer: see bits/byte)"
+    value, low, high, significant = (row.get(f"{prefix}{name}{part}")
                                      for part in ("", "_ci95_low", "_ci95_high", "_significant"))
     if value is None:
         return ""
     if low is None:
         return f"{_signed(value)} (no paired rows)"
-    mark = change_mark(row["metric_name"], value, significant)
+    mark = change_mark(metric or row["metric_name"], value, significant)
     return f"{_signed(value)} [{_signed(low, 3)}, {_signed(high, 3)}]{mark}"
+
+
+def bits_per_byte_columns(row: dict) -> dict:
+    """A causal LM's bits per byte with its interval, and its paired delta against the teacher's."""
+    low, high = row.get("bits_per_byte_ci95_low"), row.get("bits_per_byte_ci95_high")
+    interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+    value = "" if row.get("bits_per_byte") is None else f"{row['bits_per_byte']:.4f}{interval}"
+    return {"bits/byte (95% CI)": value,
+            "Δ bits/byte vs teacher (95% CI)": delta_text(row, name="bits_per_byte_delta", metric="bits_per_byte")}
+
+
+def bits_per_byte_note(ok: list[dict]) -> list[str]:
+    """What bits per byte counts, and which models are compared on it (another tokenizer) and why."""
+    if not any(r.get("bits_per_byte") is not None for r in ok):
+        return []
+    lines = ["Bits per byte: the scored tokens' negative log-likelihood in bits over the UTF-8 bytes of their text "
+             "(each token holds the text from the end of the token before it; a document's first token, which "
+             "nothing predicts, is not scored and its text not counted): the unit two tokenizers share."]
+    withheld = {r["pipeline"]: r["per_token_withheld"] for r in ok if r.get("per_token_withheld")}
+    lines += [f"`{pipeline}`: {reason}." for pipeline, reason in withheld.items()]
+    return [*(f"- {line}" for line in lines), ""] if withheld else [lines[0], ""]
 
 
 def _speedup(row: dict) -> str:

@@ -400,20 +400,28 @@ def paired_bootstrap_delta(metric: str, predictions_a: np.ndarray, predictions_b
     return float(delta), _percentile_interval(values, confidence)
 
 
-# ---- Perplexity: a ratio over units (documents or windows), lower is better --------------------------------------
+# ---- Perplexity and bits per byte: ratios over units (documents or windows), lower is better --------------------
 
 # Metrics where a smaller value is the better one (every other metric here is better when higher).
-LOWER_IS_BETTER = frozenset({"perplexity", "nll"})
+LOWER_IS_BETTER = frozenset({"perplexity", "nll", "bits_per_byte"})
+
+# A language model's corpus metrics, each a function of a ratio of per-unit sums: NLL (nats) over scored tokens
+# (perplexity: exp of it), or NLL over the UTF-8 bytes of the scored tokens' text (bits per byte: in bits).
+NLL_RATIOS: dict[str, Callable[[float], float]] = {
+    "perplexity": np.exp,
+    "bits_per_byte": lambda nats_per_byte: nats_per_byte / np.log(2.0),
+}
 
 
 def higher_is_better(name: str) -> bool:
-    """Whether a larger value of metric ``name`` is better (False for perplexity and NLL)."""
+    """Whether a larger value of metric ``name`` is better (False for perplexity, NLL and bits per byte)."""
     return name not in LOWER_IS_BETTER
 
 
-def _nll_units(nll_sums: np.ndarray, token_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-unit NLL sums and token counts as float64, units with no scored token dropped (they add nothing)."""
-    sums, counts = np.asarray(nll_sums, dtype=np.float64).ravel(), np.asarray(token_counts, dtype=np.float64).ravel()
+def _nll_units(nll_sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit NLL sums and counts (tokens or bytes) as float64, units with no scored token dropped (they add
+    nothing)."""
+    sums, counts = np.asarray(nll_sums, dtype=np.float64).ravel(), np.asarray(counts, dtype=np.float64).ravel()
     if sums.shape != counts.shape:
         raise ValueError(f"{sums.size} NLL sums but {counts.size} token counts")
     if np.any(counts < 0) or not np.all(np.isfinite(sums)):
@@ -424,33 +432,45 @@ def _nll_units(nll_sums: np.ndarray, token_counts: np.ndarray) -> tuple[np.ndarr
     return sums[keep], counts[keep]
 
 
+def nll_ratio_of(metric: str, nll_sums: np.ndarray, counts: np.ndarray) -> float:
+    """``metric`` (``NLL_RATIOS``) of units given by their summed negative log-likelihood (nats) and their scored
+    tokens (perplexity) or bytes (bits per byte)."""
+    sums, counts = _nll_units(nll_sums, counts)
+    return float(NLL_RATIOS[metric](sums.sum() / counts.sum()))
+
+
 def perplexity_of(nll_sums: np.ndarray, token_counts: np.ndarray) -> float:
     """Token-weighted perplexity exp(sum of NLL / number of tokens) of units (documents or windows) given by
     their summed negative log-likelihood (nats) and token counts."""
-    sums, counts = _nll_units(nll_sums, token_counts)
-    return float(np.exp(sums.sum() / counts.sum()))
+    return nll_ratio_of("perplexity", nll_sums, token_counts)
 
 
-def bootstrap_perplexity_ci(nll_sums: np.ndarray, token_counts: np.ndarray, *, n_resamples: int = 1000,
-                            confidence: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile-bootstrap interval of the token-weighted perplexity, resampling units (documents or windows:
-    tokens of one unit are not independent) with replacement; units without a scored token are left out."""
+def bootstrap_nll_ratio_ci(metric: str, nll_sums: np.ndarray, counts: np.ndarray, *, n_resamples: int = 1000,
+                           confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Percentile-bootstrap interval of ``metric`` (``NLL_RATIOS``), resampling units (documents or windows: tokens
+    of one unit are not independent) with replacement; units without a scored token are left out."""
     _check_bootstrap_args(n_resamples, confidence)
-    sums, counts = _nll_units(nll_sums, token_counts)
-    values = _resample_statistics(lambda idx: float(np.exp(sums[idx].sum() / counts[idx].sum())),
+    sums, counts = _nll_units(nll_sums, counts)
+    transform = NLL_RATIOS[metric]
+    values = _resample_statistics(lambda idx: float(transform(sums[idx].sum() / counts[idx].sum())),
                                   len(sums), n_resamples, seed)
     return _percentile_interval(values, confidence)
 
 
-def paired_bootstrap_perplexity_delta(nll_sums_a: np.ndarray, token_counts_a: np.ndarray, nll_sums_b: np.ndarray,
-                                      token_counts_b: np.ndarray, *, n_resamples: int = 1000,
-                                      confidence: float = 0.95, seed: int = 0) -> tuple[float, Interval]:
-    """``perplexity(b) - perplexity(a)`` over the same units (documents or windows, in the same order) and its
-    paired percentile-bootstrap interval: each resample draws one set of units and scores both models on it.
-    A unit counts where both models scored tokens in it; a positive delta means b is worse."""
+def bootstrap_perplexity_ci(nll_sums: np.ndarray, token_counts: np.ndarray, **kwargs) -> Interval:
+    """:func:`bootstrap_nll_ratio_ci` of the token-weighted perplexity."""
+    return bootstrap_nll_ratio_ci("perplexity", nll_sums, token_counts, **kwargs)
+
+
+def paired_bootstrap_nll_ratio_delta(metric: str, nll_sums_a: np.ndarray, counts_a: np.ndarray,
+                                     nll_sums_b: np.ndarray, counts_b: np.ndarray, *, n_resamples: int = 1000,
+                                     confidence: float = 0.95, seed: int = 0) -> tuple[float, Interval]:
+    """``metric(b) - metric(a)`` (``NLL_RATIOS``) over the same units (documents or windows, in the same order), each
+    model with its own counts (two tokenizers score a document in different tokens and bytes), and its paired
+    percentile-bootstrap interval: each resample draws one set of units and scores both models on it. A unit counts
+    where both models scored tokens in it; a positive delta means b is worse."""
     _check_bootstrap_args(n_resamples, confidence)
-    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (nll_sums_a, token_counts_a, nll_sums_b,
-                                                                token_counts_b)]
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (nll_sums_a, counts_a, nll_sums_b, counts_b)]
     if len({a.size for a in arrays}) != 1:
         raise ValueError(f"units cannot be paired: sizes {[a.size for a in arrays]}")
     sums_a, counts_a, sums_b, counts_b = arrays
@@ -458,10 +478,19 @@ def paired_bootstrap_perplexity_delta(nll_sums_a: np.ndarray, token_counts_a: np
     _nll_units(sums_a[keep], counts_a[keep])
     _nll_units(sums_b[keep], counts_b[keep])
     sums_a, counts_a, sums_b, counts_b = (a[keep] for a in arrays)
+    transform = NLL_RATIOS[metric]
 
     def delta(idx: np.ndarray) -> float:
-        return float(np.exp(sums_b[idx].sum() / counts_b[idx].sum()) - np.exp(sums_a[idx].sum() / counts_a[idx].sum()))
+        return float(transform(sums_b[idx].sum() / counts_b[idx].sum())
+                     - transform(sums_a[idx].sum() / counts_a[idx].sum()))
 
     everything = np.arange(len(sums_a))
     values = _resample_statistics(delta, len(sums_a), n_resamples, seed)
     return delta(everything), _percentile_interval(values, confidence)
+
+
+def paired_bootstrap_perplexity_delta(nll_sums_a: np.ndarray, token_counts_a: np.ndarray, nll_sums_b: np.ndarray,
+                                      token_counts_b: np.ndarray, **kwargs) -> tuple[float, Interval]:
+    """:func:`paired_bootstrap_nll_ratio_delta` of the perplexity."""
+    return paired_bootstrap_nll_ratio_delta("perplexity", nll_sums_a, token_counts_a, nll_sums_b, token_counts_b,
+                                            **kwargs)
