@@ -12,7 +12,7 @@ sequence length. Rows without one get empty relative columns.
 A causal LM's rows carry bits per byte besides perplexity, with a paired delta against the teacher's. Where a model
 scored the text in other tokens than the teacher (another tokenizer: a sequence-level student), per-token
 perplexities are in different units: its perplexity delta is withheld (``per_token_withheld`` says why) and its
-share kept and gates are read on bits per byte (``compared_on``).
+share kept and gates are read on bits per byte (``compared_on``), as is every causal LM's place on a Pareto front.
 """
 
 from __future__ import annotations

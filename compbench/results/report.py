@@ -453,7 +453,8 @@ def bits_per_byte_note(ok: list[dict]) -> list[str]:
         return []
     lines = ["Bits per byte: the scored tokens' negative log-likelihood in bits over the UTF-8 bytes of their text "
              "(each token holds the text from the end of the token before it; a document's first token, which "
-             "nothing predicts, is not scored and its text not counted): the unit two tokenizers share."]
+             "nothing predicts, is not scored and its text not counted, nor is each window's first without "
+             "overlap): the unit two tokenizers share."]
     withheld = {r["pipeline"]: r["per_token_withheld"] for r in ok if r.get("per_token_withheld")}
     lines += [f"`{pipeline}`: {reason}." for pipeline, reason in withheld.items()]
     return [*(f"- {line}" for line in lines), ""] if withheld else [lines[0], ""]
