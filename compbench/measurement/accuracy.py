@@ -11,7 +11,7 @@ from compbench.backends.base import Session
 from compbench.config.measure import MeasureConfig
 from compbench.tasks.data import TaskData
 from compbench.tasks.encoding import encode_rows, predict_logits
-from compbench.tasks.metrics import bootstrap_ci, compute_metrics, predictions_from_logits
+from compbench.tasks.metrics import bootstrap_ci, compute_metrics, positive_label, predictions_from_logits
 
 
 def evaluate_session(
@@ -21,12 +21,15 @@ def evaluate_session(
     primary split's logits.
 
     The first metric of the primary split is the headline (``metric``) with a 95%
-    bootstrap interval; further splits (MNLI mismatched) are added as ``split/metric``. ``predictions`` are
-    what the metrics score (``predictions_from_logits``): class ids, a binary task's probability of class 1
-    where it is scored by auroc, a multi-hot list per row (multi-label), or numbers (regression).
+    bootstrap interval; further splits (MNLI mismatched) are added as ``split/metric``; a task scored by ``f1``
+    says which label it counts as positive (``positive_label``). ``predictions`` are
+    what the metrics score (``predictions_from_logits``): class ids, a binary task's log-probabilities of
+    both classes where it is scored by auroc, a multi-hot list per row (multi-label), or numbers (regression).
     """
     task = data.task
     result: dict = {"metrics": {}}
+    if positive_label(task) is not None:      # binary F1 means nothing without the label it counts as positive
+        result["positive_label"] = positive_label(task)
     primary_logits = np.empty(0)
     for split_index, (split, rows) in enumerate(data.eval.items()):
         logits, labels = split_logits(session, tokenizer, data, rows, max_seq_len, config.eval_batch_size)

@@ -1,14 +1,17 @@
 """Measuring a causal LM through the session that is timed: quality (corpus perplexity, zero-shot accuracy) and
 decoding (time to first token, time per output token, tokens/s, peak memory, KV-cache size).
 
-Quality: perplexity with its document-bootstrap interval; the row keeps each document's NLL sum
-(``predictions``) and scored-token count (``labels``) so a delta against the baseline gets a paired interval,
-and each zero-shot task's predictions, labels and accuracy interval.
+Quality: perplexity with its document-bootstrap interval, and bits per byte (the same NLL in bits over the UTF-8
+bytes of the scored tokens' text: the unit two tokenizers share) with its own; the row keeps each document's NLL
+sum (``predictions``), scored-token count (``labels``) and scored bytes (``document_bytes``) so a delta against the
+baseline gets a paired interval (on bits per byte where the two tokenized the text differently), and each
+zero-shot task's predictions, labels and accuracy interval.
 
 Decoding, per shape (batch size x prompt tokens): prompts are real corpus tokens, unpadded; every ``generate``
 call is greedy and makes exactly ``new_tokens`` tokens. Calls that make one token (the time to first token:
-prefill plus one step) alternate with calls that make all of them, so the time per output token is
-``(full - first) / (new_tokens - 1)`` from medians of the same window. Against the teacher the full calls are
+prefill plus one step) alternate with calls that make all of them (which goes first turns, ABBA-like), so the
+time per output token is ``(full - first) / (new_tokens - 1)`` from medians of the same window; the warm-up's
+calls are no sample of either (their first is each statistic's ``cold``). Against the teacher the full calls are
 timed interleaved (ABBA) with the teacher's, and the speed-up is their median ratio with a paired interval, as
 for forward latency; with the teacher on the suite's reference backend as well, its full calls join the same
 rounds (every order in turn) and give ``speedup_vs_reference``. Peak memory is measured first, with the model
@@ -58,12 +61,18 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
                         batch_size=QUALITY_BATCH)
     sums, counts = losses.unit_sums("document")
     interval = losses.interval("document", n_resamples=config.bootstrap_resamples, seed=seed)
-    metrics = {"perplexity": losses.perplexity, "nll_per_token": losses.mean_nll}
+    metrics = {"perplexity": losses.perplexity, "nll_per_token": losses.mean_nll,
+               "bits_per_byte": losses.bits_per_byte}
+    scored_bytes = losses.unit_bytes("document")
+    per_byte = {} if scored_bytes is None else {
+        "bits_per_byte_ci95": losses.interval("document", metric="bits_per_byte",
+                                              n_resamples=config.bootstrap_resamples, seed=seed).as_list(),
+        "eval_bytes": int(scored_bytes.sum()), "document_bytes": [int(b) for b in scored_bytes]}
     zero_shot = {}
     for entry in task.zero_shot:
         rows = data.eval[ZERO_SHOT_SPLIT + entry.key]
         scores = zero_shot_scores(model, tokenizer, entry.prompts_of(rows), entry.choices_of(rows),
-                                  batch_size=QUALITY_BATCH)
+                                  batch_size=QUALITY_BATCH, target_delimiter=entry.delimiter)
         labels = rows["label"].to_numpy(dtype=np.int64)
         predictions = scores.predictions
         accuracy = float(np.mean(predictions == labels))
@@ -73,7 +82,7 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
                                  seed=seed).as_list(),
             "accuracy_norm": float(np.mean(scores.normalized_predictions == labels)),
             "majority": float(np.bincount(labels).max() / len(labels)),   # a data task: always the same index
-            "choices": scores.logliks.shape[1],
+            "choices": scores.logliks.shape[1], "target_delimiter": entry.delimiter,
             "rows": int(len(labels)), "predictions": predictions.tolist(), "labels": labels.tolist(),
         }
         metrics[entry.metric_name] = accuracy
@@ -81,7 +90,7 @@ def language_quality(session: Session, tokenizer, data: TaskData, task: Language
             "metrics": metrics, "eval_split": "validation", "eval_rows": len(documents),
             "eval_tokens": losses.n_tokens, "perplexity_window": {"max_length": task.window,
                                                                   "stride": task.effective_stride},
-            "predictions": [round(float(v), 6) for v in sums], "labels": [int(c) for c in counts],
+            "predictions": [round(float(v), 6) for v in sums], "labels": [int(c) for c in counts], **per_byte,
             "zero_shot": zero_shot}
 
 
@@ -142,16 +151,37 @@ class GenerateCall:
 
 
 class _Alternating:
-    """A call that alternates first-token and full generations, recording each kind's ms (one ``time_ms`` = one
-    pair), so both medians come from one window."""
+    """A call that makes one first-token and one full generation (one ``time_ms`` = one pair, returning the full
+    call's ms), so both medians come from one window. The first ``warmup`` pairs are the loop's warm-up: kept apart
+    (``warmup_ms``), never samples. Within a pair the order turns every second pair (first-full, first-full,
+    full-first, full-first): neither call always goes first, and against a teacher timed in ABBA rounds each of
+    the two follows the teacher's call as often as the other (turning every pair would leave the first-token call
+    always after one of the model's own)."""
 
-    def __init__(self, call: GenerateCall) -> None:
+    def __init__(self, call: GenerateCall, warmup: int) -> None:
         self.full, self.first = call, call.first_token()
-        self.first_ms: list[float] = []
+        self.warmup = warmup
+        self.first_ms: list[float] = []                                 # the timed pairs' first-token calls
+        self.warmup_ms: dict[str, list[float]] = {"first": [], "full": []}
+        self.pairs = 0
 
     def time_ms(self) -> float:
-        self.first_ms.append(self.first.time_ms())
-        return self.full.time_ms()
+        timed = self.pairs - self.warmup            # the index among timed pairs; negative in the warm-up
+        self.pairs += 1
+        if timed % 4 < 2:
+            first, full = self.first.time_ms(), self.full.time_ms()
+        else:
+            full, first = self.full.time_ms(), self.first.time_ms()
+        if timed < 0:
+            self.warmup_ms["first"].append(first)
+            self.warmup_ms["full"].append(full)
+        else:
+            self.first_ms.append(first)
+        return full
+
+    def cold(self, kind: str, samples: list[float]) -> float:
+        """The first call of ``kind`` in the loop: the warm-up's (the first timed one without a warm-up)."""
+        return (self.warmup_ms[kind] or samples)[0]
 
 
 @contextmanager
@@ -238,18 +268,19 @@ def generation_timing(session: Session, tokenizer, batch: Batch, reference: Gene
     batch_size, prompt_tokens = batch["input_ids"].shape
     timing = measure.model_copy(update={"min_iters": config.min_calls, "min_seconds": config.min_seconds,
                                         "max_seconds": config.max_seconds, "warmup_iters": 1})
-    alternating = _Alternating(call)
+    alternating = _Alternating(call, timing.warmup_iters)
     references = [partner for partner in (reference, served) if partner is not None]
     full_ms, references_ms = interleaved_calls(alternating, references, timing)
     reference_ms = references_ms[0] if reference is not None else []
     served_ms = references_ms[-1] if served is not None else []
-    first = float(np.median(alternating.first_ms))
+    first_ms = alternating.first_ms
+    first = float(np.median(first_ms))
     full = float(np.median(full_ms))
     per_token = max(full - first, 0.0) / (config.new_tokens - 1)
     out = {
         "batch_size": int(batch_size), "prompt_tokens": int(prompt_tokens), "new_tokens": config.new_tokens,
-        "ttft_ms": latency_stats(np.asarray(alternating.first_ms), alternating.first_ms[0]),
-        "full_ms": latency_stats(np.asarray(full_ms), full_ms[0]),
+        "ttft_ms": latency_stats(np.asarray(first_ms), alternating.cold("first", first_ms)),
+        "full_ms": latency_stats(np.asarray(full_ms), alternating.cold("full", full_ms)),
         "time_per_token_ms": per_token,
         "tokens_per_s": batch_size * config.new_tokens * 1000.0 / full,
         "decode_tokens_per_s": batch_size * 1000.0 / per_token if per_token > 0 else None,

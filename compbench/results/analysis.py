@@ -8,6 +8,11 @@ Speed-ups are only ever the measured ratios rows carry: no figure divides the me
 The baseline of a row is the ``baseline`` pipeline's row on the row's ``fp32_backend_label`` (a
 fp16 backend compares with the fp32 teacher on that device), at the same batch size and
 sequence length. Rows without one get empty relative columns.
+
+A causal LM's rows carry bits per byte besides perplexity, with a paired delta against the teacher's. Where a model
+scored the text in other tokens than the teacher (another tokenizer: a sequence-level student), per-token
+perplexities are in different units: its perplexity delta is withheld (``per_token_withheld`` says why) and its
+share kept and gates are read on bits per byte (``compared_on``), as is every causal LM's place on a Pareto front.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from compbench.common.statistics import TIMING_RESOLUTION, Estimate
 from compbench.config.schema import BASELINE
-from compbench.tasks.metrics import higher_is_better, paired_bootstrap_delta, paired_bootstrap_perplexity_delta
+from compbench.tasks.metrics import higher_is_better, paired_bootstrap_delta, paired_bootstrap_nll_ratio_delta
 
 GATES = {"keeps_99": 0.99, "keeps_99_9": 0.999}   # MLPerf-style: share of the baseline metric kept
 BOOTSTRAP_RESAMPLES = 1000
@@ -65,13 +70,28 @@ class Delta:
 @lru_cache(maxsize=4096)
 def _paired_delta(metric: str, baseline: tuple, predictions: tuple, labels: tuple, seed: int) -> Delta:
     if metric == "perplexity":      # predictions: each document's NLL sum; labels: its scored tokens
-        counts = np.asarray(labels)
-        value, interval = paired_bootstrap_perplexity_delta(np.asarray(baseline), counts, np.asarray(predictions),
-                                                            counts, n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
-    else:
-        value, interval = paired_bootstrap_delta(metric, np.asarray(baseline), np.asarray(predictions),
-                                                 np.asarray(labels), n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+        return _paired_nll_delta(metric, baseline, labels, predictions, labels, seed)
+    value, interval = paired_bootstrap_delta(metric, np.asarray(baseline), np.asarray(predictions),
+                                             np.asarray(labels), n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
     return Delta(value, interval.low, interval.high)
+
+
+@lru_cache(maxsize=4096)
+def _paired_nll_delta(metric: str, sums_a: tuple, counts_a: tuple, sums_b: tuple, counts_b: tuple,
+                      seed: int) -> Delta:
+    value, interval = paired_bootstrap_nll_ratio_delta(metric, np.asarray(sums_a), np.asarray(counts_a),
+                                                       np.asarray(sums_b), np.asarray(counts_b),
+                                                       n_resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    return Delta(value, interval.low, interval.high)
+
+
+def change_mark(metric_name: str, change: float, significant: bool | None) -> str:
+    """`` ▲`` for a change beyond the noise that is better, `` ▼`` for one that is worse, by the metric's own
+    direction (perplexity going up is worse); empty within the noise."""
+    if not significant:
+        return ""
+    better = change > 0 if higher_is_better(metric_name) else change < 0
+    return " ▲" if better else " ▼"
 
 
 def kept_share(metric_name: str, value: float | None, baseline: float | None) -> float | None:
@@ -98,6 +118,62 @@ def paired_delta(row: dict, baseline: dict) -> Delta | None:
         return None
     seed = (row.get("seeds") or {}).get("bootstrap", 0)
     return _paired_delta(row["metric_name"], frozen(reference), frozen(predictions), frozen(labels), seed)
+
+
+def bits_per_byte(row: dict) -> float | None:
+    """A causal LM row's bits per byte (None for other rows, and rows of runs before it was measured)."""
+    return (row.get("metrics") or {}).get("bits_per_byte")
+
+
+def bits_per_byte_delta(row: dict, baseline: dict) -> Delta | None:
+    """Bits per byte of ``row`` minus ``baseline``'s with a paired interval over documents, each model with its own
+    scored bytes (two tokenizers leave out first tokens of different lengths); None without per-document sums."""
+    sums, reference = row.get("predictions"), baseline.get("predictions")
+    sizes, reference_sizes = row.get("document_bytes"), baseline.get("document_bytes")
+    if not (sums and reference and sizes and reference_sizes) or len({len(sums), len(reference), len(sizes),
+                                                                      len(reference_sizes)}) != 1:
+        return None
+    seed = (row.get("seeds") or {}).get("bootstrap", 0)
+    return _paired_nll_delta("bits_per_byte", frozen(reference), frozen(reference_sizes), frozen(sums),
+                             frozen(sizes), seed)
+
+
+def tokens_differ(row: dict, baseline: dict) -> bool:
+    """Whether two causal-LM rows scored their documents in different numbers of tokens (another tokenizer): their
+    per-token perplexities are then in different units."""
+    if row.get("metric_name") != "perplexity" or baseline.get("metric_name") != "perplexity":
+        return False
+    counts, reference = row.get("labels"), baseline.get("labels")
+    if counts and reference:
+        return counts != reference
+    return row.get("eval_tokens") is not None and row.get("eval_tokens") != baseline.get("eval_tokens")
+
+
+def withheld_reason(row: dict, baseline: dict) -> str:
+    """Why a row's per-token delta against the teacher is withheld, and what it is compared on instead."""
+    tokens, reference = (r.get("eval_tokens") or sum(r.get("labels") or []) for r in (row, baseline))
+    instead = ("its delta, share kept and gates are on bits per byte" if bits_per_byte(row) is not None
+               and bits_per_byte(baseline) is not None else "bits per byte, which would compare it, was not measured")
+    return (f"{tokens} tokens scored where the teacher scored {reference} on the same documents (another tokenizer): "
+            f"per-token perplexities are in different units; {instead}")
+
+
+BITS_PER_BYTE_COLUMNS = ("bits_per_byte", "bits_per_byte_ci95_low", "bits_per_byte_ci95_high",
+                         "baseline_bits_per_byte")
+
+
+def bits_per_byte_columns(row: dict, baseline: dict | None) -> dict:
+    """A causal LM's bits per byte, its interval, the teacher's, and the paired delta (all None where not measured)."""
+    low, high = row.get("bits_per_byte_ci95") or (None, None)
+    out = {**dict(zip(BITS_PER_BYTE_COLUMNS, (bits_per_byte(row), low, high, None))),
+           **delta_columns(None, name="bits_per_byte_delta")}
+    if baseline is None or row["status"] != "ok" or bits_per_byte(row) is None:
+        return out
+    out["baseline_bits_per_byte"] = bits_per_byte(baseline)
+    delta = bits_per_byte_delta(row, baseline)
+    if delta is not None:
+        out.update(delta_columns(delta, name="bits_per_byte_delta"))
+    return out
 
 
 def baseline_index(rows: list[dict], pipeline: str = BASELINE) -> dict[tuple, dict]:
@@ -144,16 +220,21 @@ def relative_to_baseline(row: dict, baseline: dict | None, gated: bool = True) -
     """The relative columns of one ok row (all None without a baseline); gates stay None unless ``gated``
     (a task whose evaluation set is too small)."""
     out = {"baseline_metric": None, **delta_columns(None), "metric_kept": None, **dict.fromkeys(GATES),
+           "compared_on": None, "per_token_withheld": None, **bits_per_byte_columns(row, baseline),
            "size_ratio": None, **speedup_columns(row, baseline), **reference_columns(row)}
     if baseline is None or row["status"] != "ok":
         return out
     out["baseline_metric"] = baseline["metric"]
-    delta = paired_delta(row, baseline)
-    if delta is not None:
+    compared = (row["metric_name"], row.get("metric"), baseline.get("metric"))
+    if tokens_differ(row, baseline):    # no per-token delta: shares and gates on bits per byte
+        out["per_token_withheld"] = withheld_reason(row, baseline)
+        compared = ("bits_per_byte", out["bits_per_byte"], out["baseline_bits_per_byte"])
+    elif (delta := paired_delta(row, baseline)) is not None:
         out.update(delta_columns(delta))
     elif row.get("metric") is not None and baseline.get("metric") is not None:
         out["metric_delta"] = row["metric"] - baseline["metric"]
-    kept = kept_share(row["metric_name"], row.get("metric"), baseline.get("metric"))
+    out["compared_on"] = compared[0]
+    kept = kept_share(*compared)
     if kept is not None:
         out["metric_kept"] = kept
         if gated:
@@ -220,9 +301,9 @@ def versus_reference_ratio(row: dict, objective: str = "latency") -> float | Non
     return (versus or {}).get("ratio") if row.get("status", "ok") == "ok" else None
 
 
-def delta_columns(delta: Delta | None, prefix: str = "") -> dict:
-    """``<prefix>metric_delta``, its interval and whether it excludes zero (all None without a delta)."""
-    names = [f"{prefix}metric_delta{part}" for part in ("", "_ci95_low", "_ci95_high", "_significant")]
+def delta_columns(delta: Delta | None, prefix: str = "", name: str = "metric_delta") -> dict:
+    """``<prefix><name>`` (``metric_delta``), its interval and whether it excludes zero (all None without a delta)."""
+    names = [f"{prefix}{name}{part}" for part in ("", "_ci95_low", "_ci95_high", "_significant")]
     if delta is None:
         return dict.fromkeys(names)
     return dict(zip(names, (delta.value, delta.low, delta.high, delta.significant)))
@@ -253,7 +334,10 @@ def roofline(row: dict) -> dict:
 
 
 def front_score(row: dict) -> float:
-    """A row's metric as a Pareto front's score (higher is better): perplexity negated."""
+    """A row's metric as a Pareto front's score (higher is better): perplexity negated; a causal LM's bits per byte
+    negated where the row has it (it ranks models of one tokenizer as perplexity does, and of two as well)."""
+    if bits_per_byte(row) is not None:
+        return -bits_per_byte(row)
     return row["metric"] if higher_is_better(row["metric_name"]) else -row["metric"]
 
 

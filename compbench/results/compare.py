@@ -22,7 +22,14 @@ from pathlib import Path
 import pandas as pd
 
 from compbench.common.statistics import TIMING_RESOLUTION, median_ratio
-from compbench.results.analysis import latency_range, paired_delta, ranges_overlap, ratio, reference_columns
+from compbench.results.analysis import (
+    change_mark,
+    latency_range,
+    paired_delta,
+    ranges_overlap,
+    ratio,
+    reference_columns,
+)
 from compbench.results.report import RunReport, markdown_table
 
 MATCH_KEYS = ("task", "pipeline", "backend_label", "batch_size", "seq_len")
@@ -123,7 +130,8 @@ class RunComparison:
                  f"{len(self.records)} measurements in both runs; {len(self.only_a)} only in {self.name_a}, "
                  f"{len(self.only_b)} only in {self.name_b}.", "",
                  "Metric change: B − A with a 95% paired bootstrap interval where both scored the same rows; "
-                 "▲/▼ when the change is beyond the noise. Latency: B's median / A's median with a 95% bootstrap "
+                 "▲/▼ when the change is beyond the noise (▲ better: for perplexity a fall). Latency: B's median / A's "
+                 "median with a 95% bootstrap "
                  "interval over both runs' timed calls, ▲/▼ when it lies beyond 1 ± 2% (▼ = slower; older rows: "
                  "when the p10–p90 ranges do not overlap). Speed-up vs reference: each run's own ratio against the "
                  "teacher on its reference backend, measured interleaved in the run, A → B, ▲/▼ when the two 95% "
@@ -142,7 +150,7 @@ class RunComparison:
     @staticmethod
     def _table_row(record: dict) -> dict:
         change = record["metric_change"]
-        mark = (" ▲" if change > 0 else " ▼") if record["metric_change_significant"] else ""
+        mark = change_mark(record["metric_name"], change, record["metric_change_significant"])
         interval = (f" [{record['metric_change_ci95_low']:+.3f}, {record['metric_change_ci95_high']:+.3f}]"
                     if record["metric_paired"] else " (unpaired)")
         slower = record["latency_ratio"] is not None and record["latency_ratio"] > 1

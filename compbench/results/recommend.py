@@ -7,6 +7,9 @@ the candidates are the models whose metric drop against the fp32 teacher is with
   drop); for a lower-is-better metric (perplexity) only a relative bound makes sense:
 - ``2%``: at most 2% of the teacher's metric (perplexity: at most 2% higher).
 
+A causal LM task where a model scored the text in other tokens than the teacher (another tokenizer, whose per-token
+perplexity is in other units) is compared on bits per byte for every model, so that one bound means one thing.
+
 By default the point estimate of the paired delta must be within the bound; ``--confident`` asks the end of its
 95% interval to be (the drop is then within the bound with 97.5% confidence, for the rows measured). Among the
 candidates the recommendation is the cheapest by the objective, ties going to the better metric; the candidates on
@@ -66,10 +69,47 @@ class MaxDrop:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """What a model is compared on (its metric, or bits per byte): its value, the teacher's, the delta and the
+    delta's paired interval."""
+
+    name: str
+    value: float
+    baseline: float
+    delta: float
+    low: float | None
+    high: float | None
+
+
+BITS_PER_BYTE = "bits_per_byte"
+
+
+def basis_of(rows: list[dict]) -> str | None:
+    """``bits_per_byte`` where a model of the task was compared on it (another tokenizer), else None: the metric."""
+    return BITS_PER_BYTE if any(row.get("compared_on") == BITS_PER_BYTE for row in rows) else None
+
+
+def quality_of(row: dict, basis: str | None) -> Quality | None:
+    """The row's :class:`Quality` on ``basis`` (None: its metric); None where the row has no such comparison."""
+    if basis == BITS_PER_BYTE:
+        name, delta_key, value, baseline = (BITS_PER_BYTE, "bits_per_byte_delta", row.get(BITS_PER_BYTE),
+                                            row.get("baseline_bits_per_byte"))
+    else:
+        name, delta_key, value, baseline = (row["metric_name"], "metric_delta", row.get("metric"),
+                                            row.get("baseline_metric"))
+    if value is None or baseline is None:
+        return None
+    delta = value - baseline if row.get(delta_key) is None else row[delta_key]
+    return Quality(name, value, baseline, delta, row.get(f"{delta_key}_ci95_low"), row.get(f"{delta_key}_ci95_high"))
+
+
+@dataclass(frozen=True)
 class Choice:
-    """One candidate: its analysed row, its drop (point estimate and interval end) and its cost."""
+    """One candidate: its analysed row, what it is compared on, its drop (point estimate and interval end) and its
+    cost."""
 
     row: dict
+    quality: Quality
     drop: float
     drop_bound: float | None
     cost: float
@@ -147,23 +187,28 @@ def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = N
         goal = objective or _default_objective(at_shape)
         choices, unmeasured = [], []
         compared = [row for row in at_shape if row.get("baseline_metric") is not None and row.get("metric") is not None]
+        basis = basis_of(compared)
+        qualities = {id(row): quality_of(row, basis) for row in compared}
         for row in compared:
-            delta = row["metric"] - row["baseline_metric"] if row.get("metric_delta") is None else row["metric_delta"]
-            low, high = row.get("metric_delta_ci95_low"), row.get("metric_delta_ci95_high")
-            worst = (low if higher_is_better(row["metric_name"]) else high) if low is not None else None
-            drop = max_drop.drop(row["metric_name"], delta, row["baseline_metric"])
-            bound = None if worst is None else max_drop.drop(row["metric_name"], worst, row["baseline_metric"])
+            quality = qualities[id(row)]
+            if quality is None:         # rows without bits per byte, in a task compared on it
+                continue
+            worst = ((quality.low if higher_is_better(quality.name) else quality.high) if quality.low is not None
+                     else None)
+            drop = max_drop.drop(quality.name, quality.delta, quality.baseline)
+            bound = None if worst is None else max_drop.drop(quality.name, worst, quality.baseline)
             cost = _cost(row, goal)
             if cost is None:
                 unmeasured.append(row)
                 continue
             if (bound if confident and bound is not None else drop) <= max_drop.value + 1e-12:
-                choices.append(Choice(row, drop, bound, float(cost)))
+                choices.append(Choice(row, quality, drop, bound, float(cost)))
         choices.sort(key=lambda c: (c.cost, c.drop))
         front = [choices[i] for i in front_order([c.cost for c in choices], [-c.drop for c in choices])]
         out[task] = {"shape": shape, "objective": goal, "choices": choices, "front": front,
                      "best": choices[0] if choices else None, "unmeasured": len(unmeasured),
-                     "compared": len(compared)}
+                     "compared": len(compared), "basis": basis,
+                     "incomparable": sum(quality is None for quality in qualities.values())}
     return out
 
 
@@ -218,16 +263,14 @@ def _cost_text(choice: Choice, objective: str) -> str:
 def describe(choice: Choice, objective: str, max_drop: MaxDrop) -> str:
     """One line for a choice: model, backend, metric with its delta, its speed-up measured against the teacher on the
     reference backend (and on its own backend, where that says something besides), its size against the teacher."""
-    row = choice.row
-    low, high = row.get("metric_delta_ci95_low"), row.get("metric_delta_ci95_high")
-    interval = f" [{low:+.4f}, {high:+.4f}]" if low is not None else ""
+    row, quality = choice.row, choice.quality
+    interval = f" [{quality.low:+.4f}, {quality.high:+.4f}]" if quality.low is not None else ""
     smaller = row.get("size_ratio")
     size = f", {1 / smaller:.1f}x smaller" if smaller and smaller < 0.99 else ""
     unit = " pt" if max_drop.unit == "pt" else "%"
     change = f"drop {choice.drop:.2f}{unit}" if choice.drop > 0 else f"gain {-choice.drop:.2f}{unit}"
-    return (f"{row['pipeline']} on {row['backend_label']}: {row['metric_name']} {row['metric']:.4f} "
-            f"(delta {row.get('metric_delta') or 0.0:+.4f}{interval}; {change}), {_cost_text(choice, objective)}"
-            f"{size}")
+    return (f"{row['pipeline']} on {row['backend_label']}: {quality.name} {quality.value:.4f} "
+            f"(delta {quality.delta:+.4f}{interval}; {change}), {_cost_text(choice, objective)}{size}")
 
 
 def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
@@ -235,7 +278,13 @@ def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
     for task, result in found.items():
         batch, seq = result["shape"]
         rule = f"drop within {max_drop}" + (" (95% interval end)" if confident else "")
+        if result.get("basis") == BITS_PER_BYTE:
+            rule += (" of bits per byte: a model here has another tokenizer, whose per-token perplexity is in other "
+                     "units")
         lines.append(f"{task} (batch {batch} x seq {seq}, cheapest by {result['objective']}, {rule}):")
+        if result.get("incomparable"):
+            lines.append(f"  {result['incomparable']} model(s) without bits per byte (rows of a run before it was "
+                         "measured) left out")
         without = (f"{result['unmeasured']} without a speed-up measured against a reference backend" if
                    result["objective"] != "size" else f"{result['unmeasured']} without a size")
         if result["best"] is None:
@@ -261,11 +310,11 @@ def as_records(found: dict[str, dict]) -> list[dict]:
     def record(choice: Choice | None, result: dict) -> dict | None:
         if choice is None:
             return None
-        row = choice.row
+        row, quality = choice.row, choice.quality
         versus = _versus(row, "decode" if result["objective"] == "decode" else "latency")
-        return {"pipeline": row["pipeline"], "backend_label": row["backend_label"], "metric_name": row["metric_name"],
-                "metric": row["metric"], "metric_delta": row.get("metric_delta"),
-                "metric_delta_ci95": [row.get("metric_delta_ci95_low"), row.get("metric_delta_ci95_high")],
+        return {"pipeline": row["pipeline"], "backend_label": row["backend_label"], "metric_name": quality.name,
+                "metric": quality.value, "metric_delta": quality.delta,
+                "metric_delta_ci95": [quality.low, quality.high],
                 "drop": choice.drop, "drop_bound": choice.drop_bound, "cost": choice.cost,
                 "speedup_p50": row.get("speedup_p50"), "size_bytes": row.get("size_bytes"),
                 "size_ratio": row.get("size_ratio"),

@@ -21,6 +21,7 @@ from compbench.results.analysis import (
     MIN_EVAL_ROWS,
     analyse,
     cells_of,
+    change_mark,
     eval_sizes,
     front_score,
     latency_range,
@@ -30,6 +31,7 @@ from compbench.results.pareto import pareto_mask
 from compbench.results.rows import read_labels, read_rows
 from compbench.results.table import tidy_frame
 from compbench.results.trust import trust_warnings_for
+from compbench.tasks.glue import TASKS
 
 TEXT_COLUMNS = ("pipeline", "backend", "shape")
 PLOTS_DIR = "plots"
@@ -119,8 +121,9 @@ READING_GUIDE = (
     "How to read this: every number is measured in this run folder's rows (`results.jsonl`). "
     "**Metric**: the task's official metric on its validation split, with a 95% bootstrap interval. "
     "**Δ**: the difference to the uncompressed teacher on the same backend (fp32), scored on the same rows, with a "
-    "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss), no mark means "
-    "within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / 99.9% of the teacher's metric; "
+    "95% paired bootstrap interval; ▲/▼ mark an interval that excludes zero (a real gain/loss: for perplexity a "
+    "fall is the gain), no mark means within noise. **Gates** (MLPerf style): ✓ when the model keeps at least 99% / "
+    "99.9% of the teacher's metric; "
     f"— on a task evaluated on fewer than {MIN_EVAL_ROWS} rows, where they would mean nothing. "
     "**Latency**: ms per batch at fixed threads after warm-up (p50, and the p10–p90 spread of the timed calls); "
     "**speed-up vs reference** (the headline): the median latency of the teacher on the suite's reference backend "
@@ -270,6 +273,8 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
     if ok:
         cells = [cell_rows[0] for cell_rows in cells_of(ok).values()]
         lines += [f"### {ok[0]['metric_name']} and size", "", markdown_table(accuracy_table(cells, reference)), ""]
+        lines += positive_label_note(ok)
+        lines += bits_per_byte_note(cells)
         lines += withheld_note(ok)
         lines += storage_notes(cells)
         lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
@@ -314,13 +319,16 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
     when one is named), gates, size (none of these depend on the shape)."""
     front = pareto_mask([r["size_bytes"] for r in cells], [front_score(r) for r in cells])
     metric_name = cells[0]["metric_name"]
+    label = positive_label(cells[0]) if metric_name == "f1" else None
+    positive = f", positive {label} " if label else " "
+    per_byte = any(r.get("bits_per_byte") is not None for r in cells)
     table = []
     for row, on_front in zip(cells, front):
         low, high = row["metric_ci95"] or (float("nan"), float("nan"))
         table.append({
             "pipeline": row["pipeline"] + (" ★" if on_front else ""),
             "backend": row["backend_label"],
-            f"{metric_name} (95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
+            f"{metric_name}{positive}(95% CI)": f"{row['metric']:.4f} [{low:.3f}, {high:.3f}]",
             "Δ vs teacher (95% CI)": delta_text(row),
             **({f"Δ vs {reference} (95% CI)": delta_text(row, "reference_")} if reference else {}),
             **{f"≥{share * 100:g}%": "—" if row.get("gates_withheld") else _gate(row[gate])
@@ -330,6 +338,7 @@ def accuracy_table(cells: list[dict], reference: str | None = None) -> list[dict
             "params M": f"{row['params'] / 1e6:.2f}",
             "non-zero M": f"{row['nonzero_params'] / 1e6:.2f}" if row.get("nonzero_params") is not None else "",
             "parity": "" if row.get("parity_max_abs_diff") is None else f"{row['parity_max_abs_diff']:.1e}",
+            **(bits_per_byte_columns(row) if per_byte else {}),
             **{f"zero-shot {task} (95% CI)": f"{z['accuracy']:.3f} [{z['ci95'][0]:.3f}, {z['ci95'][1]:.3f}]"
                for task, z in (row.get("zero_shot") or {}).items()},
         })
@@ -442,18 +451,43 @@ def device_columns(row: dict) -> dict:
             "GPU peak reserved MB": "" if values[2] is None else f"{values[2] / 1e6:.0f}"}
 
 
-def delta_text(row: dict, prefix: str = "") -> str:
-    """``row[prefix + "metric_delta"]`` with its interval and mark (prefix ``reference_``: the reference pipeline)."""
+def delta_text(row: dict, prefix: str = "", name: str = "metric_delta", metric: str | None = None) -> str:
+    """``row[prefix + name]`` (the metric's delta, or ``bits_per_byte_delta`` of ``metric`` bits_per_byte) with its
+    interval and mark (prefix ``reference_``: the reference pipeline); why a per-token delta was withheld."""
     if row["is_baseline"] and not prefix:
         return "(teacher)"
-    value, low, high, significant = (row.get(f"{prefix}metric_delta{part}")
+    if row.get("per_token_withheld") and name == "metric_delta" and not prefix:
+        return "— (another tokenizer: see bits/byte)"
+    value, low, high, significant = (row.get(f"{prefix}{name}{part}")
                                      for part in ("", "_ci95_low", "_ci95_high", "_significant"))
     if value is None:
         return ""
     if low is None:
         return f"{_signed(value)} (no paired rows)"
-    mark = (" ▲" if value > 0 else " ▼") if significant else ""
+    mark = change_mark(metric or row["metric_name"], value, significant)
     return f"{_signed(value)} [{_signed(low, 3)}, {_signed(high, 3)}]{mark}"
+
+
+def bits_per_byte_columns(row: dict) -> dict:
+    """A causal LM's bits per byte with its interval, and its paired delta against the teacher's."""
+    low, high = row.get("bits_per_byte_ci95_low"), row.get("bits_per_byte_ci95_high")
+    interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+    value = "" if row.get("bits_per_byte") is None else f"{row['bits_per_byte']:.4f}{interval}"
+    return {"bits/byte (95% CI)": value,
+            "Δ bits/byte vs teacher (95% CI)": delta_text(row, name="bits_per_byte_delta", metric="bits_per_byte")}
+
+
+def bits_per_byte_note(ok: list[dict]) -> list[str]:
+    """What bits per byte counts, and which models are compared on it (another tokenizer) and why."""
+    if not any(r.get("bits_per_byte") is not None for r in ok):
+        return []
+    lines = ["Bits per byte: the scored tokens' negative log-likelihood in bits over the UTF-8 bytes of their text "
+             "(each token holds the text from the end of the token before it; a document's first token, which "
+             "nothing predicts, is not scored and its text not counted, nor is each window's first without "
+             "overlap): the unit two tokenizers share."]
+    withheld = {r["pipeline"]: r["per_token_withheld"] for r in ok if r.get("per_token_withheld")}
+    lines += [f"`{pipeline}`: {reason}." for pipeline, reason in withheld.items()]
+    return [*(f"- {line}" for line in lines), ""] if withheld else [lines[0], ""]
 
 
 def _speedup(row: dict) -> str:
@@ -500,6 +534,22 @@ def reference_notes(ok: list[dict]) -> list[str]:
     for reason, cells in reasons.items():
         lines.append(f"Not timed against the reference ({', '.join(f'`{cell}`' for cell in cells)}): {reason}.")
     return [*(f"- {line}" if len(lines) > 1 else line for line in lines), ""] if lines else []
+
+
+def positive_label(row: dict) -> str | None:
+    """The label binary ``f1`` counted as positive, ``1 ("equivalent")``, for a row scored by it: as the row says, or
+    for rows of runs before, class 1 of a GLUE task's names; None for a row without ``f1``."""
+    if "f1" not in (row.get("metrics") or {}):
+        return None
+    label = row.get("positive_label") or {"id": 1, "name": (TASKS[row["task"]].label_names or (None, None))[1]
+                                          if row["task"] in TASKS else None}
+    return f'{label["id"]} ("{label["name"]}")' if label.get("name") is not None else str(label["id"])
+
+
+def positive_label_note(ok: list[dict]) -> list[str]:
+    """Which label the task's binary F1 counts as positive (class 1), where it is scored by ``f1``."""
+    label = next((text for text in map(positive_label, ok) if text), None)
+    return [f"`f1` is the binary F1 of class {label}, the positive label.", ""] if label else []
 
 
 def withheld_note(ok: list[dict]) -> list[str]:

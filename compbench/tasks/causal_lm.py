@@ -9,6 +9,10 @@ tasks:
       - task: sst2               # a GLUE task, scored lm-eval style on its validation rows
         template: "Review: {sentence}\\nSentiment:"
         choices: [" negative", " positive"]
+      - name: hellaswag          # multiple choice from rows of your own: prompt + " " + each answer is scored
+        data: hf:Rowan/hellaswag
+        template: "{ctx}"
+        choices_column: endings
 ```
 
 The headline metric is the corpus perplexity (token-weighted, lower is better; ``tasks.language_modeling``),
@@ -63,6 +67,10 @@ class ZeroShotConfig(BaseModel):
                                       "answer (data: format fields are filled from the row)")
     choices_column: str | None = Field(None, description="with data: a column holding each row's list of answers")
     label: str = Field("label", description="with data: the column of the correct answer (its index, or its text)")
+    target_delimiter: str | None = Field(None, description="the text between the prompt and each choice, as "
+                                         "lm-eval-harness's target_delimiter: prompt + delimiter + choice is scored "
+                                         "(default: ' ' with data:, lm-eval's default; '' for a GLUE task, whose "
+                                         "choices carry their own leading space)")
     limit: bounded_int(1, MAX_ROWS) | None = Field(None, description="seeded subset of the rows (default: all)")
 
     @field_validator("task")
@@ -115,6 +123,13 @@ class ZeroShotConfig(BaseModel):
     @property
     def metric_name(self) -> str:
         return f"zero_shot_{self.key}"
+
+    @property
+    def delimiter(self) -> str:
+        """What goes between the prompt and each choice (``target_delimiter``, or its default)."""
+        if self.target_delimiter is not None:
+            return self.target_delimiter
+        return "" if self.task is not None else " "
 
     def prompts_of(self, rows: pd.DataFrame) -> list[str]:
         """The prompts of the task's rows: a GLUE row's filled template (data rows are filled when read)."""

@@ -15,10 +15,19 @@ Perplexity (:func:`perplexity`)
     (``exp`` of the token-weighted mean NLL; lower is better) gets a bootstrap interval over documents or windows
     (:func:`compbench.tasks.metrics.bootstrap_perplexity_ci`) and a paired delta between two models.
 
+Bits per byte (:attr:`TokenLosses.bits_per_byte`)
+    The same NLL in bits over the UTF-8 bytes of the scored tokens' text: every token holds the text from the end
+    of the token before it to its own end (its leading space included; a begin-of-text token none), so the text
+    left out is that of the tokens nothing scores (a document's first token, each window's first without
+    overlap). Per-token perplexities of two tokenizers are in different units (one splits a text into more,
+    easier tokens); bits per byte of the same text are not.
+
 Zero-shot classification (:func:`zero_shot_scores`)
     As lm-eval-harness scores ``loglikelihood`` requests: for each prompt and each choice (a label word such as
-    ``" positive"``, or a multiple-choice answer), the summed log-probability of the choice's tokens after the
-    prompt's; the prediction is the choice with the highest (``acc``), or the highest per byte of the choice
+    ``" positive"``, or a multiple-choice answer), the request is (prompt, target_delimiter + choice), exactly as
+    lm-eval builds it (plain concatenation: the delimiter is added even before a choice that starts with a space),
+    and its score is the summed log-probability of the continuation's tokens after the prompt's; the prediction is
+    the choice with the highest (``acc``), or the highest per byte of the choice without the delimiter
     (``acc_norm``).
 
 Torch is imported inside the functions that run a model, as elsewhere in ``compbench.tasks``.
@@ -37,7 +46,7 @@ import pandas as pd
 
 from compbench.common.errors import UsageError
 from compbench.tasks.glue import get_task
-from compbench.tasks.metrics import Interval, bootstrap_perplexity_ci, perplexity_of
+from compbench.tasks.metrics import Interval, bootstrap_nll_ratio_ci, nll_ratio_of
 from compbench.tasks.sources import DataSource, detect_layout
 
 IGNORE_INDEX = -100                      # labels that the loss skips (the Hugging Face convention)
@@ -180,6 +189,7 @@ class TokenLosses:
     n_windows: int
     max_length: int
     stride: int
+    n_bytes: np.ndarray | None = None   # int64 (tokens,): UTF-8 bytes of each token's text (None: no offsets)
 
     @property
     def n_tokens(self) -> int:
@@ -196,23 +206,45 @@ class TokenLosses:
         """exp(mean NLL): lower is better."""
         return float(np.exp(self.mean_nll))
 
-    def unit_sums(self, by: str = "document") -> tuple[np.ndarray, np.ndarray]:
-        """(NLL sum, scored tokens) per document or per window, every unit listed (zeros where none scored)."""
+    @property
+    def bits_per_byte(self) -> float | None:
+        """Summed NLL in bits over the UTF-8 bytes of the scored tokens' text (lower is better); None without the
+        tokens' bytes."""
+        if self.n_bytes is None:
+            return None     # per document: a token may hold no byte (a character split over two tokens)
+        return nll_ratio_of("bits_per_byte", self.unit_sums("document")[0], self.unit_bytes("document"))
+
+    def _units(self, by: str) -> tuple[np.ndarray, int]:
         if by not in ("document", "window"):
             raise ValueError(f"by must be 'document' or 'window', not {by!r}")
-        index, n = (self.document, self.n_documents) if by == "document" else (self.window, self.n_windows)
+        return (self.document, self.n_documents) if by == "document" else (self.window, self.n_windows)
+
+    def unit_sums(self, by: str = "document") -> tuple[np.ndarray, np.ndarray]:
+        """(NLL sum, scored tokens) per document or per window, every unit listed (zeros where none scored)."""
+        index, n = self._units(by)
         return (np.bincount(index, weights=self.nll, minlength=n),
                 np.bincount(index, minlength=n).astype(np.int64))
 
-    def interval(self, by: str = "document", *, n_resamples: int = 1000, confidence: float = 0.95,
-                 seed: int = 0) -> Interval:
-        """Percentile-bootstrap interval of the perplexity, resampling documents (or windows)."""
+    def unit_bytes(self, by: str = "document") -> np.ndarray | None:
+        """UTF-8 bytes of the scored tokens' text per document or per window (None without the tokens' bytes)."""
+        if self.n_bytes is None:
+            return None
+        index, n = self._units(by)
+        return np.bincount(index, weights=self.n_bytes, minlength=n).astype(np.int64)
+
+    def interval(self, by: str = "document", *, metric: str = "perplexity", n_resamples: int = 1000,
+                 confidence: float = 0.95, seed: int = 0) -> Interval:
+        """Percentile-bootstrap interval of the perplexity (or ``metric="bits_per_byte"``), resampling documents (or
+        windows)."""
         sums, counts = self.unit_sums(by)
-        return bootstrap_perplexity_ci(sums, counts, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        if metric == "bits_per_byte":
+            counts = self.unit_bytes(by)
+        return bootstrap_nll_ratio_ci(metric, sums, counts, n_resamples=n_resamples, confidence=confidence,
+                                      seed=seed)
 
     def unit_perplexity(self, by: str = "document") -> float:
         """The perplexity from the per-unit sums (equal to :attr:`perplexity`: a check of the bookkeeping)."""
-        return perplexity_of(*self.unit_sums(by))
+        return nll_ratio_of("perplexity", *self.unit_sums(by))
 
 
 def context_length(model) -> int | None:
@@ -264,13 +296,28 @@ def device_of(model):
         return torch.device(getattr(model, "device", "cpu"))
 
 
-def _token_ids(tokenizer, text: str, where: str) -> list[int]:
+def token_bytes(text: str, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """UTF-8 bytes of each token's text, from a fast tokenizer's character offsets: a token holds the text from
+    the end of the one before it to its own end, so the counts add up to the text's bytes (a leading space goes
+    with the token it begins, as byte-level BPE has it; a special token at (0, 0) holds none; text after the last
+    token's end, if any, goes to the last)."""
+    byte_at = np.concatenate([[0], np.cumsum([len(char.encode()) for char in text], dtype=np.int64)])
+    ends = np.maximum.accumulate(np.asarray([end for _, end in offsets], dtype=np.int64))
+    ends[-1] = len(text)
+    return np.diff(byte_at[ends], prepend=0)
+
+
+def _tokens(tokenizer, text: str, where: str) -> tuple[list[int], np.ndarray | None]:
+    """The document's token ids as the tokenizer makes them by default, and each token's bytes (None for a
+    tokenizer that gives no character offsets: a slow one)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{where} is empty: there is no text to score")
-    ids = list(tokenizer(text).input_ids)
+    fast = getattr(tokenizer, "is_fast", False)
+    encoded = tokenizer(text, return_offsets_mapping=True) if fast else tokenizer(text)
+    ids = list(encoded.input_ids)
     if not ids:
         raise ValueError(f"{where} gives no tokens")
-    return ids
+    return ids, token_bytes(text, encoded["offset_mapping"]) if fast else None
 
 
 @contextmanager
@@ -337,31 +384,34 @@ def perplexity(model, tokenizer, texts: str | Sequence[str], max_length: int | N
     stride = max(max_length // 2, 1) if stride is None else stride
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size}: give at least 1")
-    plan: list[tuple[int, list[int], int]] = []          # (document, window ids, first scored position)
+    plan: list[tuple[int, list[int], int, np.ndarray | None]] = []  # (document, window ids, first scored, bytes)
     for d, text in enumerate(texts):
-        ids = _token_ids(tokenizer, text, f"document {d}")
-        plan += [(d, ids[begin:end], first) for begin, end, first in windows(len(ids), max_length, stride)]
+        ids, sizes = _tokens(tokenizer, text, f"document {d}")
+        plan += [(d, ids[begin:end], first, None if sizes is None else sizes[begin:end])
+                 for begin, end, first in windows(len(ids), max_length, stride)]
     if not plan:
         raise ValueError("no token to score: every document is a single token")
 
-    nll, document, window = [], [], []
+    nll, document, window, scored_bytes = [], [], [], []
     pad_id = _pad_id(tokenizer)
     with scoring(model):
         for start in range(0, len(plan), batch_size):
             batch = plan[start:start + batch_size]
-            logits, _ = _batched_forward(model, [ids for _, ids, _ in batch], pad_id)
-            for row, (d, ids, first) in enumerate(batch):
+            logits, _ = _batched_forward(model, [ids for _, ids, _, _ in batch], pad_id)
+            for row, (d, ids, first, sizes) in enumerate(batch):
                 targets = torch.tensor(ids[first:], dtype=torch.long, device=logits.device)
                 losses = torch.nn.functional.cross_entropy(logits[row, first - 1:len(ids) - 1], targets,
                                                            reduction="none")
                 nll.append(losses.double().cpu().numpy())
                 document.append(np.full(len(targets), d, dtype=np.int64))
                 window.append(np.full(len(targets), start + row, dtype=np.int64))
+                scored_bytes.append(None if sizes is None else sizes[first:])
     values = np.concatenate(nll)
     if not np.all(np.isfinite(values)):
         raise ValueError("the model gave a non-finite log-likelihood (nan or inf logits)")
+    n_bytes = None if any(sizes is None for sizes in scored_bytes) else np.concatenate(scored_bytes)
     return TokenLosses(values, np.concatenate(document), np.concatenate(window), len(texts), len(plan),
-                       max_length, stride)
+                       max_length, stride, n_bytes)
 
 
 # ---- zero-shot classification ------------------------------------------------------------------------------------
@@ -413,8 +463,11 @@ def _request(tokenizer, context: str, continuation: str) -> tuple[list[int], lis
 
 
 def zero_shot_scores(model, tokenizer, prompts: Sequence[str], choices: Sequence[str] | Sequence[Sequence[str]],
-                     *, batch_size: int = 8, max_length: int | None = None) -> ZeroShotScores:
-    """Score each choice as the continuation of each prompt (lm-eval-harness ``loglikelihood``).
+                     *, batch_size: int = 8, max_length: int | None = None,
+                     target_delimiter: str = "") -> ZeroShotScores:
+    """Score each choice as the continuation of each prompt (lm-eval-harness ``loglikelihood``): the continuation
+    is ``target_delimiter + choice`` (lm-eval's tasks default to ``" "``; here the caller says, a task entry's own
+    default being ``" "`` for multiple choice).
 
     ``choices`` is one list shared by every prompt (label words, e.g. ``SST2_CHOICES``) or one list per prompt
     (multiple choice; all of the same length). Inputs longer than ``max_length`` (default: the model's context)
@@ -438,7 +491,7 @@ def zero_shot_scores(model, tokenizer, prompts: Sequence[str], choices: Sequence
         for j, choice in enumerate(options):
             if not choice:
                 raise ValueError(f"choice {j} of prompt {i} is empty")
-            context_ids, continuation_ids = _request(tokenizer, prompt, choice)
+            context_ids, continuation_ids = _request(tokenizer, prompt, target_delimiter + choice)
             if not continuation_ids:
                 raise ValueError(f"choice {choice!r} gives no tokens after prompt {i}")
             if len(continuation_ids) > max_length:

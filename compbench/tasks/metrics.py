@@ -12,9 +12,11 @@ one against scikit-learn/scipy. Every metric returns a plain float and never nan
 What predictions look like, by task kind (``predictions_from_logits``):
 
 * single-label: class ids (argmax), 1-D ints; for a binary task whose metrics include ``auroc``, the
-  probability of class 1 instead (1-D floats in [0, 1]): ``auroc`` ranks them, and every class
-  metric reads float predictions in [0, 1] as that probability and thresholds it (> 0.5, the same
-  class as argmax), so one stored ``predictions`` list serves every metric and the paired bootstrap;
+  log-probabilities of classes 0 and 1 instead (floats, one pair per row): ``auroc`` ranks rows by their
+  difference (the logit margin; a probability of class 1 rounds to exactly 1.0 in float64 beyond a margin of
+  about 37, and rows beyond it would tie), and every class metric takes the likelier class (argmax), so one stored
+  ``predictions`` list serves every metric and the paired bootstrap. Rows of runs before stored the probability of
+  class 1 (1-D floats in [0, 1]): the class metrics threshold it at 0.5 and ``auroc`` ranks it;
 * multi-label: a multi-hot matrix (n, labels) of ints, a label predicted where its sigmoid > 0.5
   (logit > 0); ``accuracy`` is exact-match (subset) accuracy, F1s are over labels; the bootstrap
   resamples rows;
@@ -34,10 +36,20 @@ from compbench.tasks.glue import TaskSpec
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
 
 
+def _log_probability_pairs(preds: np.ndarray, labs: np.ndarray) -> bool:
+    """Whether ``preds`` are a binary task's log-probabilities of classes 0 and 1, a pair per row (multi-label
+    predictions are 0/1 ints with labels of the same shape)."""
+    return preds.ndim == 2 and preds.shape[1] == 2 and preds.dtype.kind == "f" and labs.ndim == 1
+
+
 def _as_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both sides as arrays of equal, non-zero length: 1-D, or 2-D (rows, labels) for multi-label."""
+    """Both sides as arrays of equal, non-zero length: 1-D, or 2-D (rows, labels) for multi-label, or a binary
+    task's log-probability pairs (rows, 2) with 1-D labels."""
     preds, labs = np.asarray(predictions), np.asarray(labels)
-    if preds.ndim == 2 and preds.shape[1] > 1 or labs.ndim == 2 and labs.shape[1] > 1:
+    if _log_probability_pairs(preds, labs):
+        if len(preds) != len(labs):
+            raise ValueError(f"{len(preds)} predictions but {labs.size} labels")
+    elif preds.ndim == 2 and preds.shape[1] > 1 or labs.ndim == 2 and labs.shape[1] > 1:
         if preds.shape != labs.shape:
             raise ValueError(f"predictions of shape {preds.shape} but labels of shape {labs.shape}")
     else:
@@ -49,9 +61,12 @@ def _as_pair(predictions: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return preds, labs
 
 
-def _classes(preds: np.ndarray) -> np.ndarray:
-    """Class ids of predictions: float predictions within [0, 1] are a binary task's probability of
-    class 1, thresholded at 0.5 (as argmax would: a tie is class 0); anything else is ids already."""
+def _classes(preds: np.ndarray, labs: np.ndarray) -> np.ndarray:
+    """Class ids of predictions: a binary task's log-probability pairs give the likelier class (a tie is class 0,
+    as argmax); 1-D float predictions within [0, 1] are the probability of class 1 that rows of runs before stored,
+    thresholded at 0.5 (the same class); anything else is ids already."""
+    if _log_probability_pairs(preds, labs):
+        return (preds[:, 1] > preds[:, 0]).astype(np.int64)
     if preds.dtype.kind == "f" and preds.min() >= 0.0 and preds.max() <= 1.0:
         return (preds > 0.5).astype(np.int64)
     return preds
@@ -65,7 +80,7 @@ def _one_dimensional(name: str, preds: np.ndarray) -> None:
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of predictions equal to the label; multi-label: of rows whose every label is right."""
     preds, labs = _as_pair(predictions, labels)
-    correct = _classes(preds) == labs
+    correct = _classes(preds, labs) == labs
     return float(np.mean(correct if correct.ndim == 1 else correct.all(axis=1)))
 
 
@@ -80,12 +95,20 @@ def f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Binary F1 of the positive class 1: 2tp / (2tp + fp + fn); 0.0 when there is no positive
     on either side (scikit-learn's ``zero_division=0``, as in the official GLUE scoring)."""
     preds, labs = _as_pair(predictions, labels)
-    pred_pos, true_pos = _classes(preds) == 1, labs == 1
+    pred_pos, true_pos = _classes(preds, labs) == 1, labs == 1
     tp = int(np.count_nonzero(pred_pos & true_pos))
     fp = int(np.count_nonzero(pred_pos & ~true_pos))
     fn = int(np.count_nonzero(~pred_pos & true_pos))
     denominator = 2 * tp + fp + fn
     return 2 * tp / denominator if denominator else 0.0
+
+
+def positive_label(task: TaskSpec) -> dict | None:
+    """Which label ``f1`` counts as positive, for a task scored by it: class 1 (``id``) and its ``name`` (None where
+    the task names no labels); None for a task without ``f1``."""
+    if "f1" not in task.metric_names:
+        return None
+    return {"id": 1, "name": task.label_names[1] if task.label_names else None}
 
 
 def _confusion(preds: np.ndarray, labs: np.ndarray) -> np.ndarray:
@@ -102,7 +125,7 @@ def macro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     classes present in the labels or the predictions (single-label), or over every label (multi-label,
     where a label with no positive on either side scores 0)."""
     preds, labs = _as_pair(predictions, labels)
-    preds = _classes(preds)
+    preds = _classes(preds, labs)
     if preds.ndim == 2:
         pred_pos, true_pos = preds == 1, labs == 1
         tp = np.count_nonzero(pred_pos & true_pos, axis=0)
@@ -120,7 +143,7 @@ def micro_f1(predictions: np.ndarray, labels: np.ndarray) -> float:
     """F1 of the pooled counts (scikit-learn ``average="micro"``, ``zero_division=0``): for single-label rows
     this is accuracy; for multi-label, 2tp / (2tp + fp + fn) over every (row, label)."""
     preds, labs = _as_pair(predictions, labels)
-    preds = _classes(preds)
+    preds = _classes(preds, labs)
     if preds.ndim == 1:
         return float(np.mean(preds == labs))
     pred_pos, true_pos = preds == 1, labs == 1
@@ -134,8 +157,9 @@ def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Matthews correlation (multi-class form, as scikit-learn); 0.0 when undefined, i.e. when
     the labels or the predictions hold a single class."""
     preds, labs = _as_pair(predictions, labels)
+    preds = _classes(preds, labs)
     _one_dimensional("matthews", preds)
-    confusion = _confusion(_classes(preds), labs).astype(np.float64)
+    confusion = _confusion(preds, labs).astype(np.float64)
     true_sum, pred_sum = confusion.sum(axis=1), confusion.sum(axis=0)
     n, correct = confusion.sum(), np.trace(confusion)
     cov_tp = correct * n - true_sum @ pred_sum
@@ -156,9 +180,12 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 def auroc(predictions: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve of a binary task (scikit-learn ``roc_auc_score``): the chance that a
     random positive row scores above a random negative one, ties counting half. Predictions are
-    scores (the probability of class 1; class ids work too, as scikit-learn takes them). 0.5 (chance)
-    when the labels hold a single class, where it is undefined."""
+    scores: log-probability pairs rank by their difference, the logit margin, which never saturates (the
+    probability of class 1 of rows of runs before, and class ids, rank as they are, as scikit-learn takes them).
+    0.5 (chance) when the labels hold a single class, where it is undefined."""
     preds, labs = _as_pair(predictions, labels)
+    if _log_probability_pairs(preds, labs):
+        preds = preds[:, 1] - preds[:, 0]
     _one_dimensional("auroc", preds)
     positive = labs == 1
     if not np.all(positive | (labs == 0)):
@@ -266,21 +293,21 @@ def get_metric(name: str) -> MetricFn:
 
 
 def wants_scores(task: TaskSpec) -> bool:
-    """Whether ``task``'s predictions are the probability of class 1 rather than class ids: a binary task
-    scored by ``auroc``, which ranks rows by score."""
+    """Whether ``task``'s predictions are scores (log-probabilities of both classes) rather than class ids: a
+    binary task scored by ``auroc``, which ranks rows by score."""
     return task.is_binary and "auroc" in task.metric_names
 
 
-def _positive_probability(logits: np.ndarray) -> np.ndarray:
-    """softmax(logits)[:, 1] of two-class logits, computed without overflow."""
-    margin = logits[:, 1].astype(np.float64) - logits[:, 0].astype(np.float64)
-    small = np.exp(-np.abs(margin))
-    return np.where(margin >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
+def log_probabilities(logits: np.ndarray) -> np.ndarray:
+    """log softmax of each row of ``logits`` in float64, without overflow."""
+    values = np.asarray(logits, dtype=np.float64)
+    shifted = values - values.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    """What the task's metrics score (see the module docstring): class ids (argmax), or the probability of
-    class 1 for a binary task scored by ``auroc``; a multi-hot int matrix (logit > 0) for multi-label; the
+    """What the task's metrics score (see the module docstring): class ids (argmax), or the log-probabilities of
+    both classes for a binary task scored by ``auroc``; a multi-hot int matrix (logit > 0) for multi-label; the
     single output as float64 for regression."""
     values = np.asarray(logits)
     if task.is_regression:
@@ -294,7 +321,7 @@ def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     if task.is_multi_label:
         return (values > 0).astype(np.int64)
     if wants_scores(task):
-        return _positive_probability(values)
+        return log_probabilities(values)
     return values.argmax(axis=1)
 
 
@@ -373,20 +400,28 @@ def paired_bootstrap_delta(metric: str, predictions_a: np.ndarray, predictions_b
     return float(delta), _percentile_interval(values, confidence)
 
 
-# ---- Perplexity: a ratio over units (documents or windows), lower is better --------------------------------------
+# ---- Perplexity and bits per byte: ratios over units (documents or windows), lower is better --------------------
 
 # Metrics where a smaller value is the better one (every other metric here is better when higher).
-LOWER_IS_BETTER = frozenset({"perplexity", "nll"})
+LOWER_IS_BETTER = frozenset({"perplexity", "nll", "bits_per_byte"})
+
+# A language model's corpus metrics, each a function of a ratio of per-unit sums: NLL (nats) over scored tokens
+# (perplexity: exp of it), or NLL over the UTF-8 bytes of the scored tokens' text (bits per byte: in bits).
+NLL_RATIOS: dict[str, Callable[[float], float]] = {
+    "perplexity": np.exp,
+    "bits_per_byte": lambda nats_per_byte: nats_per_byte / np.log(2.0),
+}
 
 
 def higher_is_better(name: str) -> bool:
-    """Whether a larger value of metric ``name`` is better (False for perplexity and NLL)."""
+    """Whether a larger value of metric ``name`` is better (False for perplexity, NLL and bits per byte)."""
     return name not in LOWER_IS_BETTER
 
 
-def _nll_units(nll_sums: np.ndarray, token_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-unit NLL sums and token counts as float64, units with no scored token dropped (they add nothing)."""
-    sums, counts = np.asarray(nll_sums, dtype=np.float64).ravel(), np.asarray(token_counts, dtype=np.float64).ravel()
+def _nll_units(nll_sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit NLL sums and counts (tokens or bytes) as float64, units with no scored token dropped (they add
+    nothing)."""
+    sums, counts = np.asarray(nll_sums, dtype=np.float64).ravel(), np.asarray(counts, dtype=np.float64).ravel()
     if sums.shape != counts.shape:
         raise ValueError(f"{sums.size} NLL sums but {counts.size} token counts")
     if np.any(counts < 0) or not np.all(np.isfinite(sums)):
@@ -397,33 +432,45 @@ def _nll_units(nll_sums: np.ndarray, token_counts: np.ndarray) -> tuple[np.ndarr
     return sums[keep], counts[keep]
 
 
+def nll_ratio_of(metric: str, nll_sums: np.ndarray, counts: np.ndarray) -> float:
+    """``metric`` (``NLL_RATIOS``) of units given by their summed negative log-likelihood (nats) and their scored
+    tokens (perplexity) or bytes (bits per byte)."""
+    sums, counts = _nll_units(nll_sums, counts)
+    return float(NLL_RATIOS[metric](sums.sum() / counts.sum()))
+
+
 def perplexity_of(nll_sums: np.ndarray, token_counts: np.ndarray) -> float:
     """Token-weighted perplexity exp(sum of NLL / number of tokens) of units (documents or windows) given by
     their summed negative log-likelihood (nats) and token counts."""
-    sums, counts = _nll_units(nll_sums, token_counts)
-    return float(np.exp(sums.sum() / counts.sum()))
+    return nll_ratio_of("perplexity", nll_sums, token_counts)
 
 
-def bootstrap_perplexity_ci(nll_sums: np.ndarray, token_counts: np.ndarray, *, n_resamples: int = 1000,
-                            confidence: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile-bootstrap interval of the token-weighted perplexity, resampling units (documents or windows:
-    tokens of one unit are not independent) with replacement; units without a scored token are left out."""
+def bootstrap_nll_ratio_ci(metric: str, nll_sums: np.ndarray, counts: np.ndarray, *, n_resamples: int = 1000,
+                           confidence: float = 0.95, seed: int = 0) -> Interval:
+    """Percentile-bootstrap interval of ``metric`` (``NLL_RATIOS``), resampling units (documents or windows: tokens
+    of one unit are not independent) with replacement; units without a scored token are left out."""
     _check_bootstrap_args(n_resamples, confidence)
-    sums, counts = _nll_units(nll_sums, token_counts)
-    values = _resample_statistics(lambda idx: float(np.exp(sums[idx].sum() / counts[idx].sum())),
+    sums, counts = _nll_units(nll_sums, counts)
+    transform = NLL_RATIOS[metric]
+    values = _resample_statistics(lambda idx: float(transform(sums[idx].sum() / counts[idx].sum())),
                                   len(sums), n_resamples, seed)
     return _percentile_interval(values, confidence)
 
 
-def paired_bootstrap_perplexity_delta(nll_sums_a: np.ndarray, token_counts_a: np.ndarray, nll_sums_b: np.ndarray,
-                                      token_counts_b: np.ndarray, *, n_resamples: int = 1000,
-                                      confidence: float = 0.95, seed: int = 0) -> tuple[float, Interval]:
-    """``perplexity(b) - perplexity(a)`` over the same units (documents or windows, in the same order) and its
-    paired percentile-bootstrap interval: each resample draws one set of units and scores both models on it.
-    A unit counts where both models scored tokens in it; a positive delta means b is worse."""
+def bootstrap_perplexity_ci(nll_sums: np.ndarray, token_counts: np.ndarray, **kwargs) -> Interval:
+    """:func:`bootstrap_nll_ratio_ci` of the token-weighted perplexity."""
+    return bootstrap_nll_ratio_ci("perplexity", nll_sums, token_counts, **kwargs)
+
+
+def paired_bootstrap_nll_ratio_delta(metric: str, nll_sums_a: np.ndarray, counts_a: np.ndarray,
+                                     nll_sums_b: np.ndarray, counts_b: np.ndarray, *, n_resamples: int = 1000,
+                                     confidence: float = 0.95, seed: int = 0) -> tuple[float, Interval]:
+    """``metric(b) - metric(a)`` (``NLL_RATIOS``) over the same units (documents or windows, in the same order), each
+    model with its own counts (two tokenizers score a document in different tokens and bytes), and its paired
+    percentile-bootstrap interval: each resample draws one set of units and scores both models on it. A unit counts
+    where both models scored tokens in it; a positive delta means b is worse."""
     _check_bootstrap_args(n_resamples, confidence)
-    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (nll_sums_a, token_counts_a, nll_sums_b,
-                                                                token_counts_b)]
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (nll_sums_a, counts_a, nll_sums_b, counts_b)]
     if len({a.size for a in arrays}) != 1:
         raise ValueError(f"units cannot be paired: sizes {[a.size for a in arrays]}")
     sums_a, counts_a, sums_b, counts_b = arrays
@@ -431,10 +478,19 @@ def paired_bootstrap_perplexity_delta(nll_sums_a: np.ndarray, token_counts_a: np
     _nll_units(sums_a[keep], counts_a[keep])
     _nll_units(sums_b[keep], counts_b[keep])
     sums_a, counts_a, sums_b, counts_b = (a[keep] for a in arrays)
+    transform = NLL_RATIOS[metric]
 
     def delta(idx: np.ndarray) -> float:
-        return float(np.exp(sums_b[idx].sum() / counts_b[idx].sum()) - np.exp(sums_a[idx].sum() / counts_a[idx].sum()))
+        return float(transform(sums_b[idx].sum() / counts_b[idx].sum())
+                     - transform(sums_a[idx].sum() / counts_a[idx].sum()))
 
     everything = np.arange(len(sums_a))
     values = _resample_statistics(delta, len(sums_a), n_resamples, seed)
     return delta(everything), _percentile_interval(values, confidence)
+
+
+def paired_bootstrap_perplexity_delta(nll_sums_a: np.ndarray, token_counts_a: np.ndarray, nll_sums_b: np.ndarray,
+                                      token_counts_b: np.ndarray, **kwargs) -> tuple[float, Interval]:
+    """:func:`paired_bootstrap_nll_ratio_delta` of the perplexity."""
+    return paired_bootstrap_nll_ratio_delta("perplexity", nll_sums_a, token_counts_a, nll_sums_b, token_counts_b,
+                                            **kwargs)

@@ -300,6 +300,9 @@ def test_row_scores_follow_the_task_kind():
     multi = TaskSpec("m", ("s",), 3, ("micro_f1",), ("validation",), kind="multi_label")
     scores = nncf_methods.row_scores(multi, np.array([[1, 0, 1], [0, 0, 0]]), np.array([[1, 0, 0], [0, 0, 0]]))
     assert scores.tolist() == pytest.approx([2 / 3, 1.0])
+    ranked = TaskSpec("a", ("s",), 2, ("auroc",), ("validation",))     # log-probabilities: the probability's error
+    log_probs = np.log(np.array([[0.2, 0.8], [0.9, 0.1]]))
+    assert nncf_methods.row_scores(ranked, log_probs, np.array([1, 1])).tolist() == pytest.approx([-0.2, -0.9])
 
 
 # ---------------------------------------------------------------- weight compression (causal LMs)

@@ -56,10 +56,12 @@ def tiny_lm_run(tmp_path_factory, tiny_causal_lm, glue_data):
     suite = folder / "lm.yaml"
     # the reference backend at other threads than the cells' (1): every model, the teacher too, is timed against it
     config = lm_suite(tiny_causal_lm.path, glue_data, reference_backend={"name": "torch", "threads": 2})
-    # SST-2 again, as a multiple-choice file of the user's: answers in a list column, the gold answer as text
+    # SST-2 again, as a multiple-choice file of the user's: answers in a list column without the label words'
+    # leading space (the default target_delimiter " " puts it back), the gold answer as text
     rows = detect_layout(glue_data / "glue").load_split(get_task("sst2"), "validation")
-    pd.DataFrame({"sentence": rows["sentence"], "options": [list(SST2_ZERO_SHOT["choices"])] * len(rows),
-                  "answer": [SST2_ZERO_SHOT["choices"][int(v)].strip() for v in rows["label"]]}).to_json(
+    answers = [choice.strip() for choice in SST2_ZERO_SHOT["choices"]]
+    pd.DataFrame({"sentence": rows["sentence"], "options": [answers] * len(rows),
+                  "answer": [answers[int(v)] for v in rows["label"]]}).to_json(
         folder / "sst2-mc.jsonl", orient="records", lines=True)
     config["tasks"][0]["zero_shot"].append({"name": "sst2-mc", "data": "sst2-mc.jsonl", "label": "answer",
                                             "template": SST2_ZERO_SHOT["template"], "choices_column": "options"})
@@ -70,10 +72,16 @@ def tiny_lm_run(tmp_path_factory, tiny_causal_lm, glue_data):
     return folder, read_rows(folder / "results" / "first" / "results.jsonl"), done
 
 
-def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run, tiny_causal_lm):
+def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run, tiny_causal_lm, glue_data):
+    from compbench.tasks.causal_lm import LanguageModelingConfig, load_language_modeling_data
+
     folder, rows, _ = tiny_lm_run
     model = tiny_causal_lm.torch_model()       # parameters() yields the tied table once; the buffer: rotary frequencies
     tiny_lm_bytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    suite = yaml.safe_load((folder / "lm.yaml").read_text())
+    data = load_language_modeling_data(LanguageModelingConfig.model_validate(suite["tasks"][0]),
+                                       detect_layout(glue_data / "glue"), folder, limit_train=24, limit_eval=24)
+    documents = data.eval["validation"]["text"].tolist()
     assert sorted((r["pipeline"], r["batch_size"]) for r in rows) == [("baseline", 1), ("baseline", 2),
                                                                        ("pruned", 1), ("pruned", 2)]
     assert {r["status"] for r in rows} == {"ok"}
@@ -84,11 +92,19 @@ def test_a_causal_lm_suite_writes_quality_and_decoding_rows(tiny_lm_run, tiny_ca
         # the per-document sums and counts the row keeps give back its perplexity
         assert math.isclose(math.exp(sum(row["predictions"]) / sum(row["labels"])), row["metric"], rel_tol=1e-5)
         assert row["eval_rows"] == 24 == len(row["labels"]) and row["eval_tokens"] == sum(row["labels"])
+        # bits per byte from the same sums, over each document's scored bytes (all but the text of the first token
+        # of each 128-token window: by hand on real SmolLM2 in the slow test below); its interval holds it
+        bpb = row["metrics"]["bits_per_byte"]
+        assert math.isclose(sum(row["predictions"]) / math.log(2) / sum(row["document_bytes"]), bpb, rel_tol=1e-5)
+        assert all(0 < scored <= len(text.encode()) for scored, text in zip(row["document_bytes"], documents))
+        assert row["eval_bytes"] == sum(row["document_bytes"])
+        assert row["bits_per_byte_ci95"][0] <= bpb <= row["bits_per_byte_ci95"][1]
         zero_shot = row["zero_shot"]["sst2"]      # --limit-eval (24) caps its limit (40) too
         assert zero_shot["rows"] == 24 and row["metrics"]["zero_shot_sst2"] == zero_shot["accuracy"]
         # the same rows as a multiple-choice file score exactly as the GLUE task does (another path, same numbers)
         assert row["zero_shot"]["sst2-mc"]["predictions"] == zero_shot["predictions"]
         assert row["zero_shot"]["sst2-mc"]["labels"] == zero_shot["labels"]
+        assert (row["zero_shot"]["sst2-mc"]["target_delimiter"], zero_shot["target_delimiter"]) == (" ", "")
         g = row["generation"]
         assert (g["batch_size"], g["prompt_tokens"], g["new_tokens"]) == (row["batch_size"], 16, 6)
         assert g["ttft_ms"]["p50"] > 0 and g["time_per_token_ms"] > 0 and g["tokens_per_s"] > 0
@@ -227,6 +243,73 @@ def test_decoding_is_read_against_the_bytes_a_step_reads_not_the_file_size():
     assert decode_roofline(row)["roof_tokens_per_s"] is None and decode_roofline(row)["bandwidth_gbs"] == 10.0
 
 
+def test_a_model_with_another_tokenizer_is_compared_on_bits_per_byte():
+    """A sequence-level student whose tokenizer cuts the same 150 documents into a third more tokens: 5% more NLL
+    in all, so 5% more bits per byte (worse), yet its per-token perplexity is lower (each token is easier). Its
+    perplexity delta is withheld (before: -19.9 read as a gain, both gates passed); the delta, the share kept,
+    the gates and recommend are on bits per byte, checked by hand (the paired bootstrap written out here)."""
+    from compbench.results.recommend import MaxDrop, candidates, render
+    from compbench.results.report import RunReport
+
+    from result_rows import row
+
+    rng = np.random.default_rng(1)
+    n = 150
+    sizes = rng.integers(200, 600, n)                    # bytes of each document's scored text (the teacher's)
+    teacher_nll = sizes * rng.uniform(0.8, 1.0, n)       # nats
+    student_nll, student_bytes = teacher_nll * 1.05, sizes - 1     # its unscored first token is one byte shorter
+
+    def lm(pipeline: str, nll, tokens, n_bytes, size: int) -> dict:
+        perplexity, bpb = math.exp(nll.sum() / tokens.sum()), nll.sum() / math.log(2) / n_bytes.sum()
+        return row(pipeline, 0, 10.0, size=size, metric_name="perplexity", metric=perplexity,
+                   metrics={"perplexity": perplexity, "bits_per_byte": bpb}, bits_per_byte_ci95=[bpb - 0.1, bpb + 0.1],
+                   predictions=nll.tolist(), labels=tokens.tolist(), document_bytes=n_bytes.tolist(),
+                   eval_tokens=int(tokens.sum()), eval_bytes=int(n_bytes.sum()))
+    teacher = lm("baseline", teacher_nll, sizes // 4, sizes, 90_000_000)
+    student = lm("seqkd", student_nll, sizes // 3, student_bytes, 30_000_000)
+    same = lm("int8", teacher_nll * 1.001, sizes // 4, sizes, 40_000_000)        # the teacher's tokenizer
+    assert student["metric"] < teacher["metric"]                                  # "better" per token
+    analysed = {r["pipeline"]: r for r in analyse([teacher, student, same])}
+    seqkd = analysed["seqkd"]
+    assert seqkd["metric_delta"] is None and seqkd["metric_delta_ci95_low"] is None
+    assert seqkd["compared_on"] == "bits_per_byte" and "another tokenizer" in seqkd["per_token_withheld"]
+    by_hand = student_nll.sum() / student_bytes.sum() / math.log(2) - teacher_nll.sum() / sizes.sum() / math.log(2)
+    assert seqkd["bits_per_byte_delta"] == pytest.approx(by_hand) and by_hand > 0
+    draws, draw = [], np.random.default_rng(0)             # documents resampled, both models on the same draw
+    for _ in range(1000):
+        idx = draw.integers(0, n, n)
+        draws.append((student_nll[idx].sum() / student_bytes[idx].sum() - teacher_nll[idx].sum() / sizes[idx].sum())
+                     / math.log(2))
+    assert (seqkd["bits_per_byte_delta_ci95_low"], seqkd["bits_per_byte_delta_ci95_high"]) == pytest.approx(
+        tuple(np.percentile(draws, [2.5, 97.5])))
+    assert seqkd["bits_per_byte_delta_significant"]
+    teacher_bpb, student_bpb = teacher["metrics"]["bits_per_byte"], student["metrics"]["bits_per_byte"]
+    assert seqkd["metric_kept"] == pytest.approx(teacher_bpb / student_bpb)
+    assert seqkd["keeps_99"] is False and front_score(seqkd) == -student_bpb
+    int8 = analysed["int8"]                # one tokenizer: its perplexity delta stays, bits per byte beside it
+    assert int8["compared_on"] == "perplexity" and int8["per_token_withheld"] is None
+    assert int8["metric_delta"] > 0 and int8["bits_per_byte_delta"] > 0
+    report = RunReport([teacher, student, same]).markdown()
+    assert "— (another tokenizer: see bits/byte)" in report and "Δ bits/byte vs teacher (95% CI)" in report
+    assert (f"`seqkd`: {sum(sizes // 3)} tokens scored where the teacher scored {sum(sizes // 4)} on the same "
+            "documents (another tokenizer): per-token perplexities are in different units; its delta, share kept and "
+            "gates are on bits per byte.") in report
+    found = candidates([teacher, student, same], MaxDrop.parse("2%"), objective="size")
+    assert [c.row["pipeline"] for c in found["sst2"]["choices"]] == ["int8", "baseline"]     # seqkd: +5% bits
+    assert all(c.quality.name == "bits_per_byte" for c in found["sst2"]["choices"])
+    assert "of bits per byte: a model here has another tokenizer" in render(found, MaxDrop.parse("2%"), False)
+
+
+def test_decoding_is_read_against_the_bandwidth_roof():
+    generation = {"batch_size": 1, "prompt_tokens": 96, "new_tokens": 32, "decode_tokens_per_s": 20.0,
+                  "kv_cache_bytes": 128 * 1_000_000}
+    out = decode_roofline({"generation": generation, "memory_bandwidth": {"gbs": 10.0}, "size_bytes": 500_000_000})
+    step = 500_000_000 + 128_000_000 * (96 + 16) / 128          # weights + the cache's mean size over the steps
+    assert out["bytes_per_step"] == pytest.approx(step)
+    assert out["roof_tokens_per_s"] == pytest.approx(10e9 / step)
+    assert out["pct_of_bandwidth_roof"] == pytest.approx(100 * 20.0 / (10e9 / step))
+
+
 def test_kv_cache_and_prompts_by_hand(tiny_causal_lm, glue_data):
     from transformers import LlamaConfig
 
@@ -271,7 +354,7 @@ def test_smollm2_perplexity_reported_equals_plain_transformers(tmp_path, smollm2
                                        limit_eval=40)
     model = AutoModelForCausalLM.from_pretrained(smollm2_folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(smollm2_folder)
-    total_nll, total_tokens = 0.0, 0
+    total_nll, total_tokens, scored_bytes = 0.0, 0, 0
     with torch.no_grad():
         for text in data.eval["validation"]["text"]:
             ids = tokenizer(text, return_tensors="pt").input_ids
@@ -279,8 +362,16 @@ def test_smollm2_perplexity_reported_equals_plain_transformers(tmp_path, smollm2
             loss = model(ids, labels=ids).loss
             total_nll += float(loss) * (ids.shape[1] - 1)
             total_tokens += ids.shape[1] - 1
+            # the scored tokens' text: the document less its first token (SmolLM2 puts no <bos> first)
+            scored_bytes += len(tokenizer.decode(ids[0, 1:], clean_up_tokenization_spaces=False).encode())
     expected = math.exp(total_nll / total_tokens)
     assert row["metric"] == pytest.approx(expected, rel=0.005)
     assert row["eval_tokens"] == total_tokens
+    bits_per_byte = total_nll / math.log(2) / scored_bytes
+    print(f"\nSmolLM2 on {row['eval_rows']} documents: perplexity {row['metric']:.3f} (by hand {expected:.3f}), "
+          f"{row['metrics']['bits_per_byte']:.4f} bits per byte {row['bits_per_byte_ci95']} (by hand "
+          f"{bits_per_byte:.4f}, {scored_bytes} bytes)")
+    assert row["eval_bytes"] == scored_bytes
+    assert row["metrics"]["bits_per_byte"] == pytest.approx(bits_per_byte, rel=0.005)
     assert 10 < row["metric"] < 200                         # a real model on real English
     assert row["zero_shot"]["sst2"]["accuracy"] > 0.6       # measured 0.79 on all 872 rows

@@ -154,3 +154,44 @@ def test_timing_bounds_must_be_in_order():
         MeasureConfig(min_iters=20, max_iters=5)
     with pytest.raises(ValidationError, match="max_seconds"):
         MeasureConfig(min_seconds=5, max_seconds=1)
+
+
+class ScriptedGenerate:
+    """A stand-in for a ``GenerateCall``: logs its name at each call and takes ``ms`` (its first call ``first_ms``)."""
+
+    def __init__(self, name: str, log: list[str], ms: float, first_ms: float | None = None) -> None:
+        self.name, self.log, self.ms, self.first_ms = name, log, ms, first_ms
+
+    def time_ms(self) -> float:
+        self.log.append(self.name)
+        if self.first_ms is not None:
+            first, self.first_ms = self.first_ms, None
+            return first
+        return self.ms
+
+    def first_token(self) -> "ScriptedGenerate":
+        return ScriptedGenerate("first", self.log, 10.0, first_ms=500.0)      # its warm-up call is slow
+
+
+def test_decoding_samples_leave_the_warm_up_out_and_turn_which_call_goes_first(monkeypatch):
+    """Time to first token: the warm-up's call (500 ms here) is the cold call, never a sample (before, it was the
+    first of the samples). Order: the model's first-token call went before its full call in every pair; now each
+    goes first in half the pairs, and each follows the teacher's call equally often."""
+    from compbench.config.measure import GenerationConfig
+    from compbench.measurement import language
+
+    log: list[str] = []
+    model, teacher = ScriptedGenerate("full", log, 40.0), ScriptedGenerate("teacher", log, 50.0)
+    monkeypatch.setattr(language.GenerateCall, "of", classmethod(lambda cls, *args, **kwargs: model))
+    config = GenerationConfig(new_tokens=4, min_calls=20, min_seconds=0.0, max_seconds=30.0)
+    batch = {"input_ids": np.zeros((1, 8), dtype=np.int64)}
+    out = language.generation_timing(None, None, batch, teacher, config, MeasureConfig(bootstrap_resamples=100), 0)
+    ttft, full = out["ttft_ms"], out["full_ms"]
+    assert ttft["n"] == full["n"] == out["speedup"]["pairs"] == 20
+    assert ttft["cold"] == 500.0 and ttft["p50"] == ttft["mean"] == ttft["p99"] == 10.0    # no sample of 500 ms
+    assert out["time_per_token_ms"] == pytest.approx((40.0 - 10.0) / 3)
+    timed = log[3:]                                          # after the warm-up: first, full, teacher (any order)
+    pairs = [[name for name in timed[3 * i:3 * i + 3] if name != "teacher"] for i in range(20)]
+    assert sum(pair == ["first", "full"] for pair in pairs) == sum(pair == ["full", "first"] for pair in pairs) == 10
+    after_teacher = [timed[i + 1] for i in range(len(timed) - 1) if timed[i] == "teacher"]
+    assert after_teacher.count("first") == after_teacher.count("full")

@@ -541,3 +541,47 @@ def test_the_headline_speedup_is_the_measured_ratio_against_the_reference(rows):
     assert f"Not timed against the reference (`sst2/int8/torch:cuda:default`): {why}." in report
     line = next(line for line in report.splitlines() if line.startswith("| int8") and "cuda" in line and "×128" in line)
     assert "| — |" in re.sub(r" +", " ", line) and "2.00× [1.94, 2.06]" in line
+
+
+def perplexity_rows(shift: float) -> list[dict]:
+    """The teacher and a model ``shift`` nats a token worse (or better, below 0), on 150 documents of 40 tokens."""
+    counts = [40] * 150
+    sums = [40 * (2.5 + 0.4 * math.sin(i)) for i in range(150)]
+    worse = [s + 40 * shift for s in sums]
+
+    def lm(pipeline: str, nll: list[float]) -> dict:
+        value = math.exp(sum(nll) / sum(counts))
+        return row(pipeline, 0, 10.0, metric_name="perplexity", metric=value, metrics={"perplexity": value},
+                   predictions=nll, labels=counts)
+    return [lm("baseline", sums), lm("int4", worse)]
+
+
+@pytest.mark.parametrize("shift, mark", [(0.05, "▼"), (-0.05, "▲")])
+def test_a_rise_in_perplexity_is_marked_worse_and_a_fall_better(tmp_path, shift, mark):
+    from compbench.results.compare import RunComparison
+    from compbench.results.report import delta_text
+
+    baseline, model = perplexity_rows(shift)
+    analysed = {r["pipeline"]: r for r in analyse([baseline, model])}["int4"]
+    assert (analysed["metric_delta"] > 0) is (shift > 0) and analysed["metric_delta_significant"]
+    assert delta_text(analysed).endswith(mark)                      # before: ▲ for any rise, perplexity too
+    assert f"] {mark}" in RunReport([baseline, model]).markdown()
+    # compare: run B's model against run A's teacher, the same mark
+    compared = RunComparison("a", [baseline], "b", [{**model, "pipeline": "baseline"}])
+    assert compared.records[0]["metric_change_significant"]
+    assert RunComparison._table_row(compared.records[0])["change (95% CI)"].endswith(mark)
+
+
+def test_the_report_names_the_label_binary_f1_counts_as_positive():
+    """MRPC's headline F1 counts class 1, "equivalent", as positive (a row of a run before says nothing: GLUE's own
+    names serve); a task of the user's names its label in the row (positive_label)."""
+    mrpc = [row(name, wrong, 10.0, task="mrpc", metric_name="f1", metrics={"f1": 0.8, "accuracy": 0.7})
+            for name, wrong in (("baseline", 40), ("int8", 44))]
+    report = RunReport(mrpc).markdown()
+    assert 'f1, positive 1 ("equivalent") (95% CI)' in report
+    assert '`f1` is the binary F1 of class 1 ("equivalent"), the positive label.' in report
+    spam = [row(name, wrong, 10.0, task="spam", metrics={"accuracy": 0.9, "f1": 0.8},
+                positive_label={"id": 1, "name": "spam"}) for name, wrong in (("baseline", 40), ("int8", 44))]
+    report = RunReport(spam).markdown()
+    assert 'class 1 ("spam"), the positive label' in report and "accuracy (95% CI)" in report
+    assert "positive label" not in RunReport([row("baseline", 40, 10.0)]).markdown()     # no f1: nothing to name

@@ -109,7 +109,7 @@ def test_multi_label_rows_are_scored_stored_and_compared(topics, tokenizer) -> N
     assert delta.low <= delta.value <= delta.high
 
 
-def test_binary_auroc_rows_store_probabilities(sentences, tokenizer, tmp_path: Path) -> None:
+def test_binary_auroc_rows_store_log_probabilities(sentences, tokenizer, tmp_path: Path) -> None:
     for split, frame in sentences.items():
         frame.assign(label=frame["label"].map({0: "ham", 1: "spam"})).to_csv(tmp_path / f"{split}.csv", index=False)
     spec, source = resolve_file_task(FileTaskConfig(name="spam", data=".", text="sentence", label="label",
@@ -117,13 +117,13 @@ def test_binary_auroc_rows_store_probabilities(sentences, tokenizer, tmp_path: P
     data = load_task_data(spec, source, limit_eval=150)
     result, logits = evaluate_session(ModuleSession(tiny_model(2, "single_label_classification")), tokenizer, data,
                                       32, MeasureConfig(bootstrap_resamples=200), seed=0)
-    probabilities = np.asarray(result["predictions"])
-    assert result["metric_name"] == "auroc" and probabilities.dtype == np.float64
-    assert ((probabilities >= 0) & (probabilities <= 1)).all()
-    np.testing.assert_allclose(probabilities, torch.softmax(torch.from_numpy(logits).double(), -1)[:, 1].numpy())
+    log_probs = np.asarray(result["predictions"])
+    assert result["metric_name"] == "auroc" and log_probs.dtype == np.float64 and log_probs.shape == (150, 2)
+    np.testing.assert_allclose(log_probs, torch.log_softmax(torch.from_numpy(logits).double(), -1).numpy())
     labels = np.asarray(result["labels"])
     assert result["metrics"]["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == labels))
-    assert result["metrics"]["auroc"] == pytest.approx(METRICS["auroc"](probabilities, labels))
+    assert result["metrics"]["auroc"] == pytest.approx(METRICS["auroc"](log_probs[:, 1] - log_probs[:, 0], labels))
+    assert result["positive_label"] == {"id": 1, "name": "spam"}          # what f1 counts as positive
 
 
 # ----------------------------------------------------------------------------------------------- distillation

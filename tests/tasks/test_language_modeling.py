@@ -5,6 +5,7 @@ plumbing against the Hugging Face recipe; the real SmolLM2-135M checks the numbe
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import numpy as np
@@ -21,6 +22,7 @@ from compbench.tasks.language_modeling import (
     load_corpus,
     perplexity,
     render_prompts,
+    token_bytes,
     windows,
     zero_shot_scores,
 )
@@ -210,6 +212,44 @@ def test_a_begin_of_text_token_is_context_not_a_scored_token():
     context, continuation = _request(tokenizer, "the cat sat", " on the mat")
     assert context[0] == tokenizer.bos_token_id and tokenizer.bos_token_id not in continuation
     assert tokenizer.decode(continuation) == " on the mat"
+
+
+def test_bits_per_byte_by_hand_on_the_text_of_the_scored_tokens(tiny, tokenizer):
+    """Bits per byte = the scored tokens' NLL (nats) / ln 2 / the UTF-8 bytes of their text, by hand: without a
+    begin-of-text token the first token is context, and its text (bytes counted from the decoded token, not from
+    offsets) is left out; with <bos> every byte of the document is scored. Multi-byte characters count their bytes."""
+    text = "café au lait , naïve : déjà vu ."
+    ids = tokenizer(text).input_ids
+    losses = perplexity(tiny, tokenizer, text, max_length=CONTEXT)
+    first = len(tokenizer.decode(ids[:1]).encode())
+    scored = len(text.encode()) - first
+    assert len(text.encode()) > len(text) and losses.unit_bytes().tolist() == [scored]
+    assert losses.bits_per_byte == pytest.approx(losses.nll.sum() / math.log(2) / scored, rel=1e-12)
+    # the same by the plain transformers loss: mean NLL x scored tokens, in bits, over the bytes
+    by_hand = math.log(_hf_loss_perplexity(tiny, ids)) * (len(ids) - 1) / math.log(2) / scored
+    assert losses.bits_per_byte == pytest.approx(by_hand, rel=1e-5)
+    with_bos = _tiny_tokenizer(bos=True)
+    model = _tiny_model("llama", len(with_bos))
+    assert perplexity(model, with_bos, text, max_length=CONTEXT).unit_bytes().tolist() == [len(text.encode())]
+    # without overlap each window's first token goes unscored, and so does its text (its leading space too)
+    long = _long_text(tokenizer)
+    long_ids = tokenizer(long).input_ids
+    strided = perplexity(tiny, tokenizer, long, max_length=16, stride=16)
+    scored_at = {begin + i for begin, end, first in windows(len(long_ids), 16, 16) for i in range(first, end - begin)}
+    unscored = sum(len(tokenizer.decode(long_ids[:p + 1]).encode()) - len(tokenizer.decode(long_ids[:p]).encode())
+                   for p in range(len(long_ids)) if p not in scored_at)
+    assert len(long_ids) - len(scored_at) > 2
+    assert strided.unit_bytes().tolist() == [len(long.encode()) - unscored]
+    low, high = strided.interval(metric="bits_per_byte", n_resamples=50).as_list()
+    assert low == high == pytest.approx(strided.bits_per_byte)         # one document: nothing to resample
+
+
+def test_token_bytes_add_up_to_the_text():
+    text = "Déjà vu  twice\n中文"
+    # <bos> at (0, 0); 中 split over two byte-level tokens whose offsets both cover it: the first holds its bytes
+    offsets = [(0, 0), (0, 4), (4, 7), (7, 8), (8, 14), (14, 15), (15, 16), (15, 16), (16, 17)]
+    sizes = token_bytes(text, offsets)
+    assert sizes.tolist() == [0, 6, 3, 1, 6, 1, 3, 0, 3] and sizes.sum() == len(text.encode()) == 23
 
 
 def test_bad_inputs_are_errors(tokenizer):
@@ -412,6 +452,26 @@ def test_perplexity_equals_plain_transformers(smollm2, sentences):
     assert ours.perplexity == pytest.approx(reference, rel=0.005)
 
 
+def test_smollm2_bits_per_byte_equals_one_computed_by_hand(smollm2, sentences):
+    """Bits per byte of the real SmolLM2 on a short text, by hand: plain transformers' mean loss x the scored tokens
+    (nats), / ln 2, / the UTF-8 bytes of the scored tokens' text (all but the first token: SmolLM2 adds no <bos>)."""
+    import torch
+
+    model, tokenizer = smollm2
+    text = f"{sentences[0]}\n{sentences[1]} Café crème, a naïve façade."
+    ids = tokenizer(text).input_ids
+    scored_text = tokenizer.decode(ids[1:], clean_up_tokenization_spaces=False)
+    assert tokenizer.decode(ids[:1], clean_up_tokenization_spaces=False) + scored_text == text
+    with torch.inference_mode():
+        nats = float(model(torch.tensor([ids]), labels=torch.tensor([ids])).loss) * (len(ids) - 1)
+    by_hand = nats / math.log(2) / len(scored_text.encode())
+    ours = perplexity(model, tokenizer, text, max_length=512)
+    print(f"\nSmolLM2 on {len(ids)} tokens, {len(text.encode())} bytes: {ours.bits_per_byte:.4f} bits per byte "
+          f"(by hand {by_hand:.4f}), perplexity {ours.perplexity:.2f}")
+    assert ours.unit_bytes().tolist() == [len(scored_text.encode())]
+    assert ours.bits_per_byte == pytest.approx(by_hand, rel=1e-4)
+
+
 def test_striding_stays_close_to_one_window(smollm2, sentences):
     model, tokenizer = smollm2
     text, n = "", 0
@@ -440,3 +500,34 @@ def test_zero_shot_sst2(smollm2, glue_data):
           f"(acc_norm {accuracy(scores.normalized_predictions, labels):.3f}; majority {majority:.3f})")
     assert 0.0 <= value <= 1.0 and scores.logliks.shape == (40, 2)
     assert value > majority        # measured 0.90 on these 40 rows (0.79 on all 872)
+
+
+def test_multiple_choice_scores_prompt_delimiter_and_answer_as_lm_eval_does(smollm2):
+    """lm-eval-harness's convention on a hand-made HellaSwag row: the request is (context, target_delimiter +
+    ending), target_delimiter " " by default, plain concatenation; the log-probabilities summed are those of the
+    tokens after the context's own, computed here from one forward pass of the whole string. Before, a data task's
+    ending was glued to the prompt ("... He" + "is using ..." -> "Heis")."""
+    import torch
+
+    from compbench.tasks.causal_lm import ZeroShotConfig
+
+    model, tokenizer = smollm2
+    prompt = "Roof shingle removal: A man is sitting on a roof. He"
+    endings = ["is using wrap to wrap a pair of skis.", "starts pulling up roofing on a roof."]
+    entry = ZeroShotConfig(name="hellaswag", data="rows.jsonl", template="{ctx}", choices_column="endings")
+    assert entry.delimiter == " "
+    scores = zero_shot_scores(model, tokenizer, [prompt], [endings], target_delimiter=entry.delimiter)
+    context = tokenizer(prompt).input_ids
+    for j, ending in enumerate(endings):
+        whole = tokenizer(prompt + " " + ending).input_ids            # the exact string scored
+        assert whole[:len(context)] == context
+        continuation = whole[len(context):]
+        assert tokenizer.decode(continuation) == " " + ending          # the space is the answer's first token's
+        with torch.inference_mode():
+            log_probs = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), -1)
+        by_hand = sum(float(log_probs[len(context) - 1 + i, token]) for i, token in enumerate(continuation))
+        assert scores.n_tokens[0, j] == len(continuation)
+        assert scores.logliks[0, j] == pytest.approx(by_hand, abs=1e-3)
+        assert scores.n_bytes[0, j] == len(ending.encode())            # acc_norm: the answer's bytes, as lm-eval
+    glued = zero_shot_scores(model, tokenizer, [prompt], [endings])    # what data tasks scored before
+    assert not np.allclose(glued.logliks, scores.logliks)

@@ -140,3 +140,12 @@ def test_a_multiple_choice_mistake_names_the_row_and_column(tmp_path, rows, entr
 def test_a_zero_shot_entry_says_what_it_needs(entry, expected):
     with pytest.raises(ValidationError, match=expected):
         LanguageModelingConfig(name="t", corpus="glue", zero_shot=[entry])
+
+
+def test_target_delimiter_defaults_to_a_space_for_your_rows_and_nothing_for_glue_label_words():
+    mc = {"name": "mc", "data": "x.jsonl", "template": "{q}", "choices_column": "c"}
+    config = LanguageModelingConfig(name="t", corpus="glue", zero_shot=[SST2, mc, {**mc, "name": "glued",
+                                                                                  "target_delimiter": ""}])
+    assert [entry.delimiter for entry in config.zero_shot] == ["", " ", ""]
+    assert LanguageModelingConfig(name="t", corpus="glue", zero_shot=[{**SST2, "target_delimiter": "\n"}]
+                                  ).zero_shot[0].delimiter == "\n"

@@ -97,6 +97,21 @@ def test_auroc_by_hand_and_its_edges() -> None:
         METRICS["auroc"](np.array([0.1, 0.2, 0.3]), np.array([0, 1, 2]))
 
 
+def test_auroc_ranks_confident_rows_by_their_margin_where_probabilities_tie():
+    """Logit margins 40 and 50: both probabilities of class 1 round to 1.0 in float64, so ranking them ties the
+    two rows (AUROC 0.5 on this pair); the stored log-probabilities rank them by their margin (1.0)."""
+    logits = np.array([[0.0, 50.0], [0.0, 40.0], [3.0, 0.0]], dtype=np.float32)
+    labels = np.array([1, 0, 0])
+    assert special.expit(40.0) == special.expit(50.0) == 1.0                        # where the old scores tied
+    predictions = predictions_from_logits(BINARY_AUROC, logits)
+    assert compute_metrics(BINARY_AUROC, predictions, labels)["auroc"] == 1.0
+    assert roc_auc_score(labels, logits[:, 1] - logits[:, 0]) == 1.0               # scikit-learn on the margins
+    # the class metrics read the same stored pairs (through JSON, as rows keep them): class 1 for both margins
+    stored = np.asarray(json.loads(json.dumps(predictions.tolist())))
+    assert METRICS["accuracy"](stored, labels) == pytest.approx(2 / 3) and METRICS["f1"](stored, labels) == 2 / 3
+    assert bootstrap_ci("auroc", stored, labels, n_resamples=50).low >= 0.5
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_multi_label_metrics_match_scikit_learn(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -159,10 +174,12 @@ def test_predictions_by_kind() -> None:
     np.testing.assert_array_equal(predictions_from_logits(TOPICS, logits), [[1, 0, 1, 0], [0, 1, 0, 1]])
     assert (special.expit(logits) > 0.5).astype(int).tolist() == predictions_from_logits(TOPICS, logits).tolist()
     binary = np.array([[0.1, 2.0], [3.0, -1.0], [0.5, 0.5], [-800.0, 900.0], [900.0, -800.0]], dtype=np.float32)
-    probabilities = predictions_from_logits(BINARY_AUROC, binary)
+    log_probs = predictions_from_logits(BINARY_AUROC, binary)
     assert wants_scores(BINARY_AUROC) and not wants_scores(TASKS["sst2"]) and not wants_scores(TOPICS)
-    np.testing.assert_allclose(probabilities, special.softmax(binary.astype(np.float64), axis=1)[:, 1])
-    assert ((probabilities > 0.5).astype(int) == predictions_from_logits(TASKS["sst2"], binary)).all()  # = argmax
+    assert log_probs.shape == (5, 2) and np.isfinite(log_probs).all()
+    np.testing.assert_allclose(log_probs, special.log_softmax(binary.astype(np.float64), axis=1))
+    classes = predictions_from_logits(TASKS["sst2"], binary)                                         # argmax
+    assert METRICS["accuracy"](log_probs, classes) == 1.0 and METRICS["f1"](log_probs, classes) == 1.0
     assert predictions_from_logits(SCORES, np.array([[1.5], [2.5]])).tolist() == [1.5, 2.5]
     with pytest.raises(ValueError, match=r"shape \(n, 4\)"):
         predictions_from_logits(TOPICS, binary)

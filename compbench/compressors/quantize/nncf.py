@@ -162,7 +162,9 @@ def metric_of_rows(task):
 
 def row_scores(task, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """A score per row, higher when the prediction is better."""
-    if task.is_regression or wants_scores(task):
+    if wants_scores(task):      # log-probabilities of both classes: minus the error of the probability of class 1
+        return -np.abs(np.exp(predictions[:, 1]) - labels.astype(np.float64))
+    if task.is_regression:
         return -np.abs(predictions.astype(np.float64) - labels.astype(np.float64))
     if task.is_multi_label:
         return (predictions == labels).mean(axis=1).astype(np.float64)
