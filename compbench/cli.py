@@ -237,8 +237,10 @@ def compare(run_a: Path, run_b: Path, fmt: str) -> None:
                                 "run's (its suite's reference_backend, e.g. torch); another is refused, since it "
                                 "would take a ratio of medians of separate cells.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--include-busy", is_flag=True, help="Also rank rows timed while other processes kept the machine busy "
+              "(their speed-ups may be off; left out by default).")
 def recommend(run_dir: Path, max_drop: str, objective: str | None, backend: str | None, batch: int | None,
-              seq: int | None, confident: bool, against: str | None, fmt: str) -> None:
+              seq: int | None, confident: bool, against: str | None, fmt: str, include_busy: bool) -> None:
     """The cheapest model of RUN_DIR whose metric stays within --max-drop of the teacher's, per task, and the
     Pareto front of the others within it (from results.jsonl alone). Exit 1 if no model is within the bound."""
     import json
@@ -249,7 +251,8 @@ def recommend(run_dir: Path, max_drop: str, objective: str | None, backend: str 
     with usage_errors():
         bound = MaxDrop.parse(max_drop)
         found = candidates(read_rows(_run_dir(run_dir) / "results.jsonl"), bound, objective=objective,
-                           backend=backend, batch=batch, seq=seq, confident=confident, against=against)
+                           backend=backend, batch=batch, seq=seq, confident=confident, against=against,
+                           include_busy=include_busy)
     if not found:
         fail_usage(f"{run_dir / 'results.jsonl'} has no ok rows to recommend from")
     click.echo(json.dumps(as_records(found), indent=2) + "\n" if fmt == "json" else render(found, bound, confident),

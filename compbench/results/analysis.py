@@ -301,6 +301,15 @@ def versus_reference_ratio(row: dict, objective: str = "latency") -> float | Non
     return (versus or {}).get("ratio") if row.get("status", "ok") == "ok" else None
 
 
+def timing_resolution(rows: list[dict], objective: str = "latency") -> float:
+    """The relative difference below which the rows' measured speed-ups are one speed: the largest ``resolution`` their
+    timings were taken to (each the timing's target precision; ``TIMING_RESOLUTION`` for rows without one)."""
+    found = [versus.get("resolution") for row in rows
+             if (versus := ((row.get("generation") or {}).get("speedup_vs_reference") if objective == "decode"
+                            else row.get("speedup_vs_reference")))]
+    return max([value for value in found if value is not None], default=TIMING_RESOLUTION)
+
+
 def delta_columns(delta: Delta | None, prefix: str = "", name: str = "metric_delta") -> dict:
     """``<prefix><name>`` (``metric_delta``), its interval and whether it excludes zero (all None without a delta)."""
     names = [f"{prefix}{name}{part}" for part in ("", "_ci95_low", "_ci95_high", "_significant")]

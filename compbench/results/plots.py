@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogFormatter
 
+from compbench.common.statistics import TIMING_RESOLUTION
 from compbench.results.pareto import front_order
 from compbench.tasks.metrics import higher_is_better
 
@@ -191,7 +192,9 @@ def draw_panel(ax: Axes, panel: pd.DataFrame, axis: Axis, style: Style) -> None:
     better = panel["metric_name"].map(higher_is_better).all()
     front = []
     if axis.front is not None:                      # the front's cost: lower is better; its score: higher
-        front = front_order(x if axis.front == "lower" else -x, y if better else -y)
+        # a speed-up's cost is its reciprocal; speed-ups within the timing's resolution are one speed
+        front = (front_order(x, y if better else -y) if axis.front == "lower"
+                 else front_order(1 / x, y if better else -y, TIMING_RESOLUTION))
     if front:
         ax.step(x[front], y[front], where="post", linestyle="--", color=FRONT_COLOUR, linewidth=1.3, zorder=2)
         ax.scatter(x[front], y[front], s=300, facecolors="none", edgecolors=FRONT_COLOUR, linewidths=1.6, zorder=4)

@@ -12,8 +12,11 @@ perplexity is in other units) is compared on bits per byte for every model, so t
 
 By default the point estimate of the paired delta must be within the bound; ``--confident`` asks the end of its
 95% interval to be (the drop is then within the bound with 97.5% confidence, for the rows measured). Among the
-candidates the recommendation is the cheapest by the objective, ties going to the better metric; the candidates on
-the (cost, metric) Pareto front are listed with it, so a user sees what a little more cost buys:
+candidates the recommendation is the cheapest by the objective, ties going to the better metric; speed-ups within
+the timing's resolution of the fastest (2%: what two copies of one model differ by) are ties, said in the output.
+The candidates on the (cost, metric) Pareto front (with the same ties) are listed with it, so a user sees what a
+little more cost buys. Rows timed while other processes kept the machine busy (``machine_load``) are not ranked by
+a timing unless ``--include-busy``:
 
 - ``latency``: the speed-up measured against the teacher on the suite's reference backend (the model as served
   today, PyTorch fp32 by default), timed interleaved with the model in the row's own job (``speedup_vs_reference``);
@@ -32,7 +35,7 @@ import re
 from dataclasses import dataclass
 
 from compbench.common.errors import UsageError
-from compbench.results.analysis import analyse, versus_reference_ratio
+from compbench.results.analysis import analyse, timing_resolution, versus_reference_ratio
 from compbench.results.pareto import front_order
 from compbench.tasks.metrics import higher_is_better
 
@@ -168,7 +171,7 @@ def check_against(rows: list[dict], against: str | None) -> None:
 
 def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = None, backend: str | None = None,
                batch: int | None = None, seq: int | None = None, confident: bool = False,
-               against: str | None = None) -> dict[str, dict]:
+               against: str | None = None, include_busy: bool = False) -> dict[str, dict]:
     """Per task: the shape used, the objective, the feasible choices (cheapest first), their Pareto front, the
     recommendation (the cheapest; None when no model is within the bound) and how many rows had no figure for the
     objective (module docstring). ``against`` is checked (``check_against``) and changes nothing else."""
@@ -185,7 +188,7 @@ def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = N
         shape = _shape(rows_of_task, batch, seq, task)
         at_shape = [row for row in rows_of_task if (row["batch_size"], row["seq_len"]) == shape]
         goal = objective or _default_objective(at_shape)
-        choices, unmeasured = [], []
+        choices, unmeasured, busy = [], [], []
         compared = [row for row in at_shape if row.get("baseline_metric") is not None and row.get("metric") is not None]
         basis = basis_of(compared)
         qualities = {id(row): quality_of(row, basis) for row in compared}
@@ -201,15 +204,35 @@ def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = N
             if cost is None:
                 unmeasured.append(row)
                 continue
+            if goal != "size" and timed_busy(row) and not include_busy:
+                busy.append(row)
+                continue
             if (bound if confident and bound is not None else drop) <= max_drop.value + 1e-12:
                 choices.append(Choice(row, quality, drop, bound, float(cost)))
         choices.sort(key=lambda c: (c.cost, c.drop))
-        front = [choices[i] for i in front_order([c.cost for c in choices], [-c.drop for c in choices])]
+        resolution = 0.0 if goal == "size" else timing_resolution(at_shape, goal)
+        best, tied = cheapest(choices, resolution)
+        front = [choices[i] for i in front_order([c.cost for c in choices], [-c.drop for c in choices], resolution)]
         out[task] = {"shape": shape, "objective": goal, "choices": choices, "front": front,
-                     "best": choices[0] if choices else None, "unmeasured": len(unmeasured),
-                     "compared": len(compared), "basis": basis,
+                     "best": best, "tied": tied, "resolution": resolution, "busy": len(busy),
+                     "unmeasured": len(unmeasured), "compared": len(compared), "basis": basis,
                      "incomparable": sum(quality is None for quality in qualities.values())}
     return out
+
+
+def timed_busy(row: dict) -> bool:
+    """Whether the row's cell was timed while other processes kept the machine busy (``machine_load``)."""
+    return (row.get("machine_load") or {}).get("quiet") is False
+
+
+def cheapest(choices: list[Choice], resolution: float) -> tuple[Choice | None, list[Choice]]:
+    """The recommendation and the choices tied with it: costs within ``resolution`` (relative) of the cheapest are
+    one cost (timings that close cannot be told apart), and among them the smaller drop wins (then the cost)."""
+    if not choices:
+        return None, []
+    tied = [c for c in choices if c.cost <= choices[0].cost * (1 + resolution)]
+    best = min(tied, key=lambda c: (c.drop, c.cost))
+    return best, [c for c in tied if c is not best]
 
 
 def _shape(rows: list[dict], batch: int | None, seq: int | None, task: str) -> tuple[int, int]:
@@ -287,6 +310,9 @@ def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
                          "measured) left out")
         without = (f"{result['unmeasured']} without a speed-up measured against a reference backend" if
                    result["objective"] != "size" else f"{result['unmeasured']} without a size")
+        if result.get("busy"):
+            lines.append(f"  {result['busy']} model(s) timed while other processes kept the machine busy are not "
+                         "ranked (their speed-ups may be off): run again on a quiet machine, or --include-busy")
         if result["best"] is None:
             if not result["compared"]:
                 lines.append("  no model can be compared: no teacher (baseline) row at this shape on its backend")
@@ -297,7 +323,10 @@ def render(found: dict[str, dict], max_drop: MaxDrop, confident: bool) -> str:
                 lines.append("  no model is within the bound" + (f" ({without})" if result["unmeasured"] else ""))
             continue
         lines.append(f"  recommended: {describe(result['best'], result['objective'], max_drop)}")
-        others = [c for c in result["front"] if c is not result["best"]]
+        for choice in result.get("tied", []):
+            lines.append(f"  tied with it (speed-ups within the {result['resolution']:.0%} timing resolution: one "
+                         f"speed; the smaller drop is recommended): {describe(choice, result['objective'], max_drop)}")
+        others = [c for c in result["front"] if c is not result["best"] and c not in result.get("tied", [])]
         for choice in others:
             lines.append(f"  also on the front: {describe(choice, result['objective'], max_drop)}")
         lines.append(f"  {len(result['choices'])} model(s) within the bound"
@@ -322,6 +351,8 @@ def as_records(found: dict[str, dict]) -> list[dict]:
                 if versus.get("ratio") is not None else None}
     return [{"task": task, "batch_size": result["shape"][0], "seq_len": result["shape"][1],
              "objective": result["objective"], "recommended": record(result["best"], result),
-             "front": [record(c, result) for c in result["front"]], "within_bound": len(result["choices"])}
+             "front": [record(c, result) for c in result["front"]], "within_bound": len(result["choices"]),
+             "tied": [record(c, result) for c in result.get("tied", [])], "timing_resolution": result.get("resolution"),
+             "not_ranked_busy": result.get("busy", 0)}
             for task, result in found.items()]
 

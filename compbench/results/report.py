@@ -26,6 +26,7 @@ from compbench.results.analysis import (
     front_score,
     latency_range,
     summary_records,
+    timing_resolution,
 )
 from compbench.results.pareto import pareto_mask
 from compbench.results.rows import read_labels, read_rows
@@ -137,7 +138,7 @@ READING_GUIDE = (
     "computes in (int8 models against the faster int8 rate of `torch._int_mm` and fbgemm's INT8 Linear, counting "
     "2 operations per multiply-add). "
     "★ marks the Pareto front (no other row is both better in metric and smaller / measured faster against the "
-    "reference at that shape)."
+    "reference at that shape; speed-ups within the timing's resolution of each other count as equal)."
 )
 
 
@@ -413,9 +414,11 @@ def latency_table(ok: list[dict]) -> list[dict]:
     front = {}
     for shape in dict.fromkeys((r["batch_size"], r["seq_len"]) for r in ordered):
         at_shape = [r for r in ordered if (r["batch_size"], r["seq_len"]) == shape]
-        costs = [-r["speedup_vs_reference_p50"] if r.get("speedup_vs_reference_p50") else float("nan")
+        costs = [1 / r["speedup_vs_reference_p50"] if r.get("speedup_vs_reference_p50") else float("nan")
                  for r in at_shape]
-        front.update({id(r): f for r, f in zip(at_shape, pareto_mask(costs, [front_score(r) for r in at_shape]))})
+        tied = timing_resolution(at_shape)        # speed-ups within it are one speed: the better metric wins
+        front.update({id(r): f for r, f in zip(at_shape, pareto_mask(costs, [front_score(r) for r in at_shape],
+                                                                     tied))})
     table = []
     for row in ordered:
         latency = row["latency_ms"]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from compbench.cli import main
 from compbench.common.errors import UsageError
-from compbench.results.recommend import MaxDrop, candidates
+from compbench.results.recommend import MaxDrop, candidates, render
 from compbench.results.rows import ResultsFile
 
 from result_rows import row
@@ -171,3 +171,40 @@ def test_without_a_teacher_to_compare_with_it_says_so_and_exits_1(tmp_path):
     write(tmp_path, [r for r in run_rows() if r["pipeline"] != "baseline"])
     done = CliRunner().invoke(main, ["recommend", str(tmp_path), "--max-drop", "1pt"])
     assert done.exit_code == 1 and "no teacher (baseline) row at this shape" in done.output, done.output
+
+
+def test_speedups_within_the_timing_resolution_are_a_tie_the_smaller_drop_wins():
+    """A model 1% faster than another (inside the 2% two copies of one model differ by) and a point less accurate is
+    not recommended over it: they are one speed, said so in the output; one measurably faster (5%) is."""
+    def at(pipeline, n_wrong, ratio):
+        return row(pipeline, n_wrong, 10.0, speedup_vs_reference=versus(ratio))
+    rows = [row("baseline", 40, 20.0, speedup_vs_reference=versus(1.0, "is-reference")),
+            at("int8", 44, 2.02), at("pruned", 42, 2.00), at("slower", 40, 1.50)]
+    found = candidates(rows, MaxDrop.parse("1pt"))["sst2"]
+    assert found["best"].row["pipeline"] == "pruned"                      # by the cost alone int8 (2.02x) would win
+    assert [c.row["pipeline"] for c in found["tied"]] == ["int8"] and found["resolution"] == 0.02
+    assert [c.row["pipeline"] for c in found["front"]] == ["pruned", "slower"]   # int8 is no faster, and worse
+    text = render({"sst2": found}, MaxDrop.parse("1pt"), False)
+    assert "recommended: pruned" in text and "tied with it (speed-ups within the 2% timing resolution" in text
+    rows[1] = at("int8", 44, 2.10)                                        # 5% faster: measurably so
+    found = candidates(rows, MaxDrop.parse("1pt"))["sst2"]
+    assert found["best"].row["pipeline"] == "int8" and not found["tied"]
+
+
+def test_rows_timed_on_a_busy_machine_are_not_ranked_unless_asked(tmp_path):
+    rows = run_rows()
+    for r in rows:
+        if r["pipeline"] == "int8" and r["backend"] == "torch":
+            r["machine_load"] = {"quiet": False, "other_cores": 1.4}
+    found = candidates(rows, MaxDrop.parse("1pt"))["sst2"]
+    assert (found["best"].row["pipeline"], found["best"].row["backend"]) == ("int8", "onnxruntime")
+    assert found["busy"] == 1
+    assert "1 model(s) timed while other processes kept the machine busy are not ranked" in render(
+        {"sst2": found}, MaxDrop.parse("1pt"), False)
+    included = candidates(rows, MaxDrop.parse("1pt"), include_busy=True)["sst2"]
+    assert (included["best"].row["pipeline"], included["best"].row["backend"]) == ("int8", "torch")
+    by_size = candidates(rows, MaxDrop.parse("1pt"), objective="size")["sst2"]      # a size is not a timing
+    assert by_size["busy"] == 0
+    write(tmp_path, rows)
+    result = CliRunner().invoke(main, ["recommend", str(tmp_path), "--max-drop", "1pt", "--include-busy"])
+    assert result.exit_code == 0 and "recommended: int8 on torch" in result.output

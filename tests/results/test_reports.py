@@ -494,6 +494,35 @@ def test_compare_flags_latency_by_the_interval_of_the_median_ratio():
     assert not latency_change(a, noise)["latency_change_significant"]
 
 
+def test_compare_reads_drift_between_runs_through_each_runs_interleaved_speedup():
+    """Run B on a machine 40% slower throughout (drift): every call's interval says "slower", but the models' own
+    interleaved speed-ups against the teacher did not move, so nothing is flagged and the teacher's change is shown
+    as the drift; a model whose own speed-up fell (2.0x -> 1.6x) is flagged slower, even though drift the other way
+    (B 20% faster throughout) makes its absolute latency look better."""
+    from compbench.results.compare import RunComparison, latency_change
+
+    rng = np.random.default_rng(2)
+
+    def timed(pipeline, p50, speedup=None):
+        calls = (p50 * rng.normal(1, 0.02, 60)).tolist()
+        extra = {"speedup": {"ratio": speedup, "ci95": [speedup * 0.98, speedup * 1.02], "pairs": 60,
+                             "interleaved": True, "resolution": 0.02}} if speedup else {}
+        return row(pipeline, 40, p50, latency_samples_ms=calls, **extra)
+
+    teacher_a, teacher_b = timed("baseline", 20.0), timed("baseline", 28.0)
+    model_a, model_b = timed("int8", 10.0, 2.0), timed("int8", 14.0, 2.0)
+    drifted = latency_change(model_a, model_b)
+    assert drifted["latency_ratio_ci95_low"] > 1.3                     # the calls alone would call it slower
+    assert drifted["latency_flag_basis"] == "own-speedup" and drifted["latency_change_significant"] is False
+    teacher = latency_change(teacher_a, teacher_b)
+    assert teacher["latency_flag_basis"] == "drift" and teacher["latency_change_significant"] is None
+    relatively_slower = latency_change(model_a, timed("int8", 10.0, 1.6))       # B: 12.5 ms x 0.8 drift
+    assert relatively_slower["latency_change_significant"] is True
+    markdown = RunComparison("a", [teacher_a, model_a], "b", [teacher_b, timed("int8", 10.0, 1.6)]).markdown()
+    assert "(drift)" in markdown
+    assert any("int8" in line and "▼" in line for line in markdown.splitlines())
+
+
 # ---------------------------------------------------------------- speed-ups against the reference backend
 
 
