@@ -300,16 +300,6 @@ def test_a_model_with_another_tokenizer_is_compared_on_bits_per_byte():
     assert "of bits per byte: a model here has another tokenizer" in render(found, MaxDrop.parse("2%"), False)
 
 
-def test_decoding_is_read_against_the_bandwidth_roof():
-    generation = {"batch_size": 1, "prompt_tokens": 96, "new_tokens": 32, "decode_tokens_per_s": 20.0,
-                  "kv_cache_bytes": 128 * 1_000_000}
-    out = decode_roofline({"generation": generation, "memory_bandwidth": {"gbs": 10.0}, "size_bytes": 500_000_000})
-    step = 500_000_000 + 128_000_000 * (96 + 16) / 128          # weights + the cache's mean size over the steps
-    assert out["bytes_per_step"] == pytest.approx(step)
-    assert out["roof_tokens_per_s"] == pytest.approx(10e9 / step)
-    assert out["pct_of_bandwidth_roof"] == pytest.approx(100 * 20.0 / (10e9 / step))
-
-
 def test_kv_cache_and_prompts_by_hand(tiny_causal_lm, glue_data):
     from transformers import LlamaConfig
 
