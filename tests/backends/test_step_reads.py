@@ -185,7 +185,8 @@ def two_four(source: ModelArtifact, folder: Path) -> ModelArtifact:
     return ModelArtifact(path=folder, task="glue-text", num_labels=2, format="hf-sparse", hash="", kind="causal-lm")
 
 
-@pytest.mark.slow
+# long: about 65 s (real SmolLM2 three ways); the tiny models' counts stay in the default run
+@pytest.mark.long
 def test_smollm2_on_torch_fp32_bf16_and_two_four(smollm2_folder, tmp_path, one_torch_thread):
     """SmolLM2-135M (tied, 30 layers x 3 KV heads x 64): fp32 reads its 538 MB; bf16 weights half of it, though
     the files hold fp32; 2:4 runs dense, so it reads the 538 MB its 339 MB of files (bitmask + values) expand to."""

@@ -161,6 +161,8 @@ def run_rows(installed: Path, tmp_path: Path, glue_data: Path, cache_root: Path)
         return [json.loads(line) for line in rows if line.strip()]
 
 
+# long: about 2 min (a whole suite of the installed plugin on two backends)
+@pytest.mark.long
 def test_plugin_runs_through_a_suite_on_both_backends(run_rows: list[dict]):
     rows = {(row["pipeline"], row["backend"]): row for row in run_rows}
     assert set(rows) == {(p, b) for p in ("baseline", "layerdrop-3") for b in ("torch", "onnxruntime")}, sorted(rows)

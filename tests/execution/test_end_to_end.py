@@ -19,6 +19,10 @@ from compbench.cli import main
 from compbench.common.plugins import BACKENDS
 from compbench.results.rows import ROW_KEYS, read_rows
 
+# long: the shared run takes about 4 minutes on 2 cores (a teacher, a student, INT8 on two engines, OpenVINO, every
+# cell against the reference), out of the default run's budget; scripts/run-quick.sh is the same path at full size
+pytestmark = pytest.mark.long
+
 SUITE = {
     "name": "e2e",
     "model": "minilm-l6",

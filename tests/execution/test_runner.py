@@ -28,6 +28,8 @@ def tiny_model(tiny_artifact) -> Path:
     return tiny_artifact.path
 
 
+# long: about 65 s (a faulty run in real processes); test_faults.py keeps faster fault checks in the default run
+@pytest.mark.long
 def test_failures_become_failed_rows_while_the_other_cells_finish(tmp_path, fault_plugin, tiny_model, glue_data,
                                                                   cache_root):
     runner = Runner(tmp_path, fault_plugin, cache_root)
@@ -57,6 +59,8 @@ def test_failures_become_failed_rows_while_the_other_cells_finish(tmp_path, faul
     assert "report.md" in done.stderr and (runner.results / "faults" / "report.md").is_file()
 
 
+# long: about 40 s (a run stopped by its first failed cell, in real processes)
+@pytest.mark.long
 def test_fail_fast_stops_at_the_first_failed_cell_and_says_how_to_resume(tmp_path, fault_plugin, tiny_model, glue_data,
                                                                          cache_root):
     runner = Runner(tmp_path, fault_plugin, cache_root)
@@ -123,6 +127,8 @@ def test_a_second_run_is_served_from_the_cache_and_only_what_changed_is_redone(t
     assert "3 artifacts" in runner.run("cache", "ls").stdout
 
 
+# long: about 80 s (a run killed and resumed in real processes)
+@pytest.mark.long
 def test_a_run_killed_mid_way_resumes_to_the_same_rows(tmp_path, fault_plugin, tiny_model, glue_data, cache_root):
     runner = Runner(tmp_path, fault_plugin, cache_root)
     backends = [{"name": "torch"}, {"name": "sleeping", "options": {"seconds": 4}},

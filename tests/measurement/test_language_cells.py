@@ -316,7 +316,8 @@ def test_kv_cache_and_prompts_by_hand(tiny_causal_lm, glue_data):
 
 # ---- the real model ----------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
+# long: about 2 min (the real SmolLM2 through a run and plain transformers); the default run keeps the tiny LM's
+@pytest.mark.long
 def test_smollm2_perplexity_reported_equals_plain_transformers(tmp_path, smollm2_folder, glue_data, cache_root):
     """The baseline's perplexity in the row equals one computed here with plain transformers (each document one
     window, the model's own loss), within 0.5%."""
