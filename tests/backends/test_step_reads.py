@@ -51,6 +51,16 @@ def generated_cache(model, tokens: int = 3):
     return {t.dtype for t in tensors}, sum(t.numel() * t.element_size() for t in tensors) / values
 
 
+def loaded_reads(backend: str, artifact, options):
+    """``step_reads()`` of ``artifact`` loaded on ``backend``, the session's deployed bytes and its runtime info, the
+    session closed after."""
+    loaded = BACKENDS.get(backend)().load(artifact, options)
+    try:
+        return loaded.step_reads(), files_size(loaded.deployed_files), loaded.runtime_info()
+    finally:
+        loaded.close()
+
+
 def test_a_tied_table_is_read_whole_and_an_untied_one_a_row_per_sequence():
     tied, untied = llama(tied=True), llama(tied=False)
     reads = session(tied).step_reads()
@@ -118,11 +128,7 @@ def test_onnx_runtime_counts_the_graph_it_runs(tiny_causal_lm, tmp_path, one_tor
     options = BackendOptions(name="onnxruntime", threads=1)
     model = tiny_causal_lm.torch_model()
     hidden = model.config.hidden_size
-    fp32 = BACKENDS.get("onnxruntime")().load(tiny_causal_lm, options)
-    try:
-        reads = fp32.step_reads()
-    finally:
-        fp32.close()
+    reads, _, _ = loaded_reads("onnxruntime", tiny_causal_lm, options)
     assert reads.weight_bytes == pytest.approx(held_bytes(model), rel=1e-3) and reads.row_bytes == 0
     assert (reads.kv_dtype, reads.kv_bytes_per_value) == ("fp32", 4.0)
     folder = tmp_path / "int4"
@@ -130,12 +136,7 @@ def test_onnx_runtime_counts_the_graph_it_runs(tiny_causal_lm, tmp_path, one_tor
     ctx = CompressContext(data=None, teacher=tiny_causal_lm, seed=0, device="cpu", work_dir=folder,
                           reporter=Reporter(enabled=False))
     int4 = METHODS["ort-int4"](tiny_causal_lm, QuantizeParams(method="ort-int4"), ctx)
-    quantized = BACKENDS.get("onnxruntime")().load(int4, options)
-    try:
-        reads = quantized.step_reads()
-        size = files_size(quantized.deployed_files)
-    finally:
-        quantized.close()
+    reads, size, _ = loaded_reads("onnxruntime", int4, options)
     assert reads.row_bytes == hidden * 4
     assert reads.weight_bytes == pytest.approx(int4_graph_bytes(model), rel=1e-3)
     assert size > 1.5 * (reads.weight_bytes + reads.row_bytes)     # the files hold the fp32 table whole
@@ -144,11 +145,7 @@ def test_onnx_runtime_counts_the_graph_it_runs(tiny_causal_lm, tmp_path, one_tor
 def test_openvino_counts_its_ir_at_the_precisions_read_back(tiny_causal_lm):
     pytest.importorskip("openvino", reason="openvino is not installed (scripts/setup.sh installs it)")
     model = tiny_causal_lm.torch_model()
-    ov = BACKENDS.get("openvino")().load(tiny_causal_lm, BackendOptions(name="openvino", threads=1))
-    try:
-        reads, info = ov.step_reads(), ov.runtime_info()
-    finally:
-        ov.close()
+    reads, _, info = loaded_reads("openvino", tiny_causal_lm, BackendOptions(name="openvino", threads=1))
     assert info["kv_cache_precision"] == info["float_precision"] == "fp32" == reads.kv_dtype
     assert reads.kv_bytes_per_value == 4.0 and reads.row_bytes == 0
     # the converter folds a random model's norm weights of ones away (a few hundred bytes of 4 MB)
@@ -197,11 +194,7 @@ def test_smollm2_on_torch_fp32_bf16_and_two_four(smollm2_folder, tmp_path, one_t
     fp32 = held_bytes(reference)
     options = BackendOptions(name="torch", threads=1)
     artifact = linked(smollm2_folder, tmp_path / "smollm2")
-    loaded = BACKENDS.get("torch")().load(artifact, options)
-    try:
-        reads = loaded.step_reads()
-    finally:
-        loaded.close()
+    reads, _, _ = loaded_reads("torch", artifact, options)
     assert (reads.weight_bytes, reads.row_bytes, reads.kv_bytes_per_value) == (fp32, 0, 4.0)
     assert 537e6 < fp32 < 539e6
 
@@ -212,12 +205,7 @@ def test_smollm2_on_torch_fp32_bf16_and_two_four(smollm2_folder, tmp_path, one_t
     assert files_size(artifact.deployed_files()) > 1.99 * reads.weight_bytes       # what the roof used to divide by
 
     sparse = two_four(artifact, tmp_path / "two-four")
-    loaded = BACKENDS.get("torch")().load(sparse, options)
-    try:
-        reads = loaded.step_reads()
-        stored = files_size(loaded.deployed_files)
-    finally:
-        loaded.close()
+    reads, stored, _ = loaded_reads("torch", sparse, options)
     assert (reads.weight_bytes, reads.row_bytes) == (fp32, 0)
     assert 1.55 < fp32 / stored < 1.65
 
