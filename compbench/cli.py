@@ -40,6 +40,25 @@ class Seconds(click.ParamType):
 
 
 SECONDS = Seconds()
+
+
+class SeqLength(click.ParamType):
+    """A shape's sequence length as the rows name it: a whole number of tokens, or ``natural``."""
+
+    name = "tokens|natural"
+
+    def convert(self, value, param, ctx):
+        if value == "natural" or isinstance(value, int):
+            return value
+        try:
+            tokens = int(value)
+        except (TypeError, ValueError):
+            tokens = 0
+        if tokens < 1:
+            self.fail(f"{value!r}: give a whole number of tokens above 0, or natural", param, ctx)
+        return tokens
+
+
 ROWS = click.IntRange(min=1, max=1_000_000_000)     # common.fields.MAX_ROWS (not imported: the CLI starts light)
 
 
@@ -231,7 +250,8 @@ def compare(run_a: Path, run_b: Path, fmt: str) -> None:
                    "(default for causal LMs).")
 @click.option("--backend", help="Only this backend (its label in the rows, or its name).")
 @click.option("--batch", type=click.IntRange(min=1), help="The shape's batch size (default: the smallest measured).")
-@click.option("--seq", type=click.IntRange(min=1), help="The shape's sequence length (default: the smallest).")
+@click.option("--seq", type=SeqLength(), help="The shape's sequence length, or natural (default: the smallest "
+                                              "fixed one).")
 @click.option("--confident", is_flag=True, help="Bound the end of the delta's 95% interval, not its estimate.")
 @click.option("--against", help="The reference backend the speed-ups are read against: accepted when it names the "
                                 "run's (its suite's reference_backend, e.g. torch); another is refused, since it "
@@ -240,7 +260,7 @@ def compare(run_a: Path, run_b: Path, fmt: str) -> None:
 @click.option("--include-busy", is_flag=True, help="Also rank rows timed while other processes kept the machine busy "
               "(their speed-ups may be off; left out by default).")
 def recommend(run_dir: Path, max_drop: str, objective: str | None, backend: str | None, batch: int | None,
-              seq: int | None, confident: bool, against: str | None, fmt: str, include_busy: bool) -> None:
+              seq: int | str | None, confident: bool, against: str | None, fmt: str, include_busy: bool) -> None:
     """The cheapest model of RUN_DIR whose metric stays within --max-drop of the teacher's, per task, and the
     Pareto front of the others within it (from results.jsonl alone). Exit 1 if no model is within the bound."""
     import json

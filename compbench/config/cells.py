@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from compbench.common.plugins import BACKENDS
 from compbench.config.backends import PROFILES, BackendOptions
+from compbench.config.measure import Shape
 from compbench.config.schema import BASELINE, BackendConfig, PipelineConfig, Suite
 
 
@@ -34,8 +35,8 @@ def expand(suite: Suite) -> list[Cell]:
     return [Cell(t, p, b) for t in suite.task_names for p in suite.pipelines for b in suite.backends if p.runs_on(b)]
 
 
-def shapes(suite: Suite) -> list[tuple[int, int]]:
-    """The (batch size, sequence length) pairs every cell is timed at: one row each."""
+def shapes(suite: Suite) -> list[Shape]:
+    """The (batch size, sequence length) pairs every cell is timed at, one row each; a length may be ``natural``."""
     return [(b, s) for b in suite.measure.batch_sizes for s in suite.measure.seq_lens]
 
 

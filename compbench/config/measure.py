@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, model_validator
 
 from compbench.config import limits
+from compbench.common.fields import show_value
 from compbench.config.error_lines import FieldError
 from compbench.config.limits import (
     MAX_BATCH_SIZE,
@@ -20,6 +23,35 @@ from compbench.config.limits import (
     input_bytes,
     show_bytes,
 )
+
+NATURAL = "natural"     # a shape's length: each batch of real rows padded to its longest, as a service pads it
+NATURAL_BATCHES = 64    # seeded batches a natural shape cycles through (one a timed round, the same for every model)
+Shape = tuple[int, Union[int, str]]     # (batch size, tokens per row or NATURAL)
+
+
+def _length(value: Any) -> int | str:
+    """A ``seq_lens`` entry: ``natural``, or a whole number of tokens in range (one line naming both otherwise)."""
+    if value == NATURAL:
+        return NATURAL
+    try:
+        return TypeAdapter(SeqLen).validate_python(value)
+    except ValidationError:
+        raise ValueError(f"must be a whole number of tokens {MIN_SEQ_LEN}..{MAX_SEQ_LEN} or '{NATURAL}'; "
+                         f"got {show_value(value)}") from None
+
+
+SeqLenOrNatural = Annotated[Union[int, str], PlainValidator(_length)]
+
+
+def shape_order(shape: Shape) -> tuple:
+    """A sort key of shapes: by batch size, fixed lengths in order, the natural length after them."""
+    batch, seq = shape
+    return (batch, 1, 0) if seq == NATURAL else (batch, 0, seq)
+
+
+def shape_text(shape: Shape) -> str:
+    """``8×128``, ``8×natural``."""
+    return f"{shape[0]}×{shape[1]}"
 
 
 class GenerationConfig(BaseModel):
@@ -43,9 +75,10 @@ class MeasureConfig(BaseModel):
     batch_sizes: list[BatchSize] = Field(
         default_factory=lambda: [1, 32], min_length=1, description=f"rows per timed call, 1..{MAX_BATCH_SIZE}"
     )
-    seq_lens: list[SeqLen] = Field(
-        default_factory=lambda: [128], min_length=1, description=f"padded tokens per row, {MIN_SEQ_LEN}..{MAX_SEQ_LEN}"
-    )
+    seq_lens: list[SeqLenOrNatural] = Field(
+        default_factory=lambda: [128], min_length=1,
+        description=f"padded tokens per row, {MIN_SEQ_LEN}..{MAX_SEQ_LEN}, or '{NATURAL}' (each batch of real rows "
+                    "padded to its longest row, truncated at teacher.max_seq_len; classification tasks)")
     warmup_iters: bounded_int(0, MAX_ITERS) = Field(5, description="untimed calls before timing")
     min_iters: bounded_int(1, MAX_ITERS) = Field(20, description="timed calls: at least this many ...")
     min_seconds: float = Field(2.0, ge=0, le=MAX_TIMING_SECONDS,
@@ -58,6 +91,11 @@ class MeasureConfig(BaseModel):
     bootstrap_resamples: bounded_int(100, MAX_RESAMPLES) = Field(1000)
     generation: GenerationConfig = Field(default_factory=GenerationConfig,
                                          description="causal LMs: how decoding is timed")
+
+    @property
+    def fixed_seq_lens(self) -> list[int]:
+        """The fixed lengths among ``seq_lens`` (the natural one left out)."""
+        return [seq for seq in self.seq_lens if seq != NATURAL]
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> "MeasureConfig":
@@ -76,7 +114,7 @@ class MeasureConfig(BaseModel):
         memory = limits.machine_memory_bytes()
         if not memory:
             return self
-        batch, seq = max(self.batch_sizes), max(self.seq_lens)
+        batch, seq = max(self.batch_sizes), max(self.fixed_seq_lens, default=MIN_SEQ_LEN)
         need = input_bytes(batch, seq)
         if need > memory:
             raise FieldError(("batch_sizes",), f"batch {batch} x {seq} tokens needs {show_bytes(need)} for its input "

@@ -28,7 +28,7 @@ from compbench.common.registry import unknown_name_message
 from compbench.config.backends import DEVICES, PROFILES, BackendOptions, Device
 from compbench.config.error_lines import FieldError, ParamsError
 from compbench.config.limits import MAX_THREADS, MAX_TIMEOUT_SECONDS, Seed
-from compbench.config.measure import MeasureConfig
+from compbench.config.measure import NATURAL, MeasureConfig
 from compbench.config.training import TeacherConfig
 from compbench.tasks.causal_lm import LanguageModelingConfig
 from compbench.tasks.files import FileTaskConfig, labels_yaml
@@ -267,6 +267,18 @@ class Suite(Strict):
                 raise FieldError(("tasks", index, "labels"), "a mapping reads your labels as a given model's (teacher: "
                                  "{finetune: false}); for a head fine-tuned here list them: labels: "
                                  f"{labels_yaml([str(key) for key in entry.labels])}")
+        return self
+
+    @model_validator(mode="after")
+    def _natural_lengths_for_classifiers(self) -> "Suite":
+        if NATURAL not in self.measure.seq_lens:
+            return self
+        for index, entry in enumerate(self.tasks):
+            if isinstance(entry, LanguageModelingConfig):
+                raise FieldError(("measure", "seq_lens", self.measure.seq_lens.index(NATURAL)),
+                                 f"'{NATURAL}' times batches of a classification task's rows at their own lengths; "
+                                 f"tasks[{index}] ({entry.name}) is a causal LM, timed at fixed prompt lengths: give "
+                                 "numbers, or run it in a suite of its own")
         return self
 
     @model_validator(mode="after")

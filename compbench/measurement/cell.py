@@ -24,6 +24,7 @@ from compbench.common.locks import machine_timing_lock
 from compbench.common.plugins import BACKENDS
 from compbench.common.progress import Reporter
 from compbench.config.cells import Cell, reference_backend, same_backend, shapes
+from compbench.config.measure import NATURAL, NATURAL_BATCHES, Shape, shape_order
 from compbench.config.schema import BASELINE, BackendConfig, Suite
 from compbench.measurement.accuracy import evaluate_session
 from compbench.measurement.flops import flops_per_example
@@ -36,17 +37,18 @@ from compbench.measurement.language import (
     prompt_batch,
 )
 from compbench.measurement.machine_load import LoadWatch
+from compbench.measurement.natural import call_flops, first_batch, length_distribution
 from compbench.measurement.parity import parity_max_abs_diff
 from compbench.measurement.peak import measure_read_bandwidth
 from compbench.measurement.timing import Call, cold_ms, device_costs, interleaved_calls, shape_timing
 from compbench.models.artifact import ModelArtifact, files_size
 from compbench.results.rows import cell_row, closed_rows, row_problem
 from compbench.tasks.data import TaskData
-from compbench.tasks.encoding import Batch, timing_batch
+from compbench.tasks.encoding import Batch, natural_batches, timing_batch
 
 # Bump when measuring changes what a row says for the same model and settings.
-MEASURE_VERSION = "5"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs; 4: speedup_vs_reference;
-# 5: step_bytes, the KV cache at its runtime dtype
+MEASURE_VERSION = "6"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs; 4: speedup_vs_reference;
+# 5: step_bytes, the KV cache at its runtime dtype; 6: the natural-length shape
 # Where a measurement starts: its modules and whatever they import (``code_fingerprint``) are the measuring code;
 # the built-in backends are imported by name from their registry, so they start it too.
 MEASURING_ENTRIES = ("compbench.measurement.cell", *BACKENDS.builtin_modules())
@@ -95,7 +97,7 @@ def cell_key(suite: Suite, cell: Cell, artifact_id: str, data_fingerprint: str, 
     })
 
 
-def served_rows_problem(rows: list, cell: Cell, cell_shapes: list[tuple[int, int]],
+def served_rows_problem(rows: list, cell: Cell, cell_shapes: list[Shape],
                         artifact: ModelArtifact) -> str | None:
     """Why cached ``rows`` cannot be served as ``cell``'s measurement of ``artifact`` (None: they can): each
     must be a row (the contract), ``ok``, of this model's bytes and this backend, one per shape of the suite."""
@@ -111,9 +113,9 @@ def served_rows_problem(rows: list, cell: Cell, cell_shapes: list[tuple[int, int
         wrong = [key for key, value in expected.items() if row.get(key) != value]
         if wrong:
             return f"a row of another measurement ({', '.join(f'{k}={row.get(k)!r}' for k in wrong)})"
-    measured = sorted((row["batch_size"], row["seq_len"]) for row in rows)
-    if measured != sorted(cell_shapes):
-        return f"rows for shapes {measured}, not the suite's {sorted(cell_shapes)}"
+    measured = sorted(((row["batch_size"], row["seq_len"]) for row in rows), key=shape_order)
+    if measured != sorted(cell_shapes, key=shape_order):
+        return f"rows for shapes {measured}, not the suite's {sorted(cell_shapes, key=shape_order)}"
     return None
 
 
@@ -226,9 +228,10 @@ class CellMeasurement:
         try:
             tokenizer = lm_tokenizer(artifact) if language else artifact.tokenizer()
             batches = self._timing_batches(tokenizer, data)
-            cold = {shape: cold_ms(session, batch) for shape, batch in batches.items()}   # before anything else
+            cold = {shape: cold_ms(session, first_batch(batch)) for shape, batch in batches.items()}   # before all
             common = self._shape_independent(cell, session, artifact, tokenizer, data)
-            costs = {shape: device_costs(session, batch, self.suite.measure) for shape, batch in batches.items()}
+            costs = {shape: device_costs(session, first_batch(batch), self.suite.measure)
+                     for shape, batch in batches.items()}
             if language:    # with the model alone loaded; bandwidth is read against the decoding speed
                 common["memory_bandwidth"] = measure_read_bandwidth(cell.backend.device,
                                                                     cell.backend.resolved_threads())
@@ -239,7 +242,7 @@ class CellMeasurement:
             return self._closed(cell, "skipped", str(exc))
         except Exception as exc:
             return self._closed(cell, "failed", self.failures.describe(cell.cell_id, exc))
-        flops = self._flops(artifact)
+        flops = self._flops(artifact, batches)
         partner = self._reference_session(cell, reference, data)
         versus = self._versus_reference(cell, teacher, partner, data)
         try:
@@ -288,15 +291,18 @@ class CellMeasurement:
         except Exception as exc:
             row.update(status="failed", reason=self.failures.describe(f"{cell.cell_id} generate {shape}", exc))
 
-    def _timing_batches(self, tokenizer, data: TaskData) -> dict[tuple[int, int], Batch]:
-        """Each shape's batch: real evaluation rows, padded (or cut) to the shape's length, seeded; for a causal LM
-        prompts of exactly the shape's length, cut from the corpus."""
+    def _timing_batches(self, tokenizer, data: TaskData) -> dict[Shape, Batch | list[Batch]]:
+        """Each shape's batch: real evaluation rows, padded (or cut) to the shape's length, seeded; at the natural
+        length ``NATURAL_BATCHES`` seeded batches of them, each padded to its longest row (cut at the teacher's
+        max_seq_len); for a causal LM prompts of exactly the shape's length, cut from the corpus."""
+        seed = self.suite.seed
         if data.task.is_language_modeling:
             documents = data.eval["validation"]["text"].tolist()
-            return {(b, s): prompt_batch(tokenizer, documents, b, s, seed=self.suite.seed)
-                    for b, s in shapes(self.suite)}
+            return {(b, s): prompt_batch(tokenizer, documents, b, s, seed=seed) for b, s in shapes(self.suite)}
         rows = next(iter(data.eval.values()))
-        return {(b, s): timing_batch(tokenizer, data.task, rows, b, s, seed=self.suite.seed)
+        return {(b, s): natural_batches(tokenizer, data.task, rows, b, self.suite.teacher.max_seq_len, seed,
+                                        NATURAL_BATCHES)
+                if s == NATURAL else timing_batch(tokenizer, data.task, rows, b, s, seed=seed)
                 for b, s in shapes(self.suite)}
 
     def _shape_independent(self, cell: Cell, session: Session, artifact: ModelArtifact, tokenizer,
@@ -386,23 +392,27 @@ class CellMeasurement:
                 else None)
 
     def _timed_row(self, cell: Cell, session: Session, partner: Partner | None, versus: VersusReference,
-                   batch: Batch, shape: tuple[int, int], common: dict, cold: float, flops: dict[int, int]) -> dict:
+                   batch: Batch | list[Batch], shape: Shape, common: dict, cold: float, flops: dict[int, int]) -> dict:
         """The row of one shape: latency (interleaved with the teacher on this backend and on the reference backend,
-        where there are), the speed-ups, FLOPs."""
+        where there are), the speed-ups, FLOPs; at the natural length also the lengths its timed calls ran."""
         batch_size, seq_len = shape
         row = cell_row(self.run_id, cell, batch_size, seq_len, **common)
         try:
             pin = self._pin(cell, versus)
             references = ([Call.of(partner.session, partner.batches[shape], pin)] if partner is not None else []) + (
                 [versus.partner.call(shape)] if versus.partner is not None else [])
-            model_ms, references_ms = interleaved_calls(Call.of(session, batch, pin), references, self.suite.measure)
+            model = Call.of(session, batch, pin)
+            model_ms, references_ms = interleaved_calls(model, references, self.suite.measure)
             own_ms = references_ms[0] if partner is not None else []
             served_ms = references_ms[-1] if versus.partner is not None else None
             timing = shape_timing(model_ms, own_ms, cold, self.suite.measure, self.suite.seed, served_ms)
             timing["speedup_vs_reference"] = versus.record(timing.get("speedup_vs_reference"), timing.get("speedup"),
                                                            self.suite.measure.target_precision)
             latency = timing["latency_ms"]
-            row.update(timing, status="ok", flops=flops[seq_len] * batch_size if seq_len in flops else None,
+            timed = model.ran[-len(model_ms):]      # the batch of each timed call (warm-up calls left out)
+            if seq_len == NATURAL:
+                row["natural_lengths"] = length_distribution(batch, timed, self.suite.teacher.max_seq_len)
+            row.update(timing, status="ok", flops=call_flops(flops, batch, timed, batch_size),
                        throughput_per_s=batch_size * 1000.0 / latency["mean"])
             speedup = timing.get("speedup")
             against = (f", {speedup['ratio']:.2f}x the teacher [{speedup['ci95'][0]:.2f}, {speedup['ci95'][1]:.2f}]"
@@ -423,10 +433,13 @@ class CellMeasurement:
             self.reporter.log(f"  the bytes a decoding step reads were not counted: {type(exc).__name__}: {exc}")
             return None
 
-    def _flops(self, artifact: ModelArtifact) -> dict[int, int]:
-        """FLOPs per example at each timed sequence length; a model the counter cannot take gets none, not a failure."""
+    def _flops(self, artifact: ModelArtifact, batches: dict[Shape, Batch | list[Batch]]) -> dict[int, int]:
+        """FLOPs per example at each padded length timed (a natural shape's: each of its batches' widths); a model
+        the counter cannot take gets none, not a failure."""
+        widths = {batch["input_ids"].shape[1] for inputs in batches.values()
+                  for batch in (inputs if isinstance(inputs, list) else [inputs])}
         try:
-            return flops_per_example(artifact, self.store, sorted({seq for _, seq in shapes(self.suite)}))
+            return flops_per_example(artifact, self.store, sorted(widths))
         except Exception as exc:
             self.reporter.log(f"  FLOPs not counted: {type(exc).__name__}: {exc}")
             return {}

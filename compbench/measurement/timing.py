@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import permutations
 from typing import Any
 
@@ -42,20 +42,27 @@ TRANSFER_REPEATS = 5
 
 @dataclass
 class Call:
-    """One session's inference on one batch already placed where the session reads it."""
+    """One session's inference on a batch already placed where the session reads it, or on each of several in turn
+    (a natural-length shape: call i runs batch i modulo their number, so calls interleaved round by round run the
+    same rows)."""
 
     session: Session
-    prepared: Any
+    prepared: list[Any]
     clock: Clock
     threads: int | None = None     # torch's process-wide thread count to set first (sessions timed together differ)
+    ran: list[int] = field(default_factory=list)    # the batch each call ran, in order (warm-up included)
 
     @classmethod
-    def of(cls, session: Session, batch: Batch, threads: int | None = None) -> "Call":
-        return cls(session, session.prepare(batch), session.clock(), threads)
+    def of(cls, session: Session, batches: Batch | list[Batch], threads: int | None = None) -> "Call":
+        inputs = batches if isinstance(batches, list) else [batches]
+        return cls(session, [session.prepare(batch) for batch in inputs], session.clock(), threads)
 
     def time_ms(self) -> float:
         pin_torch_threads(self.threads)
-        return self.clock.time_ms(lambda: self.session.run_prepared(self.prepared))
+        index = len(self.ran) % len(self.prepared)
+        self.ran.append(index)
+        prepared = self.prepared[index]
+        return self.clock.time_ms(lambda: self.session.run_prepared(prepared))
 
 
 def pin_torch_threads(threads: int | None) -> None:

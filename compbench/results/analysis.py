@@ -23,6 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from compbench.common.statistics import TIMING_RESOLUTION, Estimate
+from compbench.config.measure import shape_order
 from compbench.config.schema import BASELINE
 from compbench.tasks.metrics import higher_is_better, paired_bootstrap_delta, paired_bootstrap_nll_ratio_delta
 
@@ -416,7 +417,7 @@ def summary_records(analysed: list[dict]) -> list[dict]:
     by_model: dict[tuple[str, str], list[list[dict]]] = {}
     for (_, pipeline, label), rows in cells_of(analysed).items():
         by_model.setdefault((pipeline, label), []).append(rows)
-    shapes = sorted({(r["batch_size"], r["seq_len"]) for r in analysed if r["status"] == "ok"})
+    shapes = sorted({(r["batch_size"], r["seq_len"]) for r in analysed if r["status"] == "ok"}, key=shape_order)
     records = []
     for (pipeline, label), cells in by_model.items():
         firsts = [rows[0] for rows in cells]   # metric, size and gates are the same at every shape

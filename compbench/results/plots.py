@@ -29,6 +29,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogFormatter
 
 from compbench.common.statistics import TIMING_RESOLUTION
+from compbench.config.measure import NATURAL, shape_order
 from compbench.results.pareto import front_order
 from compbench.tasks.metrics import higher_is_better
 
@@ -119,6 +120,16 @@ def task_style(task_frame: pd.DataFrame) -> Style:
     )
 
 
+def row_shapes(task_frame: pd.DataFrame) -> list[tuple]:
+    """Each row's (batch size, length), as plain ints (or ``natural``)."""
+    return [(int(b), s if s == NATURAL else int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])]
+
+
+def frame_shapes(task_frame: pd.DataFrame) -> list[tuple]:
+    """The frame's (batch size, length) shapes in order: fixed lengths, then the natural one."""
+    return sorted(set(row_shapes(task_frame)), key=shape_order)
+
+
 def _latency_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     """One panel per (batch_size, seq_len): metric vs p50 latency with p10..p90 whiskers."""
     axis = Axis("latency_p50_ms", "latency_p10_ms", "latency_p90_ms",
@@ -136,19 +147,20 @@ def _speedup_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
 
 
 def _per_shape_figure(task_frame: pd.DataFrame, style: Style, axis: Axis, what: str) -> Figure:
-    shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
+    shapes = frame_shapes(task_frame)
     fig, axes = _figure(len(shapes))
     for ax, (batch, seq) in zip(axes, shapes):
         panel = task_frame[(task_frame["batch_size"] == batch) & (task_frame["seq_len"] == seq)]
         draw_panel(ax, panel, axis, style)
-        ax.set_title(f"batch {batch} x {seq} tokens")
+        ax.set_title(f"batch {batch} x {seq} tokens" if seq != NATURAL else
+                     f"batch {batch}, natural lengths (padded to each batch's longest)")
     _finish(fig, axes, task_frame, style, what)
     return fig
 
 
 def _decoding_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     """One panel per (batch_size, prompt tokens): metric vs time per output token (tokens/s on the top axis)."""
-    shapes = sorted({(int(b), int(s)) for b, s in zip(task_frame["batch_size"], task_frame["seq_len"])})
+    shapes = frame_shapes(task_frame)
     axis = Axis("gen_time_per_token_ms", None, None, "time per output token (ms, log scale)", log=True, front=None)
     fig, axes = _figure(len(shapes))
     for ax, (batch, seq) in zip(axes, shapes):
@@ -164,7 +176,9 @@ def _decoding_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
 
 def _size_figure(task_frame: pd.DataFrame, style: Style) -> Figure:
     """One panel: metric vs size on disk in MB, one point per (pipeline, backend_label)."""
-    points = (task_frame.sort_values(["batch_size", "seq_len"], kind="stable")
+    rank = {shape: index for index, shape in enumerate(frame_shapes(task_frame))}
+    points = (task_frame.assign(shape_rank=[rank[shape] for shape in row_shapes(task_frame)])
+              .sort_values("shape_rank", kind="stable")
               .drop_duplicates(["pipeline", "backend_label"], keep="first")
               .assign(size_mb=lambda d: d["size_bytes"].astype(float) / 1e6))
     sizes = points["size_mb"].to_numpy(dtype=float)
@@ -205,11 +219,19 @@ def draw_panel(ax: Axes, panel: pd.DataFrame, axis: Axis, style: Style) -> None:
     ax.margins(x=0.12, y=0.12)
 
 
+class PlainLogFormatter(LogFormatter):
+    """matplotlib's choice of which minor log ticks to label, written as plain numbers: its own writes those below 1
+    as ``6e-01``."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
 def _plain_log_x(ax: Axes) -> None:
-    """Log x axis with ticks written as plain numbers (20, 50, 200) rather than 2x10^1."""
+    """Log x axis with ticks written as plain numbers (0.6, 20, 50, 200) rather than 2x10^1 or 6e-01."""
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _whiskers(centre: np.ndarray, panel: pd.DataFrame, low: str | None, high: str | None) -> np.ndarray:

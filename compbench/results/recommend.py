@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 
 from compbench.common.errors import UsageError
+from compbench.config.measure import Shape, shape_order
 from compbench.results.analysis import analyse, timing_resolution, versus_reference_ratio
 from compbench.results.pareto import front_order
 from compbench.tasks.metrics import higher_is_better
@@ -170,7 +171,7 @@ def check_against(rows: list[dict], against: str | None) -> None:
 
 
 def candidates(rows: list[dict], max_drop: MaxDrop, *, objective: str | None = None, backend: str | None = None,
-               batch: int | None = None, seq: int | None = None, confident: bool = False,
+               batch: int | None = None, seq: int | str | None = None, confident: bool = False,
                against: str | None = None, include_busy: bool = False) -> dict[str, dict]:
     """Per task: the shape used, the objective, the feasible choices (cheapest first), their Pareto front, the
     recommendation (the cheapest; None when no model is within the bound) and how many rows had no figure for the
@@ -235,8 +236,8 @@ def cheapest(choices: list[Choice], resolution: float) -> tuple[Choice | None, l
     return best, [c for c in tied if c is not best]
 
 
-def _shape(rows: list[dict], batch: int | None, seq: int | None, task: str) -> tuple[int, int]:
-    shapes = sorted({(row["batch_size"], row["seq_len"]) for row in rows})
+def _shape(rows: list[dict], batch: int | None, seq: int | str | None, task: str) -> Shape:
+    shapes = sorted({(row["batch_size"], row["seq_len"]) for row in rows}, key=shape_order)
     wanted = [s for s in shapes if (batch is None or s[0] == batch) and (seq is None or s[1] == seq)]
     if not wanted:
         listed = ", ".join(f"--batch {b} --seq {s}" for b, s in shapes)

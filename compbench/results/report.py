@@ -28,6 +28,7 @@ from compbench.results.analysis import (
     summary_records,
     timing_resolution,
 )
+from compbench.config.measure import NATURAL, shape_order
 from compbench.results.pareto import pareto_mask
 from compbench.results.rows import read_labels, read_rows
 from compbench.results.table import tidy_frame
@@ -280,6 +281,7 @@ def task_section(task: str, rows: list[dict], plots: list[Path], reference: str 
         lines += storage_notes(cells)
         lines += ["### Latency", "", markdown_table(latency_table(ok)), ""]
         lines += reference_notes(ok)
+        lines += natural_section(ok)
         decoding = decoding_table(ok)
         if decoding:
             lines += ["### Decoding (greedy, every call the same number of new tokens)", "",
@@ -353,7 +355,7 @@ def decoding_table(ok: list[dict]) -> list[dict]:
     output token, tokens/s, the speed-ups of full calls against the teacher on the reference backend and on its own
     (interleaved), peak memory, KV cache, and the share of the memory-bandwidth roof its decoding reaches."""
     table = []
-    for row in sorted((r for r in ok if r.get("generation")), key=lambda r: (r["batch_size"], r["seq_len"])):
+    for row in sorted((r for r in ok if r.get("generation")), key=row_shape_order):
         g = row["generation"]
         speedup = g.get("speedup")
         table.append({
@@ -406,11 +408,15 @@ def _generation_versus(versus: dict | None) -> str:
     return f"{versus['ratio']:.2f}× [{low:.2f}, {high:.2f}]"
 
 
+def row_shape_order(row: dict) -> tuple:
+    return shape_order((row["batch_size"], row["seq_len"]))
+
+
 def latency_table(ok: list[dict]) -> list[dict]:
     """One line per timed shape: latency and its spread, the measured speed-ups (against the reference backend's
     teacher, then the own backend's), throughput, roofline; ★ on each shape's front (metric against the speed-up
     measured against the reference: rows without one are never on it)."""
-    ordered = sorted(ok, key=lambda r: (r["batch_size"], r["seq_len"]))
+    ordered = sorted(ok, key=row_shape_order)
     front = {}
     for shape in dict.fromkeys((r["batch_size"], r["seq_len"]) for r in ordered):
         at_shape = [r for r in ordered if (r["batch_size"], r["seq_len"]) == shape]
@@ -443,6 +449,44 @@ def latency_table(ok: list[dict]) -> list[dict]:
 
 
 DEVICE_COLUMNS = ("H2D copy ms", "GPU peak alloc MB", "GPU peak reserved MB")
+
+
+def natural_section(ok: list[dict]) -> list[str]:
+    """The natural-length shapes: the lengths their timed calls ran (from the teacher's row on the reference
+    backend, else the first row of the shape: a model with another tokenizer counts other tokens, in its own row's
+    ``natural_lengths``), then each model's p50/p90/p99 over them and its measured speed-up."""
+    natural = [row for row in ok if row["seq_len"] == NATURAL and row.get("natural_lengths")]
+    if not natural:
+        return []
+    lines = ["### Natural lengths (each batch of real rows padded to its own longest row, as a service pads)", ""]
+    lengths = []
+    for batch in sorted({row["batch_size"] for row in natural}):
+        at_batch = [row for row in natural if row["batch_size"] == batch]
+        shown = next((row for row in at_batch if (row.get("speedup_vs_reference") or {}).get("source")
+                      == "is-reference"), at_batch[0])
+        spread = shown["natural_lengths"]
+        tokens, width = spread["row_tokens"], spread["padded_width"]
+        lengths.append({
+            "batch": str(batch), "timed calls": str(spread["calls"]), "of batches": str(spread["batches"]),
+            "row tokens p10/p50/p90/max": f"{tokens['p10']:.0f} / {tokens['p50']:.0f} / {tokens['p90']:.0f} / "
+                                          f"{tokens['max']}",
+            "padded width p50/p90/max": f"{width['p50']:.0f} / {width['p90']:.0f} / {width['max']}",
+            "padding": f"{spread['padding_share']:.0%}", "cut at": str(spread["truncated_at"]),
+            "counted by": f"{shown['pipeline']} on {shown['backend_label']}",
+        })
+    lines += [markdown_table(lengths), ""]
+    table = []
+    for row in sorted(natural, key=row_shape_order):
+        latency = row["latency_ms"]
+        table.append({"pipeline": row["pipeline"], "backend": row["backend_label"], "batch": str(row["batch_size"]),
+                      "p50 ms": f"{latency['p50']:.2f}", "p90 ms": f"{latency['p90']:.2f}",
+                      "p99 ms": f"{latency['p99']:.2f}", "n": str(latency["n"]),
+                      "speed-up vs reference": reference_speedup_text(row),
+                      "vs teacher, same backend": _speedup(row)})
+    return lines + [markdown_table(table), "",
+                    "Speed-ups here are measured interleaved round by round on the same rows (the i-th call of each "
+                    "model runs the i-th batch), so they are as paired as at a fixed shape; percentiles spread over "
+                    "the lengths as well as the timing noise.", ""]
 
 
 def device_columns(row: dict) -> dict:

@@ -15,6 +15,7 @@ from typing import Any
 from compbench.common.errors import UsageError
 from compbench.common.files import atomic_path, to_jsonable, write_atomically
 from compbench.config.cells import Cell
+from compbench.config.measure import NATURAL
 
 # The design contract: every row has every one of these keys (None where not measured).
 ROW_KEYS = (
@@ -153,9 +154,10 @@ def row_problem(row: Any) -> str | None:
             return f"{key} {_shown(row[key])} is not a string"
     if row["cell_id"].count("/") < 2:
         return f"cell_id {_shown(row['cell_id'])} is not task/pipeline/backend"
-    for key in ("batch_size", "seq_len"):
-        if not _is_int(row[key]):
-            return f"{key} {_shown(row[key])} is not an integer"
+    if not _is_int(row["batch_size"]):
+        return f"batch_size {_shown(row['batch_size'])} is not an integer"
+    if not (_is_int(row["seq_len"]) or row["seq_len"] == NATURAL):
+        return f"seq_len {_shown(row['seq_len'])} is neither an integer nor '{NATURAL}'"
     if row["status"] == "ok" and not _is_number(row["metric"]):
         return f"an ok row's metric {_shown(row['metric'])} is not a number"
     return None

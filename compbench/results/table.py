@@ -16,6 +16,9 @@ SEED_FIELDS = ("run", "data", "teacher", "bootstrap")
 # A causal LM's decoding (row["generation"]), as gen_<field>; ttft_ms is the median time to the first token.
 GENERATION_FIELDS = ("prompt_tokens", "new_tokens", "ttft_ms", "time_per_token_ms", "tokens_per_s",
                      "decode_tokens_per_s", "peak_rss_bytes", "kv_cache_bytes")
+# A natural-length shape's lengths (row["natural_lengths"]), as natural_<field>: over the timed calls, each row's
+# real tokens, each call's padded width, and the share of computed positions that were padding.
+NATURAL_FIELDS = ("row_tokens_p50", "row_tokens_p90", "padded_width_p50", "padded_width_p90", "padding_share")
 
 COLUMNS = (
     "run_id",
@@ -76,6 +79,7 @@ COLUMNS = (
     "speedup_vs_reference_significant",
     "speedup_vs_reference_source",
     "reference_backend_label",
+    *(f"natural_{name}" for name in NATURAL_FIELDS),
     "gflop_per_batch",
     "achieved_gflops",
     "peak_gflops",
@@ -108,7 +112,7 @@ COLUMNS = (
 )
 NESTED = ("predictions", "labels", "lineage", "latency_ms", "latency_samples_ms", "metrics", "metric_ci95", "steps",
           "seeds", "roofline_peak", "flops", "gpu_memory", "speedup", "speedup_vs_reference", "measured_at",
-          "generation", "zero_shot", "memory_bandwidth")
+          "generation", "zero_shot", "memory_bandwidth", "natural_lengths")
 
 
 def flat_record(row: dict) -> dict:
@@ -138,6 +142,11 @@ def flat_record(row: dict) -> dict:
         speedup = generation.get(key) or {}
         out[column] = speedup.get("ratio")
         out[f"{column}_ci95_low"], out[f"{column}_ci95_high"] = speedup.get("ci95") or (None, None)
+    lengths = row.get("natural_lengths") or {}
+    for name in NATURAL_FIELDS:
+        spread, _, percentile = name.rpartition("_")
+        out[f"natural_{name}"] = (lengths.get(name) if name == "padding_share"
+                                  else (lengths.get(spread) or {}).get(percentile))
     for task, scores in (row.get("zero_shot") or {}).items():
         out[f"zero_shot_{task}_ci95_low"], out[f"zero_shot_{task}_ci95_high"] = scores.get("ci95") or (None, None)
     return out

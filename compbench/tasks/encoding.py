@@ -152,6 +152,40 @@ def predict_logits(run: RunFn, tokenizer, rows: EncodedRows, batch_size: int) ->
     return out
 
 
+def natural_batches(tokenizer, task: TaskSpec, rows: pd.DataFrame, batch_size: int, max_seq_len: int, seed: int,
+                    count: int) -> list[Batch]:
+    """``count`` batches of ``batch_size`` real rows drawn seeded, each padded to its own longest row after
+    truncation at ``max_seq_len``: what a service sends. Rows are picked by index and the batches put in an order
+    read from the text (not the tokens), so every tokenizer gets the same rows in the same order: ordered by their
+    longest row's characters, then in van der Corput order of that ranking (the median batch, the quartiles, the
+    octiles, ...), so that the first few calls already span the lengths."""
+    encoded = encode_rows(tokenizer, task, rows, max_seq_len)
+    characters = np.sum([np.fromiter(map(len, texts), dtype=np.int64, count=len(rows))
+                         for texts in texts_of(task, rows)], axis=0)
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(len(rows), size=batch_size, replace=batch_size > len(rows)) for _ in range(count)]
+    ranked = sorted(picks, key=lambda pick: int(characters[pick].max()))
+    return [pad_batch(tokenizer, [encoded.features[i] for i in ranked[k]]) for k in spread_order(count)]
+
+
+def spread_order(count: int) -> list[int]:
+    """0 .. count-1 in the order that spreads over them soonest: the index at each van der Corput point (1/2, 1/4,
+    3/4, 1/8, ...) of the range, each once."""
+    order: list[int] = []
+    k = 1
+    while len(order) < count:
+        point, denominator, rest = 0.0, 1.0, k
+        while rest:
+            denominator *= 2
+            point += (rest % 2) / denominator
+            rest //= 2
+        index = int(point * count)
+        if index not in order:
+            order.append(index)
+        k += 1
+    return order
+
+
 def timing_batch(tokenizer, task: TaskSpec, rows: pd.DataFrame, batch_size: int, seq_len: int, seed: int) -> Batch:
     """``batch_size`` real rows padded (or truncated) to exactly ``seq_len`` tokens."""
     picked = rows.sample(n=batch_size, replace=batch_size > len(rows), random_state=seed)

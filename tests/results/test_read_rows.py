@@ -129,7 +129,7 @@ PROBLEMS = {
     "pipeline not a string": ({"pipeline": ["p"]}, "pipeline"),
     "batch size not an int": ({"batch_size": "32"}, 'batch_size "32" is not an integer'),
     "batch size a bool": ({"batch_size": True}, "batch_size true is not an integer"),
-    "seq len a float": ({"seq_len": 128.0}, "seq_len 128.0 is not an integer"),
+    "seq len a float": ({"seq_len": 128.0}, "seq_len 128.0 is neither an integer nor 'natural'"),
     "ok without a metric": ({"metric": None}, "an ok row's metric null is not a number"),
     "ok with a string metric": ({"metric": "0.9"}, 'metric "0.9" is not a number'),
 }
