@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from compbench.common.statistics import TIMING_RESOLUTION, Estimate
-from compbench.config.measure import shape_order
+from compbench.config.measure import NATURAL, shape_order
 from compbench.config.schema import BASELINE
 from compbench.tasks.metrics import higher_is_better, paired_bootstrap_delta, paired_bootstrap_nll_ratio_delta
 
@@ -334,10 +334,12 @@ def percent_of_peak(achieved: float | None, peak_gflops: float | None) -> float 
 
 
 def roofline(row: dict) -> dict:
-    """Achieved GFLOP/s at the median latency, and its share of the run's measured matmul peak."""
+    """Achieved GFLOP/s at the median latency (at the natural length, whose calls differ in FLOPs and whose ``flops``
+    is their mean: at the mean latency, i.e. all the FLOPs over all the time), and its share of the run's measured
+    matmul peak."""
     flops, latency, peak = row.get("flops"), row.get("latency_ms") or {}, row.get("roofline_peak") or {}
-    p50 = latency.get("p50")
-    achieved = achieved_gflops(flops or None, p50 / 1e3 if p50 else None)
+    typical = latency.get("mean" if row.get("seq_len") == NATURAL else "p50")
+    achieved = achieved_gflops(flops or None, typical / 1e3 if typical else None)
     return {"gflop_per_batch": flops / 1e9 if flops else None, "achieved_gflops": achieved,
             "peak_gflops": peak.get("gflops"), "peak_dtype": peak.get("dtype"),
             "pct_of_peak": percent_of_peak(achieved, peak.get("gflops"))}

@@ -160,6 +160,9 @@ def test_a_natural_shape_through_a_cell_the_report_and_recommend(tiny_artifact, 
     assert on_ort["speedup_vs_reference"]["source"] == "timed"
     assert on_ort["flops"] > 0
     analysed = analyse(rows)
+    natural_ort = next(r for r in analysed if r["cell_id"] == on_ort["cell_id"] and r["seq_len"] == NATURAL)
+    # all the FLOPs over all the time: the mean call's FLOPs over the mean call's time
+    assert natural_ort["achieved_gflops"] == pytest.approx(on_ort["flops"] / (on_ort["latency_ms"]["mean"] / 1e3) / 1e9)
     report = markdown_report(analysed, {})
     assert "### Natural lengths" in report and "2×natural" in report
     at_natural = [row for row in analysed if row["seq_len"] == NATURAL]
