@@ -6,8 +6,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, model_validator
 
-from compbench.config import limits
 from compbench.common.fields import show_value
+from compbench.config import limits
 from compbench.config.error_lines import FieldError
 from compbench.config.limits import (
     MAX_BATCH_SIZE,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from compbench.config.measure import NATURAL, shape_order
 from compbench.results.analysis import (
     GATES,
     MIN_EVAL_ROWS,
@@ -28,7 +29,6 @@ from compbench.results.analysis import (
     summary_records,
     timing_resolution,
 )
-from compbench.config.measure import NATURAL, shape_order
 from compbench.results.pareto import pareto_mask
 from compbench.results.rows import read_labels, read_rows
 from compbench.results.table import tidy_frame
