@@ -49,11 +49,6 @@ def shape_order(shape: Shape) -> tuple:
     return (batch, 1, 0) if seq == NATURAL else (batch, 0, seq)
 
 
-def shape_text(shape: Shape) -> str:
-    """``8×128``, ``8×natural``."""
-    return f"{shape[0]}×{shape[1]}"
-
-
 class GenerationConfig(BaseModel):
     """How a causal LM's decoding is timed at each shape (batch size x prompt tokens): greedy, every call made
     to produce exactly ``new_tokens`` (``min_new_tokens = max_new_tokens``), so every call does the same work."""

@@ -44,7 +44,7 @@ from compbench.measurement.timing import Call, cold_ms, device_costs, interleave
 from compbench.models.artifact import ModelArtifact, files_size
 from compbench.results.rows import cell_row, closed_rows, row_problem
 from compbench.tasks.data import TaskData
-from compbench.tasks.encoding import Batch, natural_batches, timing_batch
+from compbench.tasks.encoding import Batch, batch_list, natural_batches, timing_batch
 
 # Bump when measuring changes what a row says for the same model and settings.
 MEASURE_VERSION = "6"   # 2: p10, every timed call, labels, seeds, FLOPs; 3: causal LMs; 4: speedup_vs_reference;
@@ -436,8 +436,7 @@ class CellMeasurement:
     def _flops(self, artifact: ModelArtifact, batches: dict[Shape, Batch | list[Batch]]) -> dict[int, int]:
         """FLOPs per example at each padded length timed (a natural shape's: each of its batches' widths); a model
         the counter cannot take gets none, not a failure."""
-        widths = {batch["input_ids"].shape[1] for inputs in batches.values()
-                  for batch in (inputs if isinstance(inputs, list) else [inputs])}
+        widths = {batch["input_ids"].shape[1] for inputs in batches.values() for batch in batch_list(inputs)}
         try:
             return flops_per_example(artifact, self.store, sorted(widths))
         except Exception as exc:

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compbench.tasks.encoding import Batch
-
-
-def batch_list(batches: Batch | list[Batch]) -> list[Batch]:
-    """A shape's inputs as a list: one padded batch (a fixed shape) or a natural shape's batches."""
-    return batches if isinstance(batches, list) else [batches]
+from compbench.tasks.encoding import Batch, batch_list
 
 
 def first_batch(batches: Batch | list[Batch]) -> Batch:

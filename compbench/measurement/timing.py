@@ -32,7 +32,7 @@ import numpy as np
 from compbench.backends.base import Clock, Session
 from compbench.common.statistics import median_interval, median_ratio
 from compbench.config.measure import MeasureConfig
-from compbench.tasks.encoding import Batch
+from compbench.tasks.encoding import Batch, batch_list
 
 CHECK_EVERY = 10            # timed calls (pairs) between two checks of the precision target
 CHECK_RESAMPLES = 200       # bootstrap resamples for a check (the reported interval uses the suite's count)
@@ -54,8 +54,7 @@ class Call:
 
     @classmethod
     def of(cls, session: Session, batches: Batch | list[Batch], threads: int | None = None) -> "Call":
-        inputs = batches if isinstance(batches, list) else [batches]
-        return cls(session, [session.prepare(batch) for batch in inputs], session.clock(), threads)
+        return cls(session, [session.prepare(batch) for batch in batch_list(batches)], session.clock(), threads)
 
     def time_ms(self) -> float:
         pin_torch_threads(self.threads)

@@ -18,6 +18,11 @@ Batch = dict[str, np.ndarray]
 RunFn = Callable[[Batch], np.ndarray]
 
 
+def batch_list(batches: Batch | list[Batch]) -> list[Batch]:
+    """A timed shape's inputs as a list: one padded batch (a fixed shape) or a natural shape's batches."""
+    return batches if isinstance(batches, list) else [batches]
+
+
 IGNORE_LABEL = -100          # a class id no row has: the row carries no label (PyTorch's ignore index)
 
 
