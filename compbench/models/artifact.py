@@ -15,7 +15,7 @@ from pathlib import Path
 from compbench.common.errors import CompbenchError, UnreadableArtifactError, UnsupportedError
 from compbench.common.hashing import stable_hash
 from compbench.models.formats import FORMATS, ArtifactFormat
-from compbench.models.formats.base import ONNX_EXPORTS, OPENVINO_EXPORTS
+from compbench.models.formats.base import GGUF_EXPORTS, ONNX_EXPORTS, OPENVINO_EXPORTS
 from compbench.models.kinds import CAUSAL_LM, SEQUENCE_CLASSIFICATION, model_kind
 
 META_FILE = "compbench.json"
@@ -28,7 +28,7 @@ SOURCE_PARAMETERS = "source_parameters.json"
 # training rows; the text a causal-LM teacher wrote for sequence-level distillation.
 TEACHER_LOGITS = "teacher-logits"
 TEACHER_WRITTEN = "generated"
-DERIVED = (ONNX_EXPORTS, OPENVINO_EXPORTS, TEACHER_LOGITS, TEACHER_WRITTEN)
+DERIVED = (ONNX_EXPORTS, OPENVINO_EXPORTS, GGUF_EXPORTS, TEACHER_LOGITS, TEACHER_WRITTEN)
 
 
 @dataclass

@@ -363,7 +363,7 @@ def test_quantizing_twice_is_refused_in_the_suite_and_at_build(builder, first):
     ({"method": "int4"}, ("method",), "'nncf-int8', 'nncf-int8-accuracy', 'nncf-int8-wo', 'nncf-int4', 'dynamic', "
                                       "'ort-dynamic', 'ort-int4', 'ort-static', 'bnb-int8', 'bnb-nf4', "
                                       "'torchao-int8-weight-only', 'torchao-int8-dynamic', 'torchao-int4-weight-only', "
-                                      "'fp16' or 'ort-fp16'"),
+                                      "'fp16', 'ort-fp16' or 'gguf'"),
     ({"method": "ort-static", "calibration_rows": 0}, ("calibration_rows",), "greater than or equal to 1"),
     ({"method": "ort-static", "calibration_method": "percentile", "percentile": 90}, ("percentile",),
      "greater than 90"),

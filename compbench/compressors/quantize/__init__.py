@@ -32,6 +32,9 @@ methods in ``METHODS``. Here: the parameters, what each method takes and writes 
 - ``nncf-int8-wo``, ``nncf-int4``: NNCF's weight compression (``nncf.compress_weights``) of the fp32 IR (a causal
   LM: optimum-intel's stateful decoder); int4 optionally data-aware (AWQ, scale estimation, GPTQ) on the training
   text; writes ``openvino`` (``int8-weight-only``, ``int4-weight-only``); runs on openvino.
+- ``gguf`` (causal LMs): a GGUF file of ``gguf_type`` (f32, f16, bf16 written from the fp32 model; q8_0, q6_k, q5_k_m,
+  q4_k_m, q4_0 by llama.cpp's quantizer, optionally with an importance matrix from training text: ``imatrix``);
+  writes ``gguf`` (precision: the type); runs on llamacpp.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from compbench.models.artifact import ModelArtifact
 # (the NNCF methods first: the others' error message keeps its old tail)
 Method = Literal["nncf-int8", "nncf-int8-accuracy", "nncf-int8-wo", "nncf-int4", "dynamic", "ort-dynamic", "ort-int4",
                  "ort-static", "bnb-int8", "bnb-nf4", "torchao-int8-weight-only", "torchao-int8-dynamic",
-                 "torchao-int4-weight-only", "fp16", "ort-fp16"]
+                 "torchao-int4-weight-only", "fp16", "ort-fp16", "gguf"]
 QType = Literal["qint8", "quint8"]
 
 # Which parameters each method reads (setting another one is a mistake, not a no-op).
@@ -69,11 +72,13 @@ METHOD_PARAMS: dict[str, set[str]] = {
                            "validation_rows"},
     "nncf-int8-wo": {"mode"},
     "nncf-int4": {"mode", "group_size", "ratio", "all_layers", "awq", "scale_estimation", "gptq", "calibration_rows"},
+    "gguf": {"gguf_type", "imatrix", "calibration_rows"},
 }
 # Parameters only the NNCF methods read, added after the others' cache keys were made: left out of the others'
 # dumps (where they are at their defaults anyway), so those keys stay as they were.
 NNCF_ONLY = ("preset", "smooth_quant_alpha", "max_drop", "drop_type", "validation_rows", "mode", "ratio", "all_layers",
              "awq", "scale_estimation", "gptq")
+GGUF_ONLY = ("gguf_type", "imatrix")       # likewise, for method gguf (added later still)
 # A method's own default where it differs from the field's (the field's serves ort-static): NNCF's subset sizes
 # (quantize: 300 samples; compress_weights: 128), and the modes optimum-intel picks by default for 8 and 4 bits.
 METHOD_DEFAULTS: dict[str, dict] = {
@@ -81,6 +86,7 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "nncf-int8-accuracy": {"calibration_rows": 300},
     "nncf-int8-wo": {"mode": "int8_asym"},
     "nncf-int4": {"calibration_rows": 128, "mode": "int4_asym"},
+    "gguf": {"calibration_rows": 128},
 }
 DATA_AWARE = ("awq", "scale_estimation", "gptq")
 
@@ -90,7 +96,7 @@ class QuantizeParams(BaseModel):
 
     method: Method = Field(description="dynamic, ort-dynamic, ort-int4, ort-static, bnb-int8, "
                            "bnb-nf4, torchao-int8-weight-only, torchao-int8-dynamic, torchao-int4-weight-only, "
-                           "fp16, ort-fp16, nncf-int8, nncf-int8-accuracy, nncf-int8-wo or nncf-int4")
+                           "fp16, ort-fp16, nncf-int8, nncf-int8-accuracy, nncf-int8-wo, nncf-int4 or gguf")
     per_channel: bool = Field(False, description="one scale per output channel (ORT methods)")
     weight_type: QType = "qint8"
     activation_type: QType = Field(
@@ -146,6 +152,10 @@ class QuantizeParams(BaseModel):
     scale_estimation: bool = Field(False, description="nncf-int4: scales fitted to the layers' outputs on training "
                                    "text")
     gptq: bool = Field(False, description="nncf-int4: GPTQ on training text")
+    gguf_type: Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"] = Field(
+        "q8_0", description="gguf: the GGUF file's type (llama.cpp's names; f32/f16/bf16 written from the fp32 model)")
+    imatrix: bool = Field(False, description="gguf (a quantized type): an importance matrix from calibration_rows "
+                          "chunks of training text weights the quantizer's rounding error")
 
     @field_validator("block_size")
     @classmethod
@@ -169,14 +179,21 @@ class QuantizeParams(BaseModel):
             if self.calibration_rows != METHOD_DEFAULTS["nncf-int4"]["calibration_rows"] and not data_aware:
                 raise ValueError("nncf-int4 reads calibration_rows only with awq, scale_estimation or gptq "
                                  "(data-aware); without them it reads no data")
+        if self.method == "gguf":
+            if self.imatrix and self.gguf_type in ("f32", "f16", "bf16"):
+                raise ValueError(f"gguf_type {self.gguf_type} is not quantized: imatrix applies to q8_0, q6_k, "
+                                 "q5_k_m, q4_k_m and q4_0")
+            if self.calibration_rows != METHOD_DEFAULTS["gguf"]["calibration_rows"] and not self.imatrix:
+                raise ValueError("gguf reads calibration_rows only with imatrix: true")
         return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
         data = handler(self)
-        if not self.method.startswith("nncf-"):
-            for name in NNCF_ONLY:
-                data.pop(name, None)
+        for own, names in (("nncf-", NNCF_ONLY), ("gguf", GGUF_ONLY)):
+            if not self.method.startswith(own):
+                for name in names:
+                    data.pop(name, None)
         return data
 
 
@@ -201,6 +218,9 @@ METHOD_IO: dict[str, tuple[tuple[str, ...], Stored]] = {
     "nncf-int8-accuracy": (("hf", "hf-sparse", "hf-low-rank"), Stored("openvino", "int8-mixed")),
     "nncf-int8-wo": (("hf", "hf-sparse", "hf-low-rank"), Stored("openvino", "int8-weight-only")),
     "nncf-int4": (("hf", "hf-sparse", "hf-low-rank"), Stored("openvino", "int4-weight-only")),
+    # llama.cpp: the fp32 model written as an F32 GGUF file (a model PyTorch loads as plain Llama modules); the
+    # precision is the file's type (produces)
+    "gguf": (("hf", "hf-sparse"), Stored("gguf", "gguf")),
 }
 Quantizer = Callable[[ModelArtifact, QuantizeParams, CompressContext], ModelArtifact]
 METHODS: dict[str, Quantizer] = {}
@@ -225,7 +245,8 @@ class Quantize(Compressor):
 
     @classmethod
     def produces(cls, params: QuantizeParams) -> Stored:
-        return METHOD_IO[params.method][1]
+        stored = METHOD_IO[params.method][1]
+        return Stored(stored.format, params.gguf_type) if params.method == "gguf" else stored
 
     @classmethod
     def key_material(cls, params: QuantizeParams, resolve_model, base_dir=None) -> dict:
@@ -233,6 +254,10 @@ class Quantize(Compressor):
         every step's key names) and on their own code version; the other methods' keys are unchanged."""
         if params.method.startswith("nncf-"):
             from compbench.compressors.quantize.nncf import key_material
+
+            return key_material()
+        if params.method == "gguf":
+            from compbench.compressors.quantize.llamacpp import key_material
 
             return key_material()
         return {}
@@ -263,7 +288,7 @@ def library_version(package: str) -> str:
 
 
 # each library's methods register themselves in METHODS (imported last: they import the names above)
-from compbench.compressors.quantize import bitsandbytes, nncf, onnxruntime, torch, torchao  # noqa: E402, F401
+from compbench.compressors.quantize import bitsandbytes, llamacpp, nncf, onnxruntime, torch, torchao  # noqa: E402, F401
 from compbench.compressors.quantize.onnxruntime import (  # noqa: E402, F401
     CALIBRATION,
     ENTROPY_CALIBRATION,

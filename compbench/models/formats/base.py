@@ -52,6 +52,7 @@ EXPORT_LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", 
 
 ONNX_EXPORTS = "onnx"           # in an artifact's folder: its ONNX exports, one subfolder per exporter version
 OPENVINO_EXPORTS = "openvino"   # ... and its OpenVINO IR, one subfolder per converter version (models.openvino_export)
+GGUF_EXPORTS = "gguf"           # ... and its GGUF file, one subfolder per writer version (models.gguf_export)
 EXPORT_SEAL = "seal.json"       # in an export's folder: its files' sizes and sha256
 
 
