@@ -110,6 +110,11 @@ class Session(ABC):
         the model's config. Perplexity, zero-shot scoring and generation timing all run through it."""
         raise UnsupportedError(f"{type(self).__name__} does not run causal language models")
 
+    def text_tokenizer(self) -> Any | None:
+        """A tokenizer of the engine's own that prompts and scoring must use instead of the artifact's (llama.cpp's,
+        from the GGUF file), with the calls ``language_model``'s callers make; None: the artifact's."""
+        return None
+
     def step_reads(self) -> StepReads | None:
         """For a causal LM: the bytes one decoding step reads (``StepReads``), the denominator of its bandwidth
         roof; None where the backend cannot tell (no roof is drawn)."""

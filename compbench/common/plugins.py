@@ -22,6 +22,7 @@ COMPRESSORS: Registry = Registry(
 BACKENDS: Registry = Registry(
     "backend", "compbench.backends", base="compbench.backends.base:Backend",
     builtins={
+        "llamacpp": "compbench.backends.llamacpp:LlamaCppBackend",
         "onnxruntime": "compbench.backends.onnxruntime:OnnxRuntimeBackend",
         "openvino": "compbench.backends.openvino:OpenVinoBackend",
         "torch": "compbench.backends.torch:TorchBackend",

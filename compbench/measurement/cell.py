@@ -226,7 +226,7 @@ class CellMeasurement:
                          reference: ModelArtifact | None, teacher: ModelArtifact | None) -> list[dict]:
         language = data.task.is_language_modeling
         try:
-            tokenizer = lm_tokenizer(artifact) if language else artifact.tokenizer()
+            tokenizer = lm_tokenizer(artifact, session) if language else artifact.tokenizer()
             batches = self._timing_batches(tokenizer, data)
             cold = {shape: cold_ms(session, first_batch(batch)) for shape, batch in batches.items()}   # before all
             common = self._shape_independent(cell, session, artifact, tokenizer, data)
@@ -345,7 +345,7 @@ class CellMeasurement:
                  threads: int | None = None) -> Partner:
         session = BACKENDS.get(options.name)().load(teacher, options)
         try:
-            tokenizer = lm_tokenizer(teacher) if teacher.is_causal_lm else teacher.tokenizer()
+            tokenizer = lm_tokenizer(teacher, session) if teacher.is_causal_lm else teacher.tokenizer()
             return Partner(session, self._timing_batches(tokenizer, data), tokenizer, threads)
         except Exception:
             session.close()

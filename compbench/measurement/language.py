@@ -43,9 +43,11 @@ RSS_SAMPLE_SECONDS = 0.005
 QUALITY_BATCH = 8          # windows (or zero-shot inputs) per forward pass
 
 
-def lm_tokenizer(artifact):
-    """The artifact's tokenizer, with a pad token (its end-of-text) where it has none: batches are padded."""
-    tokenizer = artifact.tokenizer()
+def lm_tokenizer(artifact, session: Session | None = None):
+    """The tokenizer ``session`` runs on (its engine's own, else the artifact's), with a pad token (its end-of-text)
+    where it has none: batches are padded."""
+    own = session.text_tokenizer() if session is not None else None
+    tokenizer = own if own is not None else artifact.tokenizer()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

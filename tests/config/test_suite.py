@@ -149,7 +149,7 @@ MISTAKES = {
     "unknown task": ("name: x\ntasks: [sst]\n",
                      ["tasks[0]: unknown task 'sst'", "valid: cola,", "did you mean 'sst2'?"]),
     "unknown backend": (MINIMAL + "backends: [{name: trch}]\n",
-                        ["backends[0].name: unknown backend 'trch'", "valid: onnxruntime, ", "torch",
+                        ["backends[0].name: unknown backend 'trch'", "valid: llamacpp, onnxruntime, ", "torch",
                          "did you mean 'torch'?"]),
     "unknown reference_backend key": (MINIMAL + "reference_backend: {name: torch, devise: cpu}\n",
                                       ["reference_backend.devise: unknown field 'devise'",
