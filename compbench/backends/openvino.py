@@ -52,6 +52,9 @@ class OpenVinoOptions(BaseModel):
     performance_hint: Literal["latency", "throughput"] = "latency"
     shapes: Literal["dynamic", "static"] = "dynamic"
     engine_precision: bool = False                # leave the inference precision to OpenVINO; the row says which
+    # a causal LM's KV cache: u8 (the CPU plugin's default, scales per token) quantizes it; default: the inference
+    # precision (fp32 means fp32), or OpenVINO's choice with engine_precision
+    kv_cache_precision: Literal["u8", "f16", "bf16", "f32"] | None = None
 
 
 def precision_name(element_type: Any) -> str:
@@ -241,6 +244,11 @@ class OpenVinoBackend(Backend):
                                     "slow and mislead")
         if settings.engine_precision and options.precision != "fp32":
             return Availability(False, "engine_precision leaves the precision to OpenVINO; do not also set precision")
+        if settings.kv_cache_precision in CAPABILITY and not settings.engine_precision:
+            capabilities = ov.get_property(device, "OPTIMIZATION_CAPABILITIES")
+            if CAPABILITY[settings.kv_cache_precision] not in capabilities:
+                return Availability(False, f"a {settings.kv_cache_precision} KV cache is not native on this "
+                                    f"{device} (capabilities: {', '.join(capabilities)})")
         return Availability(True)
 
     def compute_precision(self, options: BackendOptions, artifact_precision: str) -> str:
@@ -281,7 +289,9 @@ class OpenVinoBackend(Backend):
 
         if settings.shapes == "static":
             raise UnsupportedError("a causal LM on OpenVINO runs with dynamic shapes (its cache grows every token)")
-        if not settings.engine_precision:      # fp32 means fp32: the KV cache too, not the CPU plugin's u8 default
+        if settings.kv_cache_precision is not None:
+            config = {**config, "KV_CACHE_PRECISION": settings.kv_cache_precision}
+        elif not settings.engine_precision:    # fp32 means fp32: the KV cache too, not the CPU plugin's u8 default
             config = {**config, "KV_CACHE_PRECISION": config["INFERENCE_PRECISION_HINT"]}
         model = OVModelForCausalLM.from_pretrained(str(folder), export=False, device=device, ov_config=config,
                                                    compile=False, local_files_only=True)

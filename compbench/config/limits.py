@@ -14,6 +14,7 @@ from compbench.common.fields import bounded_int
 MAX_BATCH_SIZE = 65_536             # rows per call: timed shapes, evaluation, training
 MIN_SEQ_LEN = 8                     # tokens per row ...
 MAX_SEQ_LEN = 512                   # ... BERT-family models have 512 positions
+MAX_PROMPT_LEN = 32_768             # a causal LM's timed prompt tokens (measure.seq_lens of a language task)
 MAX_ITERS = 1_000_000               # calls per shape: warm-up, and the least and most timed
 MAX_RESAMPLES = 1_000_000           # bootstrap resamples of an interval
 MAX_EPOCHS = 10_000
@@ -31,6 +32,7 @@ BOOTSTRAP_ITEM_BYTES = 8            # int64 indices, float64 values
 
 BatchSize = bounded_int(1, MAX_BATCH_SIZE)
 SeqLen = bounded_int(MIN_SEQ_LEN, MAX_SEQ_LEN)
+PromptLen = bounded_int(MIN_SEQ_LEN, MAX_PROMPT_LEN)
 Seed = bounded_int(0, MAX_SEED)
 
 

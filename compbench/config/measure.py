@@ -12,12 +12,13 @@ from compbench.config.error_lines import FieldError
 from compbench.config.limits import (
     MAX_BATCH_SIZE,
     MAX_ITERS,
+    MAX_PROMPT_LEN,
     MAX_RESAMPLES,
     MAX_SEQ_LEN,
     MAX_TIMING_SECONDS,
     MIN_SEQ_LEN,
     BatchSize,
-    SeqLen,
+    PromptLen,
     bootstrap_bytes,
     bounded_int,
     input_bytes,
@@ -34,9 +35,10 @@ def _length(value: Any) -> int | str:
     if value == NATURAL:
         return NATURAL
     try:
-        return TypeAdapter(SeqLen).validate_python(value)
+        return TypeAdapter(PromptLen).validate_python(value)
     except ValidationError:
-        raise ValueError(f"must be a whole number of tokens {MIN_SEQ_LEN}..{MAX_SEQ_LEN} or '{NATURAL}'; "
+        raise ValueError(f"must be a whole number of tokens {MIN_SEQ_LEN}..{MAX_PROMPT_LEN} (a classifier's: "
+                         f"..{MAX_SEQ_LEN}) or '{NATURAL}'; "
                          f"got {show_value(value)}") from None
 
 

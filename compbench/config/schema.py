@@ -27,7 +27,7 @@ from compbench.common.plugins import BACKENDS, COMPRESSORS
 from compbench.common.registry import unknown_name_message
 from compbench.config.backends import DEVICES, PROFILES, BackendOptions, Device
 from compbench.config.error_lines import FieldError, ParamsError
-from compbench.config.limits import MAX_THREADS, MAX_TIMEOUT_SECONDS, Seed
+from compbench.config.limits import MAX_SEQ_LEN, MAX_THREADS, MAX_TIMEOUT_SECONDS, MIN_SEQ_LEN, Seed
 from compbench.config.measure import NATURAL, MeasureConfig
 from compbench.config.training import TeacherConfig
 from compbench.tasks.causal_lm import LanguageModelingConfig
@@ -267,6 +267,18 @@ class Suite(Strict):
                 raise FieldError(("tasks", index, "labels"), "a mapping reads your labels as a given model's (teacher: "
                                  "{finetune: false}); for a head fine-tuned here list them: labels: "
                                  f"{labels_yaml([str(key) for key in entry.labels])}")
+        return self
+
+    @model_validator(mode="after")
+    def _long_prompts_for_causal_lms(self) -> "Suite":
+        """Lengths beyond a classifier's 512 positions are a causal LM's prompts only."""
+        longest = max(self.measure.fixed_seq_lens, default=0)
+        for index, entry in enumerate(self.tasks):
+            if longest > MAX_SEQ_LEN and not isinstance(entry, LanguageModelingConfig):
+                raise FieldError(("measure", "seq_lens", self.measure.seq_lens.index(longest)),
+                                 f"{longest} tokens: a classification task's rows are timed at {MIN_SEQ_LEN}.."
+                                 f"{MAX_SEQ_LEN} tokens (tasks[{index}], {getattr(entry, 'name', entry)}); longer "
+                                 "lengths are causal LMs' prompts")
         return self
 
     @model_validator(mode="after")

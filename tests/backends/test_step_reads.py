@@ -150,6 +150,11 @@ def test_openvino_counts_its_ir_at_the_precisions_read_back(tiny_causal_lm):
     assert reads.kv_bytes_per_value == 4.0 and reads.row_bytes == 0
     # the converter folds a random model's norm weights of ones away (a few hundred bytes of 4 MB)
     assert reads.weight_bytes == pytest.approx(held_bytes(model), rel=1e-3)
+    # a u8 KV cache asked for: read back, counted at a byte a value, the weights as before
+    quantized, _, info = loaded_reads("openvino", tiny_causal_lm, BackendOptions(
+        name="openvino", threads=1, options={"kv_cache_precision": "u8"}))
+    assert info["kv_cache_precision"] == "u8" == quantized.kv_dtype and quantized.kv_bytes_per_value == 1
+    assert quantized.weight_bytes == reads.weight_bytes
 
 
 # ---- the real model ----------------------------------------------------------------------------------------------

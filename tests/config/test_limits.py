@@ -49,7 +49,8 @@ TOO_BIG = {
     "training batch size": ("teacher: {batch_size: 1.0e+23}\n",
                             ["teacher.batch_size: must be less than or equal to 65536", "got 1e+23"]),
     "sequence length": ("measure: {seq_lens: [1.0e+23]}\n",
-                        ["measure.seq_lens[0]: must be a whole number of tokens 8..512 or 'natural'", "got 1e+23"]),
+                        ["measure.seq_lens[0]: must be a whole number of tokens 8..32768 (a classifier's: ..512) or "
+                         "'natural'", "got 1e+23"]),
     "max_seq_len": ("teacher: {max_seq_len: 4294967296}\n",
                     ["teacher.max_seq_len: must be less than or equal to 512", "got 4294967296"]),
     "max_iters": ("measure: {max_iters: 1.0e+300}\n",

@@ -175,8 +175,13 @@ def test_a_natural_shape_through_a_cell_the_report_and_recommend(tiny_artifact, 
 def test_natural_is_a_length_for_classification_tasks_only():
     from compbench.common.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"seq_lens\[0\]: must be a whole number of tokens 8..512 or 'natural'"):
+    with pytest.raises(UsageError, match=r"seq_lens\[0\]: must be a whole number of tokens 8..32768 \(a classifier"):
         validate_suite({"name": "x", "tasks": ["sst2"], "measure": {"seq_lens": ["nat"]}}, "x.yaml")
+    with pytest.raises(UsageError, match=r"seq_lens\[1\]: 1024 tokens: a classification task's rows are timed at "
+                       r"8..512 tokens \(tasks\[0\], sst2\)"):
+        validate_suite({"name": "x", "tasks": ["sst2"], "measure": {"seq_lens": [64, 1024]}}, "x.yaml")
+    assert validate_suite({"name": "x", "tasks": [{"name": "wiki", "corpus": "wikitext2"}],
+                           "measure": {"seq_lens": [1024]}}, "x.yaml").measure.seq_lens == [1024]
     with pytest.raises(UsageError, match=r"measure.seq_lens\[1\]: 'natural' times batches of a classification task"):
         validate_suite({"name": "x", "tasks": [{"name": "wiki", "corpus": "wikitext2"}],
                         "measure": {"seq_lens": [32, NATURAL]}}, "x.yaml")
