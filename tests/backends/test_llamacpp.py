@@ -209,6 +209,7 @@ def test_llama_cpp_generates_greedily_as_pytorch_and_batches_exactly(smollm2, te
     assert logits.shape == (2, 49152) and np.all(np.isfinite(logits))
 
 
+@pytest.mark.long
 @needs_llama_cpp
 def test_an_importance_matrix_changes_what_the_quantizer_writes(smollm2, store, glue_data):
     plain = built(store, smollm2, gguf_type="q4_0")
@@ -221,6 +222,7 @@ def test_an_importance_matrix_changes_what_the_quantizer_writes(smollm2, store, 
     assert (plain.path / GGUF_FILE).read_bytes() != (weighted.path / GGUF_FILE).read_bytes()
 
 
+@pytest.mark.long
 @needs_llama_cpp
 def test_a_quantized_kv_cache_is_counted_at_its_bytes_and_keeps_perplexity(smollm2, texts):
     scores, reads = {}, {}
