@@ -31,13 +31,13 @@ from compbench.backends.llamacpp_engine import KV_TYPES, EngineSettings, GgufTok
 from compbench.common.errors import UnsupportedError
 from compbench.config.backends import BackendOptions
 from compbench.models.artifact import ModelArtifact
+from compbench.models.formats.gguf import FLOAT_TYPES
 from compbench.models.llama_cpp import llama_cpp_module
 
 KvType = Literal[tuple(KV_TYPES)]
 INSTALL = ("install the extra: scripts/setup.sh --with llamacpp (builds llama-cpp-python from source for this CPU's "
            "AVX2 without native-only instructions, several minutes)")
 LOADS = ("hf", "hf-sparse", "gguf")       # formats with a GGUF file: a gguf artifact, or fp32 weights written as F32
-FLOAT_TYPES = ("f32", "f16", "bf16")
 
 
 class LlamaCppOptions(BaseModel):

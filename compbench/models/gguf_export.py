@@ -32,12 +32,11 @@ from compbench.common.envinfo import package_versions
 from compbench.common.errors import UnsupportedError
 from compbench.common.hashing import stable_hash
 from compbench.models.formats.base import GGUF_EXPORTS, cached_export
-from compbench.models.formats.gguf import GGUF_FILE
+from compbench.models.formats.gguf import FLOAT_TYPES, GGUF_FILE
 
 # Bump when what the writer writes changes: exports of another version are written again.
 WRITER_VERSION = 1
 WRITER_LIBRARIES = ("gguf", "torch", "transformers")
-FLOAT_TYPES = ("f32", "f16", "bf16")
 ARCHITECTURES = {"llama": "LLAMA"}          # Hugging Face model_type -> gguf.MODEL_ARCH member
 
 

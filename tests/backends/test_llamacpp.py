@@ -11,6 +11,7 @@ the quantizer writes, and a q8_0 KV cache is counted at its bytes.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -87,7 +88,7 @@ def texts(glue_data) -> list[str]:
 
 def lm_data(glue_data) -> TaskData:
     train = glue_corpus(glue_data, split="train", limit=200)
-    return TaskData(LM_TASK, __import__("pandas").DataFrame({"text": list(train.documents)}), {},
+    return TaskData(LM_TASK, pd.DataFrame({"text": list(train.documents)}), {},
                     source=train.source, fingerprint=train.fingerprint)
 
 

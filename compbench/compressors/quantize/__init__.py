@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 
 from compbench.compressors.base import CompressContext, Compressor, Stored, check_method_params
 from compbench.models.artifact import ModelArtifact
+from compbench.models.formats.gguf import FLOAT_TYPES as GGUF_FLOAT_TYPES
 
 # (the NNCF methods first: the others' error message keeps its old tail)
 Method = Literal["nncf-int8", "nncf-int8-accuracy", "nncf-int8-wo", "nncf-int4", "dynamic", "ort-dynamic", "ort-int4",
@@ -180,7 +181,7 @@ class QuantizeParams(BaseModel):
                 raise ValueError("nncf-int4 reads calibration_rows only with awq, scale_estimation or gptq "
                                  "(data-aware); without them it reads no data")
         if self.method == "gguf":
-            if self.imatrix and self.gguf_type in ("f32", "f16", "bf16"):
+            if self.imatrix and self.gguf_type in GGUF_FLOAT_TYPES:
                 raise ValueError(f"gguf_type {self.gguf_type} is not quantized: imatrix applies to q8_0, q6_k, "
                                  "q5_k_m, q4_k_m and q4_0")
             if self.calibration_rows != METHOD_DEFAULTS["gguf"]["calibration_rows"] and not self.imatrix:

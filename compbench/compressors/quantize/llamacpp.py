@@ -29,14 +29,12 @@ from compbench.common.hashing import stable_hash
 from compbench.compressors.base import CompressContext
 from compbench.compressors.quantize import QuantizeParams, finish, method
 from compbench.models.artifact import ModelArtifact
-from compbench.models.formats.gguf import GGUF_FILE, gguf_tensor_types
+from compbench.models.formats.gguf import FLOAT_TYPES, GGUF_FILE, gguf_tensor_types
 
 CODE_VERSION = "1"
 LIBRARIES = ("llama-cpp-python", "gguf")
-FLOAT_TYPES = ("f32", "f16", "bf16")
 # gguf_type -> llama.cpp's llama_ftype (llama.h)
 FILE_TYPES = {"q8_0": 7, "q6_k": 18, "q5_k_m": 17, "q4_k_m": 15, "q4_0": 2}
-GGUF_TYPES = (*FLOAT_TYPES, *FILE_TYPES)
 
 
 def key_material() -> dict:

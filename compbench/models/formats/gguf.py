@@ -18,6 +18,7 @@ from compbench.common.errors import UnreadableArtifactError
 from compbench.models.formats.base import ArtifactFormat, register_format
 
 GGUF_FILE = "model.gguf"
+FLOAT_TYPES = ("f32", "f16", "bf16")      # the GGUF types written from the fp32 model, not quantized
 
 
 @register_format
